@@ -1,0 +1,43 @@
+"""obsdeco: watch AI agents in production.
+
+Everything public is importable from here; see the README for the guide.
+"""
+
+from obsdeco._version import __version__
+from obsdeco.collector import MetricsCollector, get_calls, get_report
+from obsdeco.config import Settings, configure, get_settings
+from obsdeco.context import current_session
+from obsdeco.models import (
+    AgentSpan,
+    LLMCall,
+    ModelProvider,
+    Session,
+    SessionReport,
+    Suggestion,
+)
+from obsdeco.observatory import Observatory
+from obsdeco.runtime import Stats, flush, stats
+from obsdeco.storage import StorageBackend, register_backend
+
+__all__ = [
+    "AgentSpan",
+    "LLMCall",
+    "MetricsCollector",
+    "ModelProvider",
+    "Observatory",
+    "Session",
+    "SessionReport",
+    "Settings",
+    "Stats",
+    "StorageBackend",
+    "Suggestion",
+    "__version__",
+    "configure",
+    "current_session",
+    "flush",
+    "get_calls",
+    "get_report",
+    "get_settings",
+    "register_backend",
+    "stats",
+]

@@ -1,0 +1,158 @@
+"""Prices from genai-prices' bundled snapshot (never fetched) and user overrides, per column.
+
+Unit prices are looked up once per distinct (provider, model); each call is then priced with
+array arithmetic. With normalised tokens, input tokens are split into three disjoint parts:
+uncached input, cache reads and cache writes, each priced once at its own rate (a rate the
+model does not have falls back to the input rate, as genai-prices does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import cache
+
+import numpy as np
+from genai_prices import __version__ as genai_prices_version
+from genai_prices import data_snapshot
+from genai_prices.types import ModelPrice, TieredPrices
+
+from obsdeco.analyzers.columns import CallColumns, FloatArray, group_sums
+from obsdeco.models import CostBreakdown
+
+PRICE_SNAPSHOT = f"genai-prices {genai_prices_version} (bundled snapshot)"
+
+_PRICE_KEYS = {
+    "input": "input_mtok",
+    "output": "output_mtok",
+    "cache_read": "cache_read_mtok",
+    "cache_write": "cache_write_mtok",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """USD per million tokens: `base`, or a tier's price once input tokens pass its start."""
+
+    base: float
+    tiers: tuple[tuple[int, float], ...] = ()
+
+    def per_call(self, input_tokens: FloatArray) -> FloatArray:
+        rate = np.full(input_tokens.shape, self.base)
+        for start, price in self.tiers:
+            rate = np.where(input_tokens > start, price, rate)
+        return rate
+
+
+@dataclass(frozen=True, slots=True)
+class UnitPrices:
+    input: Rate
+    output: Rate
+    cache_read: Rate
+    cache_write: Rate
+
+
+def _rate(value: Decimal | TieredPrices | None) -> Rate | None:
+    if value is None:
+        return None
+    if isinstance(value, TieredPrices):
+        tiers = tuple((tier.start, float(tier.price)) for tier in value.tiers)
+        return Rate(float(value.base), tiers)
+    return Rate(float(value))
+
+
+def _unit_prices(model_price: Mapping[str, Rate | None]) -> UnitPrices | None:
+    input_rate, output_rate = model_price.get("input"), model_price.get("output")
+    if input_rate is None:
+        return None
+    return UnitPrices(
+        input=input_rate,
+        output=output_rate or Rate(0.0),
+        cache_read=model_price.get("cache_read") or input_rate,
+        cache_write=model_price.get("cache_write") or input_rate,
+    )
+
+
+@cache
+def _snapshot_prices(provider: str, model: str) -> UnitPrices | None:
+    snapshot = data_snapshot.get_snapshot()
+    provider_id = provider if provider in ("openai", "anthropic") else None
+    try:
+        _, model_info = snapshot.find_provider_model(model, None, provider_id, None)
+    except LookupError:
+        return None
+    prices: ModelPrice = model_info.get_prices(datetime.now(UTC))
+    return _unit_prices({key: _rate(getattr(prices, attr)) for key, attr in _PRICE_KEYS.items()})
+
+
+class PriceTable:
+    """Unit prices for (provider, model) pairs: user overrides first, then the snapshot."""
+
+    def __init__(self, overrides: Mapping[str, Mapping[str, float]] | None = None) -> None:
+        self._overrides = {
+            model: _unit_prices({key: Rate(float(value)) for key, value in prices.items()})
+            for model, prices in (overrides or {}).items()
+        }
+        self.source = PRICE_SNAPSHOT
+        if self._overrides:
+            self.source += f" + user overrides for {', '.join(sorted(self._overrides))}"
+
+    def lookup(self, provider: str, model: str, requested_model: str) -> UnitPrices | None:
+        for name in (model, requested_model):
+            if name in self._overrides:
+                return self._overrides[name]
+        return _snapshot_prices(provider, model) or _snapshot_prices(provider, requested_model)
+
+    def price_calls(self, columns: CallColumns) -> FloatArray:
+        """USD per call; NaN where the model has no price or the token counts are unknown."""
+        costs = np.full(columns.size, np.nan)
+        if columns.size == 0:
+            return costs
+        pairs = np.stack(
+            [
+                columns.provider.astype(str),
+                columns.model.astype(str),
+                columns.requested_model.astype(str),
+            ],
+            axis=1,
+        )
+        distinct, inverse = np.unique(pairs, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        prompt = columns.prompt_tokens
+        cached = np.nan_to_num(columns.cached_tokens)
+        written = np.nan_to_num(columns.cache_creation_tokens)
+        completion = columns.completion_tokens
+        for index, (provider, model, requested) in enumerate(distinct):
+            prices = self.lookup(provider, model, requested)
+            if prices is None:
+                continue
+            rows = inverse == index
+            total_input = prompt[rows]
+            uncached = total_input - cached[rows] - written[rows]
+            costs[rows] = (
+                uncached * prices.input.per_call(total_input)
+                + cached[rows] * prices.cache_read.per_call(total_input)
+                + written[rows] * prices.cache_write.per_call(total_input)
+                + completion[rows] * prices.output.per_call(total_input)
+            ) / 1_000_000
+        return costs
+
+
+def analyze_cost(columns: CallColumns, costs: FloatArray, price_source: str) -> CostBreakdown:
+    """Cost totals and breakdowns; models without a price are listed, never guessed."""
+    unpriced = np.isnan(costs)
+    unpriced_models = sorted(
+        {str(model) for model in columns.model[unpriced & ~columns.tokens_unknown]}
+    )
+    return CostBreakdown(
+        total_usd=float(np.nansum(costs)),
+        by_model=group_sums(columns.model, costs),
+        by_provider=group_sums(columns.provider, costs),
+        by_agent=group_sums(columns.agent, costs),
+        by_operation=group_sums(columns.operation, costs),
+        unpriced_models=unpriced_models,
+        unpriced_calls=int(unpriced.sum()),
+        price_source=price_source,
+    )

@@ -1,0 +1,23 @@
+"""Success rate and errors by type and by model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from obsdeco.analyzers.columns import CallColumns, group_counts
+from obsdeco.models import QualityBreakdown
+
+
+def analyze_quality(columns: CallColumns) -> QualityBreakdown:
+    failed = ~columns.success
+    errors = int(failed.sum())
+    totals = columns.total_tokens
+    known = totals[~np.isnan(totals)]
+    return QualityBreakdown(
+        calls=columns.size,
+        errors=errors,
+        success_rate=1.0 - errors / columns.size if columns.size else 1.0,
+        errors_by_type=group_counts(columns.error_type[failed]),
+        errors_by_model=group_counts(columns.model[failed]),
+        avg_tokens_per_call=float(known.mean()) if known.size else None,
+    )

@@ -1,0 +1,236 @@
+"""MetricsCollector: sessions, recording LLM calls, and reports.
+
+Recording validates the record, keeps it with its session in memory (for the in-process
+report) and queues it for the writer; it never touches the database.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from obsdeco.analyzers import PriceTable, build_report, price_calls, session_totals
+from obsdeco.config import get_settings
+from obsdeco.models import (
+    AgentSpan,
+    LLMCall,
+    ModelProvider,
+    Session,
+    SessionRecord,
+    SessionReport,
+    utc_now,
+)
+from obsdeco.runtime import flush, get_runtime, pipeline
+from obsdeco.storage import SessionState
+
+_RECENT_SESSIONS = 256
+
+
+@dataclass(slots=True)
+class _LiveSession:
+    session: Session
+    calls: list[LLMCall] = field(default_factory=list)
+    spans: list[AgentSpan] = field(default_factory=list)
+
+    def record(self) -> SessionRecord:
+        return SessionRecord(self.session, list(self.calls), list(self.spans))
+
+
+class _SessionRegistry:
+    """Sessions of this process kept in memory: the active ones and the last ended ones."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active: dict[str, _LiveSession] = {}
+        self._recent: OrderedDict[str, _LiveSession] = OrderedDict()
+
+    def start(self, session: Session) -> _LiveSession:
+        live = _LiveSession(session)
+        with self._lock:
+            self.active[session.id] = live
+        return live
+
+    def end(self, session_id: str) -> _LiveSession | None:
+        with self._lock:
+            live = self.active.pop(session_id, None)
+            if live is not None:
+                self._recent[session_id] = live
+                while len(self._recent) > _RECENT_SESSIONS:
+                    self._recent.popitem(last=False)
+            return live
+
+    def find(self, session_id: str) -> _LiveSession | None:
+        live = self.active.get(session_id)
+        if live is None:
+            with self._lock:
+                live = self._recent.get(session_id)
+        return live
+
+
+sessions_in_memory = _SessionRegistry()
+
+
+def _session_id(session: Session | str) -> str:
+    if isinstance(session, Session):
+        return session.id
+    if isinstance(session, str) and session:
+        return session
+    raise TypeError(f"session must be a Session or a session id, got {type(session).__name__}")
+
+
+def load_session(session_id: str) -> SessionRecord:
+    """A session of this process from memory, else from storage (after a flush)."""
+    live = sessions_in_memory.find(session_id)
+    if live is not None:
+        return live.record()
+    flush()
+    record = get_runtime().backend.get_session(session_id)
+    if record is None:
+        raise LookupError(f"no session with id {session_id!r} in memory or in storage")
+    return record
+
+
+def get_report(session_id: str) -> SessionReport:
+    """The `SessionReport` of a session of this process or of storage."""
+    session, calls, spans = load_session(session_id)
+    return build_report(session, calls, spans, PriceTable(get_settings().pricing_overrides))
+
+
+def get_calls(session_id: str) -> list[LLMCall]:
+    """A session's calls, oldest first, with `cost_usd` priced."""
+    calls = load_session(session_id).calls
+    return price_calls(calls, PriceTable(get_settings().pricing_overrides))
+
+
+class MetricsCollector:
+    """Records sessions and LLM calls for one project and builds their reports."""
+
+    def __init__(self, project_name: str | None = None) -> None:
+        if project_name is not None and not project_name:
+            raise ValueError("project_name must not be empty")
+        self.project_name = project_name
+
+    def start_session(
+        self,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        *,
+        parent_id: str | None = None,
+    ) -> Session:
+        """Open a session; whether it is persisted (`sample_rate`) is decided here, once."""
+        runtime = get_runtime()
+        rate = runtime.settings.sample_rate
+        session = Session(
+            project_name=self.project_name or runtime.settings.project,
+            name=name,
+            parent_id=parent_id,
+            metadata=metadata or {},
+            sampled=rate >= 1.0 or random.random() < rate,
+        )
+        sessions_in_memory.start(session)
+        if session.sampled:
+            runtime.writer.submit(SessionState(session.model_copy()))
+        else:
+            pipeline.count_unsampled(sessions=1)
+        return session
+
+    def record_llm_call(
+        self,
+        session: Session,
+        *,
+        provider: ModelProvider | str,
+        model_name: str,
+        latency_ms: float,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        **details: Any,
+    ) -> LLMCall:
+        """Record one LLM call in `session` and return the validated record.
+
+        `details` takes any other `LLMCall` field (agent_name, operation, cached_tokens,
+        reasoning_tokens, time_to_first_token_ms, success, error_type, ...). Invalid input
+        raises `pydantic.ValidationError` naming the field; nothing is recorded then.
+        """
+        if not isinstance(session, Session):
+            raise TypeError(f"session must be a Session, got {type(session).__name__}")
+        call = LLMCall(
+            session_id=session.id,
+            project_name=session.project_name,
+            provider=provider,
+            model_name=model_name,
+            latency_ms=latency_ms,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            **details,
+        )
+        self._keep(session, call)
+        return call
+
+    def record_agent_span(
+        self,
+        session: Session,
+        *,
+        agent_name: str,
+        started_at: datetime,
+        ended_at: datetime,
+        operation: str | None = None,
+        parent_id: str | None = None,
+        success: bool = True,
+        error_type: str | None = None,
+        span_id: str | None = None,
+    ) -> AgentSpan:
+        """Record the wall time of one agent invocation in `session`."""
+        span = AgentSpan(
+            **({"id": span_id} if span_id else {}),
+            session_id=session.id,
+            parent_id=parent_id,
+            agent_name=agent_name,
+            operation=operation,
+            started_at=started_at,
+            ended_at=ended_at,
+            success=success,
+            error_type=error_type,
+        )
+        self._keep(session, span)
+        return span
+
+    def _keep(self, session: Session, record: LLMCall | AgentSpan) -> None:
+        live = sessions_in_memory.active.get(session.id)
+        if live is not None:
+            if type(record) is LLMCall:
+                live.calls.append(record)
+            else:
+                live.spans.append(record)  # type: ignore[arg-type]
+        if session.sampled:
+            get_runtime().writer.submit(record)
+        else:
+            pipeline.count_unsampled(records=1)
+
+    def end_session(self, session: Session, *, error: BaseException | None = None) -> Session:
+        """Close `session` (status "error" when `error` is given) and store its aggregates."""
+        if session.ended_at is not None:
+            return session
+        session.ended_at = utc_now()
+        session.status = "ok" if error is None else "error"
+        if error is not None:
+            session.error_type = type(error).__name__
+            session.error_message = str(error)
+        live = sessions_in_memory.end(session.id)
+        if session.sampled:
+            runtime = get_runtime()
+            calls = live.calls if live is not None else []
+            totals = session_totals(session, calls, PriceTable(runtime.settings.pricing_overrides))
+            runtime.writer.submit(SessionState(session.model_copy(), totals))
+        return session
+
+    def get_report(self, session: Session | str) -> SessionReport:
+        """The report of a session of this process (in memory) or of storage."""
+        return get_report(_session_id(session))
+
+    def get_calls(self, session: Session | str) -> list[LLMCall]:
+        """A session's calls, oldest first, with `cost_usd` priced."""
+        return get_calls(_session_id(session))

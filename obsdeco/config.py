@@ -1,0 +1,197 @@
+"""Settings: `configure()` arguments, else `OBSDECO_*` environment variables, else defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from obsdeco.storage import registered_scheme
+
+DEFAULT_DATABASE_URL = "sqlite:///obsdeco.db"
+
+_SUPPORTED_DIALECTS = ("sqlite", "postgresql")
+_PRICE_KEYS = frozenset({"input", "output", "cache_read", "cache_write"})
+
+
+class Settings(BaseModel):
+    """The whole obsdeco configuration; `configure()` replaces it as one piece."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    project: str = Field(default="default", min_length=1)
+    database_url: str = DEFAULT_DATABASE_URL
+    capture_content: bool = False
+    scrub_pii: bool = True
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    pricing_overrides: dict[str, dict[str, float]] = Field(default_factory=dict)
+    max_queue_size: int = Field(default=100_000, ge=1)
+    batch_size: int = Field(default=2_000, ge=1)
+    flush_at_exit_timeout_s: float = Field(default=10.0, ge=0.0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    @field_validator("pricing_overrides")
+    @classmethod
+    def _known_price_keys(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for model, prices in value.items():
+            unknown = set(prices) - _PRICE_KEYS
+            if unknown:
+                raise ValueError(
+                    f"pricing_overrides[{model!r}] has unknown keys {sorted(unknown)}; "
+                    f"allowed: {sorted(_PRICE_KEYS)} (USD per 1M tokens)"
+                )
+            if "input" not in prices or "output" not in prices:
+                raise ValueError(f"pricing_overrides[{model!r}] needs both 'input' and 'output'")
+            if any(price < 0 for price in prices.values()):
+                raise ValueError(f"pricing_overrides[{model!r}] has a negative price")
+        return value
+
+
+def normalise_database_url(url: str) -> str:
+    """Check that `url` names a supported database and pin PostgreSQL to the psycopg 3 driver."""
+    if registered_scheme(url) is not None:
+        return url
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(f"database_url {url!r} is not a database URL: {exc}") from None
+    dialect, _, driver = parsed.drivername.partition("+")
+    if dialect == "postgres":
+        dialect = "postgresql"
+    if dialect not in _SUPPORTED_DIALECTS:
+        raise ValueError(
+            f"database_url scheme {parsed.drivername!r} is not supported; "
+            "use sqlite:///path.db or postgresql+psycopg://user@host:5432/db"
+        )
+    if dialect == "postgresql" and driver not in ("", "psycopg"):
+        raise ValueError(
+            f"database_url driver {parsed.drivername!r} is not supported; use postgresql+psycopg://"
+        )
+    if dialect == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {raw!r}")
+
+
+def _parse_json(raw: str) -> Any:
+    return json.loads(raw)
+
+
+_ENVIRONMENT: dict[str, Callable[[str], Any]] = {
+    "project": str,
+    "database_url": str,
+    "capture_content": _parse_bool,
+    "scrub_pii": _parse_bool,
+    "sample_rate": float,
+    "pricing_overrides": _parse_json,
+    "max_queue_size": int,
+    "batch_size": int,
+    "flush_at_exit_timeout_s": float,
+}
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for option, parse in _ENVIRONMENT.items():
+        variable = f"OBSDECO_{option.upper()}"
+        raw = environ.get(variable)
+        if raw is None:
+            continue
+        try:
+            values[option] = parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"environment variable {variable}: {exc}") from None
+    return values
+
+
+def build_settings(environ: Mapping[str, str] | None = None, **options: Any) -> Settings:
+    """Merge explicit options over `OBSDECO_*` variables over defaults, validating everything."""
+    unknown = set(options) - set(Settings.model_fields)
+    if unknown:
+        raise TypeError(f"configure() got unknown option(s): {', '.join(sorted(unknown))}")
+    values = _from_environment(os.environ if environ is None else environ)
+    values.update({key: value for key, value in options.items() if value is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ValueError(f"invalid obsdeco configuration: {exc}") from None
+
+
+class _SettingsHolder:
+    """The process-wide settings, built lazily from the environment on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._settings: Settings | None = None
+
+    def get(self) -> Settings:
+        settings = self._settings
+        if settings is None:
+            with self._lock:
+                if self._settings is None:
+                    self._settings = build_settings()
+                settings = self._settings
+        return settings
+
+    def replace(self, settings: Settings) -> None:
+        with self._lock:
+            self._settings = settings
+
+
+settings_holder = _SettingsHolder()
+
+
+def get_settings() -> Settings:
+    """The settings in force (environment and defaults until `configure()` is called)."""
+    return settings_holder.get()
+
+
+def configure(
+    project: str | None = None,
+    database_url: str | None = None,
+    capture_content: bool | None = None,
+    scrub_pii: bool | None = None,
+    sample_rate: float | None = None,
+    pricing_overrides: Mapping[str, Mapping[str, float]] | None = None,
+    *,
+    max_queue_size: int | None = None,
+    batch_size: int | None = None,
+    flush_at_exit_timeout_s: float | None = None,
+) -> Settings:
+    """Replace the whole obsdeco configuration.
+
+    An option not given takes its `OBSDECO_<OPTION>` environment value, else its default.
+    Records made after this call go to the new database; records already queued still go to
+    the database they were recorded for. Bad values raise `ValueError` naming the option.
+    """
+    settings = build_settings(
+        project=project,
+        database_url=database_url,
+        capture_content=capture_content,
+        scrub_pii=scrub_pii,
+        sample_rate=sample_rate,
+        pricing_overrides=pricing_overrides,
+        max_queue_size=max_queue_size,
+        batch_size=batch_size,
+        flush_at_exit_timeout_s=flush_at_exit_timeout_s,
+    )
+    settings_holder.replace(settings)
+    return settings

@@ -1,0 +1,146 @@
+"""Text and Markdown renderings of a `SessionReport`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from obsdeco.models import SessionReport
+
+
+def _usd(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:,.4f}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} ms"
+
+
+def _sections(report: SessionReport) -> list[tuple[str, list[tuple[str, str]]]]:
+    session, totals, latency, quality = (
+        report.session,
+        report.totals,
+        report.latency,
+        report.quality,
+    )
+    tokens = report.tokens
+    token_note = (
+        f" ({totals.calls_with_unknown_tokens} calls did not report tokens)"
+        if totals.calls_with_unknown_tokens
+        else ""
+    )
+    sections: list[tuple[str, list[tuple[str, str]]]] = [
+        (
+            "Session",
+            [
+                ("id", session.id),
+                ("name", session.name or "-"),
+                ("project", session.project_name),
+                ("status", session.status),
+                ("duration", _ms(totals.duration_ms)),
+            ],
+        ),
+        (
+            "Totals",
+            [
+                ("calls", f"{totals.calls:,} ({quality.errors:,} failed)"),
+                ("cost", _usd(report.cost.total_usd)),
+                (
+                    "tokens",
+                    f"{totals.total_tokens:,} = {totals.prompt_tokens:,} prompt "
+                    f"+ {totals.completion_tokens:,} completion{token_note}",
+                ),
+                (
+                    "cached tokens",
+                    f"{tokens.cached_tokens:,} read, {tokens.cache_creation_tokens:,} written",
+                ),
+                ("reasoning tokens", f"{tokens.reasoning_tokens:,}"),
+                ("success rate", f"{quality.success_rate:.1%}"),
+            ],
+        ),
+        (
+            "Latency",
+            [
+                (
+                    "p50 / p95 / p99",
+                    " / ".join(_ms(v) for v in (latency.p50_ms, latency.p95_ms, latency.p99_ms)),
+                ),
+                ("average", _ms(latency.avg_ms)),
+                ("total in LLM calls", _ms(latency.total_ms)),
+            ]
+            + (
+                [
+                    (
+                        "first token p50 / p95",
+                        f"{_ms(latency.time_to_first_token.p50_ms)} / "
+                        f"{_ms(latency.time_to_first_token.p95_ms)}",
+                    )
+                ]
+                if latency.time_to_first_token
+                else []
+            ),
+        ),
+        ("Cost by model", [(name, _usd(usd)) for name, usd in report.cost.by_model.items()]),
+        ("Cost by agent", [(name, _usd(usd)) for name, usd in report.cost.by_agent.items()]),
+        (
+            "Bottlenecks",
+            [
+                (
+                    f"{b.kind} {b.name}",
+                    f"{b.share:.0%} of LLM time, p95 {_ms(b.p95_ms)}, {b.calls} calls",
+                )
+                for b in latency.bottlenecks
+            ],
+        ),
+        ("Errors by type", [(name, str(count)) for name, count in quality.errors_by_type.items()]),
+    ]
+    if report.cost.unpriced_models:
+        sections.append(
+            ("Unpriced models (cost unknown)", [(name, "") for name in report.cost.unpriced_models])
+        )
+    sections.append(
+        (
+            "Suggestions",
+            [
+                (
+                    suggestion.kind,
+                    suggestion.message
+                    + (
+                        f" (saves ~{_usd(suggestion.estimated_savings_usd)})"
+                        if suggestion.estimated_savings_usd is not None
+                        else ""
+                    ),
+                )
+                for suggestion in report.suggestions
+            ]
+            or [("none", "nothing to change on this evidence")],
+        )
+    )
+    sections.append(("Prices", [("source", report.cost.price_source)]))
+    return [(title, rows) for title, rows in sections if rows]
+
+
+def _aligned(rows: Iterable[tuple[str, str]]) -> list[str]:
+    rows = list(rows)
+    width = max(len(label) for label, _ in rows)
+    return [f"  {label.ljust(width)}  {value}".rstrip() for label, value in rows]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_text(report: SessionReport) -> str:
+    lines = [f"obsdeco session report: {report.session.name or report.session.id}"]
+    for title, rows in _sections(report):
+        lines += ["", title, *_aligned(rows)]
+    return "\n".join(lines)
+
+
+def render_markdown(report: SessionReport) -> str:
+    lines = [f"# obsdeco session report: {report.session.name or report.session.id}"]
+    for title, rows in _sections(report):
+        lines += ["", f"## {title}", "", "| | |", "|---|---|"]
+        lines += [f"| {_cell(label)} | {_cell(value)} |" for label, value in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,154 @@
+"""The process-wide pipeline: the settings in force, their storage backend and writer.
+
+Built lazily on first use and rebuilt when `configure()` replaces the settings; a replaced
+writer drains what it already holds into its own database before it stops.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from obsdeco.config import Settings, get_settings
+from obsdeco.storage import StorageBackend, open_backend
+from obsdeco.writer import Writer, WriterCounters, wait_all
+
+logger = logging.getLogger("obsdeco")
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: Settings
+    backend: StorageBackend
+    writer: Writer
+
+
+class Stats(BaseModel):
+    """What happened to the records of this process (see `obsdeco.stats()`)."""
+
+    written: int
+    pending: int
+    dropped: int
+    dropped_queue_full: int
+    dropped_rejected: int
+    dropped_at_exit: int
+    write_retries: int
+    unsampled_sessions: int
+    unsampled_records: int
+    queue_bound: int
+    last_error: str | None
+
+
+class _Pipeline:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: Runtime | None = None
+        self._retired: list[Writer] = []
+        self.counters = WriterCounters()
+        self.unsampled_sessions = 0
+        self.unsampled_records = 0
+
+    def get(self) -> Runtime:
+        settings = get_settings()
+        current = self._current
+        if current is not None and current.settings is settings:
+            return current
+        with self._lock:
+            current = self._current
+            if current is None or current.settings is not settings:
+                if current is not None:
+                    current.writer.stop()
+                    self._retired.append(current.writer)
+                backend = open_backend(settings.database_url)
+                writer = Writer(
+                    backend,
+                    self.counters,
+                    max_queue_size=settings.max_queue_size,
+                    batch_size=settings.batch_size,
+                )
+                current = self._current = Runtime(settings, backend, writer)
+            return current
+
+    def writers(self) -> list[Writer]:
+        with self._lock:
+            self._retired = [writer for writer in self._retired if writer.alive]
+            live = [*self._retired]
+            if self._current is not None:
+                live.append(self._current.writer)
+            return live
+
+    def count_unsampled(self, sessions: int = 0, records: int = 0) -> None:
+        with self._lock:
+            self.unsampled_sessions += sessions
+            self.unsampled_records += records
+
+    def stats(self) -> Stats:
+        writers = self.writers()
+        counters = self.counters
+        with counters.lock:
+            dropped = (
+                counters.dropped_queue_full + counters.dropped_rejected + counters.dropped_at_exit
+            )
+            return Stats(
+                written=counters.written,
+                pending=sum(writer.pending for writer in writers),
+                dropped=dropped,
+                dropped_queue_full=counters.dropped_queue_full,
+                dropped_rejected=counters.dropped_rejected,
+                dropped_at_exit=counters.dropped_at_exit,
+                write_retries=counters.write_retries,
+                unsampled_sessions=self.unsampled_sessions,
+                unsampled_records=self.unsampled_records,
+                queue_bound=get_settings().max_queue_size,
+                last_error=counters.last_error,
+            )
+
+    def flush_at_exit(self) -> None:
+        writers = self.writers()
+        if not writers:
+            return
+        timeout = get_settings().flush_at_exit_timeout_s
+        if wait_all(writers, timeout):
+            return
+        lost = sum(writer.discard_pending() for writer in writers)
+        self.counters.add("dropped_at_exit", lost)
+        logger.error(
+            "obsdeco could not store %d records within %.1f s at exit (%s); they are lost",
+            lost,
+            timeout,
+            self.counters.last_error or "database too slow",
+        )
+
+    def reset_after_fork(self) -> None:
+        """A forked child inherits the parent's queue but not its thread: start clean."""
+        self._lock = threading.Lock()
+        self._current = None
+        self._retired = []
+        self.counters = WriterCounters()
+        self.unsampled_sessions = 0
+        self.unsampled_records = 0
+
+
+pipeline = _Pipeline()
+atexit.register(pipeline.flush_at_exit)
+os.register_at_fork(after_in_child=pipeline.reset_after_fork)
+
+
+def get_runtime() -> Runtime:
+    """The pipeline for the settings in force."""
+    return pipeline.get()
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Block until every record made so far is stored; False if `timeout` (s) ran out first."""
+    return wait_all(pipeline.writers(), timeout)
+
+
+def stats() -> Stats:
+    """Counts of records written, pending, dropped (by reason) and left out by sampling."""
+    return pipeline.stats()

@@ -1,0 +1,290 @@
+"""The built-in backend: SQLAlchemy 2.x Core on SQLite (default) and PostgreSQL (psycopg 3)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+from obsdeco.models import AgentSpan, LLMCall, ModelProvider, Session, SessionRecord, SessionSummary
+from obsdeco.storage.base import CallAggregate, CallFilter, GroupKey, SessionState, WriteBatch
+from obsdeco.storage.schema import agent_spans, llm_calls, metadata, sessions
+
+_CALL_COLUMNS = tuple(column.name for column in llm_calls.columns)
+_SESSION_FIELDS = (
+    "id",
+    "project_name",
+    "name",
+    "parent_id",
+    "started_at",
+    "ended_at",
+    "status",
+    "error_type",
+    "error_message",
+    "metadata",
+)
+_TOTAL_FIELDS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "cost_usd",
+)
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    in_memory = parsed.database in (None, "", ":memory:")
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False},
+        poolclass=StaticPool if in_memory else None,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+    return engine
+
+
+def _call_row(call: LLMCall) -> dict[str, Any]:
+    values = call.__dict__
+    row = {name: values[name] for name in _CALL_COLUMNS}
+    row["provider"] = values["provider"].value
+    return row
+
+
+def _session_row(state: SessionState) -> dict[str, Any]:
+    values = state.session.__dict__
+    row = {name: values[name] for name in _SESSION_FIELDS}
+    totals = state.totals
+    if totals is None:
+        return row
+    row.update({name: getattr(totals, name) for name in _TOTAL_FIELDS})
+    row["call_count"] = totals.calls
+    row["total_latency_ms"] = totals.latency_ms
+    row["error_count"] = totals.errors
+    row["duration_ms"] = totals.duration_ms
+    return row
+
+
+def _call_from_row(row: Any) -> LLMCall:
+    values = row._asdict()
+    values["provider"] = ModelProvider(values["provider"])
+    return LLMCall.model_construct(**values)
+
+
+def _session_from_row(row: Any) -> Session:
+    return Session.model_construct(**{name: getattr(row, name) for name in _SESSION_FIELDS})
+
+
+def _span_from_row(row: Any) -> AgentSpan:
+    return AgentSpan.model_construct(**row._asdict())
+
+
+class SQLAlchemyStorage:
+    """Stores obsdeco records through SQLAlchemy; the schema is created on first use."""
+
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine if engine is not None else _create_engine(url)
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        dialect = self.engine.dialect.name
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if not self._schema_ready:
+                metadata.create_all(self.engine, checkfirst=True)
+                self._schema_ready = True
+
+    def _connect(self) -> Connection:
+        self._ensure_schema()
+        return self.engine.connect()
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def write(self, batch: WriteBatch) -> None:
+        self._ensure_schema()
+        with self.engine.begin() as connection:
+            if batch.sessions:
+                self._upsert_sessions(connection, batch.sessions)
+            if batch.calls:
+                connection.execute(insert(llm_calls), [_call_row(call) for call in batch.calls])
+            if batch.spans:
+                connection.execute(insert(agent_spans), [span.model_dump() for span in batch.spans])
+
+    def _upsert_sessions(self, connection: Connection, states: list[SessionState]) -> None:
+        latest = {state.session.id: state for state in states}
+        started = [_session_row(s) for s in latest.values() if s.totals is None]
+        ended = [_session_row(s) for s in latest.values() if s.totals is not None]
+        for rows in (started, ended):
+            if not rows:
+                continue
+            statement = self._insert(sessions)
+            updated = {name: statement.excluded[name] for name in rows[0] if name != "id"}
+            connection.execute(
+                statement.on_conflict_do_update(index_elements=["id"], set_=updated), rows
+            )
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        with self._connect() as connection:
+            row = connection.execute(select(sessions).where(sessions.c.id == session_id)).first()
+            if row is None:
+                return None
+            calls = connection.execute(
+                select(llm_calls)
+                .where(llm_calls.c.session_id == session_id)
+                .order_by(llm_calls.c.timestamp, llm_calls.c.id)
+            ).all()
+            spans = connection.execute(
+                select(agent_spans)
+                .where(agent_spans.c.session_id == session_id)
+                .order_by(agent_spans.c.started_at, agent_spans.c.id)
+            ).all()
+        return SessionRecord(
+            session=_session_from_row(row),
+            calls=[_call_from_row(call) for call in calls],
+            spans=[_span_from_row(span) for span in spans],
+        )
+
+    def query_sessions(
+        self,
+        project: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[SessionSummary]:
+        statement = select(sessions)
+        if project is not None:
+            statement = statement.where(sessions.c.project_name == project)
+        if since is not None:
+            statement = statement.where(sessions.c.started_at >= since)
+        if until is not None:
+            statement = statement.where(sessions.c.started_at < until)
+        statement = (
+            statement.order_by(sessions.c.started_at.desc(), sessions.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        with self._connect() as connection:
+            rows = connection.execute(statement).all()
+        return [
+            SessionSummary(
+                session=_session_from_row(row),
+                calls=row.call_count,
+                prompt_tokens=row.prompt_tokens,
+                completion_tokens=row.completion_tokens,
+                total_tokens=row.total_tokens,
+                cost_usd=row.cost_usd,
+                total_latency_ms=row.total_latency_ms,
+                errors=row.error_count,
+            )
+            for row in rows
+        ]
+
+    def query_calls(
+        self, where: CallFilter, limit: int | None = None, offset: int = 0
+    ) -> list[LLMCall]:
+        statement = _filtered(select(llm_calls), where).order_by(
+            llm_calls.c.timestamp, llm_calls.c.id
+        )
+        if limit is not None:
+            statement = statement.limit(limit)
+        if offset:
+            statement = statement.offset(offset)
+        with self._connect() as connection:
+            rows = connection.execute(statement).all()
+        return [_call_from_row(row) for row in rows]
+
+    def aggregate_calls(
+        self, where: CallFilter, group_by: Sequence[GroupKey] = ()
+    ) -> list[CallAggregate]:
+        keys = [_group_column(key).label(key) for key in group_by]
+        sums = [
+            func.count().label("calls"),
+            func.count().filter(llm_calls.c.success.is_(False)).label("errors"),
+            *(
+                func.coalesce(func.sum(llm_calls.c[name]), 0).label(name)
+                for name in (
+                    "prompt_tokens",
+                    "completion_tokens",
+                    "cached_tokens",
+                    "cache_creation_tokens",
+                    "reasoning_tokens",
+                    "latency_ms",
+                )
+            ),
+        ]
+        statement = _filtered(select(*keys, *sums), where)
+        if keys:
+            statement = statement.group_by(*keys).order_by(*keys)
+        with self._connect() as connection:
+            rows = connection.execute(statement).all()
+        return [
+            CallAggregate(
+                group={key: getattr(row, key) for key in group_by},
+                calls=row.calls,
+                errors=row.errors,
+                prompt_tokens=int(row.prompt_tokens),
+                completion_tokens=int(row.completion_tokens),
+                cached_tokens=int(row.cached_tokens),
+                cache_creation_tokens=int(row.cache_creation_tokens),
+                reasoning_tokens=int(row.reasoning_tokens),
+                total_latency_ms=float(row.latency_ms),
+            )
+            for row in rows
+            if row.calls
+        ]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _group_column(key: GroupKey) -> ColumnElement[Any]:
+    if key == "model":
+        return func.coalesce(llm_calls.c.response_model, llm_calls.c.model)
+    return llm_calls.c[key]
+
+
+def _filtered(statement: Select[Any], where: CallFilter) -> Select[Any]:
+    if where.project is not None:
+        statement = statement.where(llm_calls.c.project_name == where.project)
+    if where.session_id is not None:
+        statement = statement.where(llm_calls.c.session_id == where.session_id)
+    if where.since is not None:
+        statement = statement.where(llm_calls.c.timestamp >= where.since)
+    if where.until is not None:
+        statement = statement.where(llm_calls.c.timestamp < where.until)
+    return statement

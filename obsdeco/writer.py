@@ -1,0 +1,232 @@
+"""The background writer: a bounded in-memory queue drained into storage in batches.
+
+Callers only append to the queue (never touching the database); one daemon thread takes
+batches off it and commits each in one transaction. While the database is unreachable the
+writer retries the same batch with exponential backoff and the queue keeps the records, up to
+its bound; records beyond it are dropped, counted and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from obsdeco.models import AgentSpan, LLMCall
+from obsdeco.storage import SessionState, StorageBackend, WriteBatch
+
+logger = logging.getLogger("obsdeco.writer")
+
+Record = LLMCall | AgentSpan | SessionState
+
+_TRANSIENT_ERRORS = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeoutError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+@dataclass
+class WriterCounters:
+    """Process-wide counts shared by every writer (reported by `obsdeco.stats()`)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    written: int = 0
+    dropped_queue_full: int = 0
+    dropped_rejected: int = 0
+    dropped_at_exit: int = 0
+    write_retries: int = 0
+    last_error: str | None = None
+
+    def add(self, name: str, amount: int) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + amount)
+
+
+class _FlushMarker:
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class Writer:
+    """Owns one backend and the thread that writes to it."""
+
+    def __init__(
+        self,
+        backend: StorageBackend,
+        counters: WriterCounters,
+        *,
+        max_queue_size: int,
+        batch_size: int,
+        retry_initial_s: float = 0.05,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        self.backend = backend
+        self.max_queue_size = max_queue_size
+        self._batch_size = batch_size
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._counters = counters
+        self._queue: deque[Record | _FlushMarker] = deque()
+        self._wakeup = threading.Event()
+        self._stopping = False
+        self._retry_now = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="obsdeco-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Records waiting in the queue, not yet committed (flush markers included)."""
+        return len(self._queue)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def submit(self, record: Record) -> bool:
+        """Queue a record without blocking; False (and counted) if the queue is full."""
+        if len(self._queue) >= self.max_queue_size:
+            self._counters.add("dropped_queue_full", 1)
+            logger.warning(
+                "obsdeco queue full (%d records): dropped a %s; see obsdeco.stats()",
+                self.max_queue_size,
+                type(record).__name__,
+            )
+            return False
+        self._queue.append(record)
+        if not self._wakeup.is_set():
+            self._wakeup.set()
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued before this call is committed; False on timeout.
+
+        While the database is down, a flush also cuts short the writer's retry backoff.
+        """
+        if not self._thread.is_alive():
+            return not self._queue
+        marker = _FlushMarker()
+        self._queue.append(marker)
+        self._wakeup.set()
+        self._retry_now.set()
+        return marker.done.wait(timeout)
+
+    def stop(self) -> None:
+        """Drain what is queued, then end the thread and release the backend."""
+        self._stopping = True
+        self._wakeup.set()
+
+    def discard_pending(self) -> int:
+        """Drop what is still queued (at exit, after the flush timed out); returns the count."""
+        lost = 0
+        while self._queue:
+            item = self._queue.popleft()
+            if isinstance(item, _FlushMarker):
+                item.done.set()
+            else:
+                lost += 1
+        return lost
+
+    # --- the writer thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch, markers = self._take_batch()
+                if batch:
+                    self._commit(batch)
+                for marker in markers:
+                    marker.done.set()
+            if self._stopping and not self._queue:
+                self.backend.close()
+                return
+
+    def _take_batch(self) -> tuple[WriteBatch, list[_FlushMarker]]:
+        batch = WriteBatch()
+        markers: list[_FlushMarker] = []
+        queue = self._queue
+        taken = 0
+        while queue and taken < self._batch_size:
+            item = queue.popleft()
+            kind = type(item)
+            if kind is LLMCall:
+                batch.calls.append(item)  # type: ignore[arg-type]
+            elif kind is SessionState:
+                batch.sessions.append(item)  # type: ignore[arg-type]
+            elif kind is AgentSpan:
+                batch.spans.append(item)  # type: ignore[arg-type]
+            else:
+                markers.append(item)  # type: ignore[arg-type]
+                break
+            taken += 1
+        return batch, markers
+
+    def _commit(self, batch: WriteBatch) -> None:
+        delay = self._retry_initial_s
+        outage_logged = False
+        while True:
+            try:
+                self.backend.write(batch)
+            except _TRANSIENT_ERRORS as exc:
+                self._counters.add("write_retries", 1)
+                self._counters.last_error = f"{type(exc).__name__}: {exc}"
+                if not outage_logged:
+                    logger.warning(
+                        "obsdeco cannot reach its database (%s); keeping %d records and retrying",
+                        type(exc).__name__,
+                        len(batch) + self.pending,
+                    )
+                    outage_logged = True
+                self._retry_now.wait(delay)
+                self._retry_now.clear()
+                delay = min(delay * 2, self._retry_max_s)
+            except Exception as exc:
+                self._counters.last_error = f"{type(exc).__name__}: {exc}"
+                self._commit_one_by_one(batch)
+                return
+            else:
+                if outage_logged:
+                    logger.warning("obsdeco database reachable again; writing resumed")
+                self._counters.add("written", len(batch))
+                return
+
+    def _commit_one_by_one(self, batch: WriteBatch) -> None:
+        """Isolate the records a store rejects (bad data), so they cannot block the rest."""
+        singles = [
+            *(WriteBatch(sessions=[state]) for state in batch.sessions),
+            *(WriteBatch(calls=[call]) for call in batch.calls),
+            *(WriteBatch(spans=[span]) for span in batch.spans),
+        ]
+        for single in singles:
+            try:
+                self.backend.write(single)
+            except _TRANSIENT_ERRORS:
+                self._commit(single)
+            except Exception as exc:
+                self._counters.add("dropped_rejected", 1)
+                logger.error("obsdeco storage rejected a record and dropped it: %s", exc)
+            else:
+                self._counters.add("written", 1)
+
+
+def wait_all(writers: list[Writer], timeout: float | None) -> bool:
+    """Flush several writers within one overall timeout."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for writer in writers:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not writer.flush(remaining):
+            return False
+    return True
