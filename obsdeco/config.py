@@ -31,7 +31,7 @@ class Settings(BaseModel):
     scrub_pii: bool = True
     sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     pricing_overrides: dict[str, dict[str, float]] = Field(default_factory=dict)
-    max_queue_size: int = Field(default=100_000, ge=1)
+    max_queue_size: int = Field(default=50_000, ge=1)
     batch_size: int = Field(default=2_000, ge=1)
     flush_at_exit_timeout_s: float = Field(default=10.0, ge=0.0)
 
@@ -140,20 +140,20 @@ class _SettingsHolder:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._settings: Settings | None = None
+        self.current: Settings | None = None
 
     def get(self) -> Settings:
-        settings = self._settings
+        settings = self.current
         if settings is None:
             with self._lock:
-                if self._settings is None:
-                    self._settings = build_settings()
-                settings = self._settings
+                if self.current is None:
+                    self.current = build_settings()
+                settings = self.current
         return settings
 
     def replace(self, settings: Settings) -> None:
         with self._lock:
-            self._settings = settings
+            self.current = settings
 
 
 settings_holder = _SettingsHolder()

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from obsdeco.config import Settings, get_settings
+from obsdeco.config import Settings, get_settings, settings_holder
 from obsdeco.storage import StorageBackend, open_backend
-from obsdeco.writer import Writer, WriterCounters, wait_all
+from obsdeco.writer import Record, Writer, WriterCounters, wait_all
 
 logger = logging.getLogger("obsdeco")
 
@@ -73,6 +73,13 @@ class _Pipeline:
                 )
                 current = self._current = Runtime(settings, backend, writer)
             return current
+
+    def submit(self, record: Record) -> None:
+        """Queue a record for the writer of the settings in force (the hot path)."""
+        current = self._current
+        if current is None or current.settings is not settings_holder.current:
+            current = self.get()
+        current.writer.submit(record)
 
     def writers(self) -> list[Writer]:
         with self._lock:

@@ -24,6 +24,8 @@ logger = logging.getLogger("obsdeco.writer")
 
 Record = LLMCall | AgentSpan | SessionState
 
+_DROP_LOG_INTERVAL_S = 10.0
+
 _TRANSIENT_ERRORS = (
     OperationalError,
     InterfaceError,
@@ -82,6 +84,7 @@ class Writer:
         self._wakeup = threading.Event()
         self._stopping = False
         self._retry_now = threading.Event()
+        self._last_drop_log = -_DROP_LOG_INTERVAL_S
         self._thread = threading.Thread(target=self._run, name="obsdeco-writer", daemon=True)
         self._thread.start()
 
@@ -97,17 +100,24 @@ class Writer:
     def submit(self, record: Record) -> bool:
         """Queue a record without blocking; False (and counted) if the queue is full."""
         if len(self._queue) >= self.max_queue_size:
-            self._counters.add("dropped_queue_full", 1)
-            logger.warning(
-                "obsdeco queue full (%d records): dropped a %s; see obsdeco.stats()",
-                self.max_queue_size,
-                type(record).__name__,
-            )
+            self._drop_queue_full()
             return False
         self._queue.append(record)
         if not self._wakeup.is_set():
             self._wakeup.set()
         return True
+
+    def _drop_queue_full(self) -> None:
+        counters = self._counters
+        counters.add("dropped_queue_full", 1)
+        now = time.monotonic()
+        if now - self._last_drop_log >= _DROP_LOG_INTERVAL_S:
+            self._last_drop_log = now
+            logger.warning(
+                "obsdeco queue full (%d records): %d records dropped so far; see obsdeco.stats()",
+                self.max_queue_size,
+                counters.dropped_queue_full,
+            )
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued before this call is committed; False on timeout.

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -67,16 +71,72 @@ def _create_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute("PRAGMA cache_size=-65536")
         cursor.close()
 
     return engine
 
 
-def _call_row(call: LLMCall) -> dict[str, Any]:
-    values = call.__dict__
-    row = {name: values[name] for name in _CALL_COLUMNS}
-    row["provider"] = values["provider"].value
-    return row
+def _json_text(value: dict[str, Any]) -> str:
+    return json.dumps(value, default=str) if value else "{}"
+
+
+def _sqlite_time(value: datetime) -> str:
+    """The text SQLAlchemy's SQLite DATETIME stores (naive UTC, always with microseconds)."""
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]
+
+
+_call_values = itemgetter(*_CALL_COLUMNS)
+_TIMESTAMP = _CALL_COLUMNS.index("timestamp")
+_PROVIDER = _CALL_COLUMNS.index("provider")
+_METADATA = _CALL_COLUMNS.index("metadata")
+
+
+def _call_row(call: LLMCall, encode_time: Callable[[datetime], Any]) -> list[Any]:
+    """The call's column values in table order, encoded for the driver."""
+    values = list(_call_values(call.__dict__))
+    values[_TIMESTAMP] = encode_time(values[_TIMESTAMP])
+    values[_PROVIDER] = values[_PROVIDER].value
+    values[_METADATA] = _json_text(values[_METADATA])
+    return values
+
+
+def _insert_calls_sqlite(connection: Connection, calls: list[LLMCall]) -> None:
+    """Multi-row INSERTs, as many rows per statement as SQLite's variable limit allows.
+
+    One statement per chunk (rather than executemany) runs in a single sqlite3_step, so the
+    driver releases the GIL once per chunk instead of once per row.
+    """
+    driver_connection = connection.connection.driver_connection
+    limit = driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    per_statement = max(1, limit // len(_CALL_COLUMNS))
+    for start in range(0, len(calls), per_statement):
+        chunk = calls[start : start + per_statement]
+        values = [value for call in chunk for value in _call_row(call, _sqlite_time)]
+        connection.exec_driver_sql(_sqlite_insert_sql(len(chunk)), tuple(values))
+
+
+@lru_cache(maxsize=8)
+def _sqlite_insert_sql(rows: int) -> str:
+    row = f"({', '.join('?' * len(_CALL_COLUMNS))})"
+    return f"INSERT INTO llm_calls ({', '.join(_CALL_COLUMNS)}) VALUES {', '.join([row] * rows)}"
+
+
+def _insert_calls_postgres(connection: Connection, calls: list[LLMCall]) -> None:
+    """COPY: PostgreSQL's bulk path, inside the batch's transaction."""
+    driver_connection = connection.connection.driver_connection
+    with (
+        driver_connection.cursor() as cursor,
+        cursor.copy(f"COPY llm_calls ({', '.join(_CALL_COLUMNS)}) FROM STDIN") as copy,
+    ):
+        for call in calls:
+            copy.write_row(_call_row(call, _unchanged))
+
+
+def _unchanged(value: datetime) -> datetime:
+    return value
 
 
 def _session_row(state: SessionState) -> dict[str, Any]:
@@ -116,7 +176,9 @@ class SQLAlchemyStorage:
         self._schema_ready = False
         self._schema_lock = threading.Lock()
         dialect = self.engine.dialect.name
-        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        postgres = dialect == "postgresql"
+        self._insert = postgresql.insert if postgres else sqlite.insert
+        self._insert_calls = _insert_calls_postgres if postgres else _insert_calls_sqlite
 
     def _ensure_schema(self) -> None:
         if self._schema_ready:
@@ -138,7 +200,7 @@ class SQLAlchemyStorage:
             if batch.sessions:
                 self._upsert_sessions(connection, batch.sessions)
             if batch.calls:
-                connection.execute(insert(llm_calls), [_call_row(call) for call in batch.calls])
+                self._insert_calls(connection, batch.calls)
             if batch.spans:
                 connection.execute(insert(agent_spans), [span.model_dump() for span in batch.spans])
 

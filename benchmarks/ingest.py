@@ -1,0 +1,222 @@
+"""Ingest benchmark: caller-side cost of recording, sustained throughput, memory at the queue bound.
+
+    python benchmarks/ingest.py [--calls N] [--postgres-url URL] [--skip-postgres]
+
+Prints a table and writes benchmarks/results/ingest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import obsdeco
+from obsdeco.runtime import get_runtime
+
+POSTGRES_URL = os.environ.get(
+    "OBSDECO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+UNREACHABLE_URL = "postgresql+psycopg://postgres@127.0.0.1:1/unreachable"
+
+
+def _record(collector: obsdeco.MetricsCollector, session: obsdeco.Session) -> None:
+    collector.record_llm_call(
+        session,
+        provider=obsdeco.ModelProvider.OPENAI,
+        model_name="gpt-4o",
+        prompt_tokens=500,
+        completion_tokens=200,
+        latency_ms=1500.0,
+        agent_name="Planner",
+        operation="plan",
+    )
+
+
+def _reset_postgres(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for table in ("llm_calls", "sessions", "agent_spans"):
+            connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    engine.dispose()
+
+
+def _percentiles(timings_ns: list[int]) -> dict[str, float]:
+    timings_ns.sort()
+    return {
+        "median_us": statistics.median(timings_ns) / 1000,
+        "p90_us": timings_ns[int(len(timings_ns) * 0.9)] / 1000,
+        "p99_us": timings_ns[int(len(timings_ns) * 0.99)] / 1000,
+    }
+
+
+def caller_cost(url: str, calls: int, burst: int) -> dict[str, object]:
+    """Time on the caller's thread per recorded call (validate, attribute, enqueue).
+
+    Paced: bursts of `burst` calls, each followed by a flush (not timed), so that the writer
+    commits concurrently with recording as it does under real load. Tight loop: one thread
+    records as fast as it can while the writer competes for the GIL all along.
+    """
+    obsdeco.configure(database_url=url, max_queue_size=calls + 10)
+    collector = obsdeco.MetricsCollector("bench")
+    session = collector.start_session("caller-cost")
+    for _ in range(1_000):
+        _record(collector, session)
+    obsdeco.flush()
+    clock = time.perf_counter_ns
+    paced: list[int] = []
+    while len(paced) < calls:
+        for _ in range(burst):
+            start = clock()
+            _record(collector, session)
+            paced.append(clock() - start)
+        obsdeco.flush()
+    tight: list[int] = []
+    for _ in range(calls):
+        start = clock()
+        _record(collector, session)
+        tight.append(clock() - start)
+    collector.end_session(session)
+    obsdeco.flush()
+    return {
+        "calls": calls,
+        "burst": burst,
+        "paced": _percentiles(paced),
+        "tight": _percentiles(tight),
+    }
+
+
+def sustained(url: str, calls: int) -> dict[str, float]:
+    """Enqueue `calls` as fast as one thread can and wait until all are committed."""
+    obsdeco.configure(database_url=url, max_queue_size=calls + 10)
+    get_runtime()
+    before = obsdeco.stats()
+    collector = obsdeco.MetricsCollector("bench")
+    session = collector.start_session("sustained")
+    start = time.perf_counter()
+    for _ in range(calls):
+        _record(collector, session)
+    enqueued = time.perf_counter() - start
+    assert obsdeco.flush(timeout=600), "flush timed out"
+    elapsed = time.perf_counter() - start
+    after = obsdeco.stats()
+    collector.end_session(session)
+    obsdeco.flush()
+    return {
+        "calls": calls,
+        "enqueue_s": enqueued,
+        "committed_s": elapsed,
+        "calls_per_s": calls / elapsed,
+        "dropped": after.dropped - before.dropped,
+        "written": after.written - before.written,
+    }
+
+
+def memory_at_bound(bound: int) -> dict[str, float]:
+    """Fill the queue to its bound while the database is unreachable; measure what it holds."""
+    obsdeco.configure(database_url=UNREACHABLE_URL, max_queue_size=bound)
+    get_runtime()
+    collector = obsdeco.MetricsCollector("bench")
+    session = collector.start_session("memory")
+    gc.collect()
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    for _ in range(bound):
+        _record(collector, session)
+    # The in-memory session also keeps its calls (for the in-process report); end it so that
+    # only the writer's queue holds them, as it does for sessions that have ended.
+    collector.end_session(session)
+    from obsdeco.collector import sessions_in_memory
+
+    sessions_in_memory._recent.clear()
+    gc.collect()
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    pending = obsdeco.stats().pending
+    before = obsdeco.stats().dropped_queue_full
+    _record(collector, collector.start_session("overflow"))
+    dropped_extra = obsdeco.stats().dropped_queue_full - before
+    return {
+        "bound": bound,
+        "pending": pending,
+        "bytes": held - base,
+        "bytes_per_record": (held - base) / max(pending, 1),
+        "dropped_past_bound": dropped_extra,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=200_000)
+    parser.add_argument("--caller-calls", type=int, default=50_000)
+    parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--postgres-url", default=POSTGRES_URL)
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args()
+
+    results: dict[str, object] = {
+        "python": sys.version.split()[0],
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        sqlite_url = f"sqlite:///{folder}/bench.db"
+        results["caller_cost_sqlite"] = caller_cost(sqlite_url, args.caller_calls, args.burst)
+        results["sustained_sqlite"] = sustained(f"sqlite:///{folder}/sustained.db", args.calls)
+        if not args.skip_postgres:
+            _reset_postgres(args.postgres_url)
+            results["sustained_postgres"] = sustained(args.postgres_url, args.calls)
+            _reset_postgres(args.postgres_url)
+        results["memory_at_default_bound"] = memory_at_bound(obsdeco.Settings().max_queue_size)
+        obsdeco.configure(database_url=sqlite_url)
+
+    caller = results["caller_cost_sqlite"]
+    rows = []
+    for mode in ("paced", "tight"):
+        timing = caller[mode]
+        rows.append(
+            (
+                f"record one call, caller thread, {mode}",
+                f"median {timing['median_us']:.2f} us, p90 {timing['p90_us']:.2f} us, "
+                f"p99 {timing['p99_us']:.2f} us",
+            )
+        )
+    for name in ("sustained_sqlite", "sustained_postgres"):
+        if name in results:
+            run = results[name]
+            rows.append(
+                (
+                    f"sustained ingest, {name.split('_')[1]}",
+                    f"{run['calls_per_s']:,.0f} calls/s ({run['calls']:,} calls, "
+                    f"{run['committed_s']:.2f} s, dropped {run['dropped']})",
+                )
+            )
+    memory = results["memory_at_default_bound"]
+    rows.append(
+        (
+            f"memory at queue bound ({memory['bound']:,} records)",
+            f"{memory['bytes'] / 2**20:.1f} MiB ({memory['bytes_per_record']:.0f} B/record)",
+        )
+    )
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label.ljust(width)}  {value}")
+
+    out = Path(__file__).parent / "results" / "ingest.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
