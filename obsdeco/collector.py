@@ -63,6 +63,12 @@ class _SessionRegistry:
                     self._recent.popitem(last=False)
             return live
 
+    def clear(self) -> None:
+        """Forget every in-memory session (their stored records stay stored)."""
+        with self._lock:
+            self.active.clear()
+            self._recent.clear()
+
     def find(self, session_id: str) -> _LiveSession | None:
         live = self.active.get(session_id)
         if live is None:

@@ -81,8 +81,11 @@ class Writer:
         self._retry_max_s = retry_max_s
         self._counters = counters
         self._queue: deque[Record | _FlushMarker] = deque()
+        self._in_flight = 0
         self._wakeup = threading.Event()
         self._stopping = False
+        self._closing = threading.Lock()
+        self._closed = False
         self._retry_now = threading.Event()
         self._last_drop_log = -_DROP_LOG_INTERVAL_S
         self._thread = threading.Thread(target=self._run, name="obsdeco-writer", daemon=True)
@@ -90,16 +93,16 @@ class Writer:
 
     @property
     def pending(self) -> int:
-        """Records waiting in the queue, not yet committed (flush markers included)."""
-        return len(self._queue)
+        """Records held and not yet committed: queued, or in the batch being written."""
+        return len(self._queue) + self._in_flight
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return not self._closed
 
     def submit(self, record: Record) -> bool:
         """Queue a record without blocking; False (and counted) if the queue is full."""
-        if len(self._queue) >= self.max_queue_size:
+        if self._closed or len(self._queue) + self._in_flight >= self.max_queue_size:
             self._drop_queue_full()
             return False
         self._queue.append(record)
@@ -124,10 +127,11 @@ class Writer:
 
         While the database is down, a flush also cuts short the writer's retry backoff.
         """
-        if not self._thread.is_alive():
-            return not self._queue
         marker = _FlushMarker()
-        self._queue.append(marker)
+        with self._closing:
+            if self._closed:
+                return not self._queue
+            self._queue.append(marker)
         self._wakeup.set()
         self._retry_now.set()
         return marker.done.wait(timeout)
@@ -138,8 +142,8 @@ class Writer:
         self._wakeup.set()
 
     def discard_pending(self) -> int:
-        """Drop what is still queued (at exit, after the flush timed out); returns the count."""
-        lost = 0
+        """Give up on what is held (at exit, after the flush timed out); returns the count."""
+        lost = self._in_flight
         while self._queue:
             item = self._queue.popleft()
             if isinstance(item, _FlushMarker):
@@ -158,9 +162,14 @@ class Writer:
                 batch, markers = self._take_batch()
                 if batch:
                     self._commit(batch)
+                self._in_flight = 0
                 for marker in markers:
                     marker.done.set()
-            if self._stopping and not self._queue:
+            if self._stopping:
+                with self._closing:
+                    if self._queue:
+                        continue
+                    self._closed = True
                 self.backend.close()
                 return
 
@@ -170,6 +179,8 @@ class Writer:
         queue = self._queue
         taken = 0
         while queue and taken < self._batch_size:
+            # Counted before it leaves the queue, so the bound is never exceeded.
+            self._in_flight += 1
             item = queue.popleft()
             kind = type(item)
             if kind is LLMCall:
@@ -179,6 +190,7 @@ class Writer:
             elif kind is AgentSpan:
                 batch.spans.append(item)  # type: ignore[arg-type]
             else:
+                self._in_flight -= 1
                 markers.append(item)  # type: ignore[arg-type]
                 break
             taken += 1
@@ -197,7 +209,7 @@ class Writer:
                     logger.warning(
                         "obsdeco cannot reach its database (%s); keeping %d records and retrying",
                         type(exc).__name__,
-                        len(batch) + self.pending,
+                        self.pending,
                     )
                     outage_logged = True
                 self._retry_now.wait(delay)
