@@ -17,6 +17,10 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f} ms"
 
 
+def _calls(count: int) -> str:
+    return f"{count:,} call" + ("" if count == 1 else "s")
+
+
 def _sections(report: SessionReport) -> list[tuple[str, list[tuple[str, str]]]]:
     session, totals, latency, quality = (
         report.session,
@@ -26,7 +30,7 @@ def _sections(report: SessionReport) -> list[tuple[str, list[tuple[str, str]]]]:
     )
     tokens = report.tokens
     token_note = (
-        f" ({totals.calls_with_unknown_tokens} calls did not report tokens)"
+        f" ({_calls(totals.calls_with_unknown_tokens)} without reported tokens)"
         if totals.calls_with_unknown_tokens
         else ""
     )
@@ -44,7 +48,7 @@ def _sections(report: SessionReport) -> list[tuple[str, list[tuple[str, str]]]]:
         (
             "Totals",
             [
-                ("calls", f"{totals.calls:,} ({quality.errors:,} failed)"),
+                ("calls", f"{_calls(totals.calls)} ({quality.errors:,} failed)"),
                 ("cost", _usd(report.cost.total_usd)),
                 (
                     "tokens",
@@ -88,7 +92,7 @@ def _sections(report: SessionReport) -> list[tuple[str, list[tuple[str, str]]]]:
             [
                 (
                     f"{b.kind} {b.name}",
-                    f"{b.share:.0%} of LLM time, p95 {_ms(b.p95_ms)}, {b.calls} calls",
+                    f"{b.share:.0%} of LLM time, p95 {_ms(b.p95_ms)}, {_calls(b.calls)}",
                 )
                 for b in latency.bottlenecks
             ],
