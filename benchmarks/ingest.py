@@ -96,24 +96,26 @@ def caller_cost(url: str, calls: int, burst: int) -> dict[str, object]:
     }
 
 
-def sustained(url: str, calls: int) -> dict[str, float]:
-    """Enqueue `calls` as fast as one thread can and wait until all are committed."""
-    obsdeco.configure(database_url=url, max_queue_size=calls + 10)
+def sustained(url: str, calls: int, calls_per_session: int) -> dict[str, float]:
+    """Record `calls` as fast as one thread can, in sessions of `calls_per_session` calls
+    (each opened and ended), and wait until every record is committed."""
+    obsdeco.configure(database_url=url, max_queue_size=2 * calls)
     get_runtime()
     before = obsdeco.stats()
     collector = obsdeco.MetricsCollector("bench")
-    session = collector.start_session("sustained")
     start = time.perf_counter()
-    for _ in range(calls):
-        _record(collector, session)
+    for _ in range(calls // calls_per_session):
+        session = collector.start_session("sustained")
+        for _ in range(calls_per_session):
+            _record(collector, session)
+        collector.end_session(session)
     enqueued = time.perf_counter() - start
     assert obsdeco.flush(timeout=600), "flush timed out"
     elapsed = time.perf_counter() - start
     after = obsdeco.stats()
-    collector.end_session(session)
-    obsdeco.flush()
     return {
         "calls": calls,
+        "calls_per_session": calls_per_session,
         "enqueue_s": enqueued,
         "committed_s": elapsed,
         "calls_per_s": calls / elapsed,
@@ -160,6 +162,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=200_000)
     parser.add_argument("--caller-calls", type=int, default=50_000)
     parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--calls-per-session", type=int, default=50)
     parser.add_argument("--postgres-url", default=POSTGRES_URL)
     parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
@@ -171,10 +174,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         sqlite_url = f"sqlite:///{folder}/bench.db"
         results["caller_cost_sqlite"] = caller_cost(sqlite_url, args.caller_calls, args.burst)
-        results["sustained_sqlite"] = sustained(f"sqlite:///{folder}/sustained.db", args.calls)
+        results["sustained_sqlite"] = sustained(
+            f"sqlite:///{folder}/sustained.db", args.calls, args.calls_per_session
+        )
         if not args.skip_postgres:
             _reset_postgres(args.postgres_url)
-            results["sustained_postgres"] = sustained(args.postgres_url, args.calls)
+            results["sustained_postgres"] = sustained(
+                args.postgres_url, args.calls, args.calls_per_session
+            )
             _reset_postgres(args.postgres_url)
         results["memory_at_default_bound"] = memory_at_bound(obsdeco.Settings().max_queue_size)
         obsdeco.configure(database_url=sqlite_url)
@@ -196,8 +203,9 @@ def main() -> int:
             rows.append(
                 (
                     f"sustained ingest, {name.split('_')[1]}",
-                    f"{run['calls_per_s']:,.0f} calls/s ({run['calls']:,} calls, "
-                    f"{run['committed_s']:.2f} s, dropped {run['dropped']})",
+                    f"{run['calls_per_s']:,.0f} calls/s ({run['calls']:,} calls in sessions "
+                    f"of {run['calls_per_session']}, {run['committed_s']:.2f} s, "
+                    f"dropped {run['dropped']})",
                 )
             )
     memory = results["memory_at_default_bound"]

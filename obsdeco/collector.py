@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from obsdeco.analyzers import PriceTable, build_report, price_calls, session_totals
+from obsdeco.analyzers import PriceTable, build_report, price_calls
 from obsdeco.config import get_settings
 from obsdeco.models import (
     AgentSpan,
@@ -26,6 +26,7 @@ from obsdeco.models import (
 )
 from obsdeco.runtime import flush, get_runtime, pipeline
 from obsdeco.storage import SessionState
+from obsdeco.writer import SessionEnd
 
 _RECENT_SESSIONS = 256
 
@@ -139,7 +140,7 @@ class MetricsCollector:
         )
         sessions_in_memory.start(session)
         if session.sampled:
-            runtime.writer.submit(SessionState(session.model_copy()))
+            pipeline.submit(SessionState(session.model_copy()))
         else:
             pipeline.count_unsampled(sessions=1)
         return session
@@ -226,10 +227,8 @@ class MetricsCollector:
             session.error_message = str(error)
         live = sessions_in_memory.end(session.id)
         if session.sampled:
-            runtime = get_runtime()
-            calls = live.calls if live is not None else []
-            totals = session_totals(session, calls, PriceTable(runtime.settings.pricing_overrides))
-            runtime.writer.submit(SessionState(session.model_copy(), totals))
+            calls = list(live.calls) if live is not None else []
+            pipeline.submit(SessionEnd(session.model_copy(), calls))
         return session
 
     def get_report(self, session: Session | str) -> SessionReport:

@@ -11,9 +11,11 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from functools import partial
 
 from pydantic import BaseModel
 
+from obsdeco.analyzers import PriceTable, session_totals
 from obsdeco.config import Settings, get_settings, settings_holder
 from obsdeco.storage import StorageBackend, open_backend
 from obsdeco.writer import Record, Writer, WriterCounters, wait_all
@@ -68,6 +70,7 @@ class _Pipeline:
                 writer = Writer(
                     backend,
                     self.counters,
+                    partial(session_totals, prices=PriceTable(settings.pricing_overrides)),
                     max_queue_size=settings.max_queue_size,
                     batch_size=settings.batch_size,
                 )

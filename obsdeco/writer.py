@@ -12,17 +12,28 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from obsdeco.models import AgentSpan, LLMCall
+from obsdeco.models import AgentSpan, LLMCall, Session, Totals
 from obsdeco.storage import SessionState, StorageBackend, WriteBatch
 
 logger = logging.getLogger("obsdeco.writer")
 
-Record = LLMCall | AgentSpan | SessionState
+
+@dataclass(frozen=True, slots=True)
+class SessionEnd:
+    """An ended session and its calls; the writer turns it into the row with its aggregates."""
+
+    session: Session
+    calls: list[LLMCall]
+
+
+Summarize = Callable[[Session, list[LLMCall]], Totals]
+Record = LLMCall | AgentSpan | SessionState | SessionEnd
 
 _DROP_LOG_INTERVAL_S = 10.0
 
@@ -68,6 +79,7 @@ class Writer:
         self,
         backend: StorageBackend,
         counters: WriterCounters,
+        summarize: Summarize,
         *,
         max_queue_size: int,
         batch_size: int,
@@ -75,6 +87,7 @@ class Writer:
         retry_max_s: float = 5.0,
     ) -> None:
         self.backend = backend
+        self._summarize = summarize
         self.max_queue_size = max_queue_size
         self._batch_size = batch_size
         self._retry_initial_s = retry_initial_s
@@ -185,6 +198,8 @@ class Writer:
             kind = type(item)
             if kind is LLMCall:
                 batch.calls.append(item)  # type: ignore[arg-type]
+            elif kind is SessionEnd:
+                batch.sessions.append(self._ended(item))  # type: ignore[arg-type]
             elif kind is SessionState:
                 batch.sessions.append(item)  # type: ignore[arg-type]
             elif kind is AgentSpan:
@@ -195,6 +210,16 @@ class Writer:
                 break
             taken += 1
         return batch, markers
+
+    def _ended(self, end: SessionEnd) -> SessionState:
+        try:
+            totals = self._summarize(end.session, end.calls)
+        except Exception:
+            logger.exception(
+                "obsdeco could not compute the aggregates of session %s", end.session.id
+            )
+            totals = Totals(calls=len(end.calls), duration_ms=end.session.duration_ms)
+        return SessionState(end.session, totals)
 
     def _commit(self, batch: WriteBatch) -> None:
         delay = self._retry_initial_s

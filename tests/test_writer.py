@@ -7,15 +7,19 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
 
 import pytest
 from sqlalchemy.engine import make_url
 
 import obsdeco
+from obsdeco.analyzers import PriceTable, session_totals
 from obsdeco.models import LLMCall, ModelProvider
 from obsdeco.storage import SQLAlchemyStorage, WriteBatch
 from obsdeco.writer import Writer, WriterCounters
 from tests.conftest import count_rows
+
+SUMMARIZE = partial(session_totals, prices=PriceTable())
 
 
 def _call(session_id: str = "s-1", **fields) -> LLMCall:
@@ -46,7 +50,7 @@ class SpyStorage(SQLAlchemyStorage):
 
 def test_records_are_committed_in_bounded_batches(sqlite_url):
     storage = SpyStorage(sqlite_url)
-    writer = Writer(storage, WriterCounters(), max_queue_size=1_000, batch_size=3)
+    writer = Writer(storage, WriterCounters(), SUMMARIZE, max_queue_size=1_000, batch_size=3)
     for _ in range(10):
         writer.submit(_call())
 
@@ -216,7 +220,7 @@ def test_records_beyond_the_queue_bound_are_counted_and_logged(tmp_path, caplog)
 def test_a_record_the_store_rejects_does_not_block_the_others(sqlite_url, caplog):
     storage = SQLAlchemyStorage(sqlite_url)
     counters = WriterCounters()
-    writer = Writer(storage, counters, max_queue_size=100, batch_size=100)
+    writer = Writer(storage, counters, SUMMARIZE, max_queue_size=100, batch_size=100)
     first = _call()
     duplicate = first.model_copy()
     with caplog.at_level(logging.ERROR, logger="obsdeco"):
@@ -234,7 +238,9 @@ def test_a_record_the_store_rejects_does_not_block_the_others(sqlite_url, caplog
 @pytest.mark.parametrize("batch_size", [1, 7])
 def test_flush_markers_never_split_from_their_records(sqlite_url, batch_size):
     storage = SpyStorage(sqlite_url)
-    writer = Writer(storage, WriterCounters(), max_queue_size=1_000, batch_size=batch_size)
+    writer = Writer(
+        storage, WriterCounters(), SUMMARIZE, max_queue_size=1_000, batch_size=batch_size
+    )
     for round_ in range(1, 4):
         for _ in range(5):
             writer.submit(_call())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -22,55 +22,87 @@ def _counts(values: list[int | None]) -> FloatArray:
     return np.array([np.nan if value is None else value for value in values], dtype=np.float64)
 
 
-@dataclass(frozen=True, slots=True)
 class CallColumns:
-    """One array per field; token arrays hold NaN where the provider did not report a count."""
+    """One array per field, built on first use; token arrays hold NaN for unreported counts."""
 
-    size: int
-    provider: ObjectArray
-    model: ObjectArray
-    requested_model: ObjectArray
-    agent: ObjectArray
-    operation: ObjectArray
-    prompt_tokens: FloatArray
-    completion_tokens: FloatArray
-    cached_tokens: FloatArray
-    cache_creation_tokens: FloatArray
-    reasoning_tokens: FloatArray
-    latency_ms: FloatArray
-    time_to_first_token_ms: FloatArray
-    success: BoolArray
-    error_type: ObjectArray
+    def __init__(self, calls: Sequence[LLMCall]) -> None:
+        self._fields = [call.__dict__ for call in calls]
+        self.size = len(self._fields)
 
-    @classmethod
-    def from_calls(cls, calls: Sequence[LLMCall]) -> CallColumns:
-        fields = [call.__dict__ for call in calls]
-        return cls(
-            size=len(fields),
-            provider=np.array([f["provider"].value for f in fields], dtype=object),
-            model=np.array([f["response_model"] or f["model"] for f in fields], dtype=object),
-            requested_model=np.array([f["model"] for f in fields], dtype=object),
-            agent=np.array([f["agent_name"] or NONE_KEY for f in fields], dtype=object),
-            operation=np.array([f["operation"] or NONE_KEY for f in fields], dtype=object),
-            prompt_tokens=_counts([f["prompt_tokens"] for f in fields]),
-            completion_tokens=_counts([f["completion_tokens"] for f in fields]),
-            cached_tokens=_counts([f["cached_tokens"] for f in fields]),
-            cache_creation_tokens=_counts([f["cache_creation_tokens"] for f in fields]),
-            reasoning_tokens=_counts([f["reasoning_tokens"] for f in fields]),
-            latency_ms=np.array([f["latency_ms"] for f in fields], dtype=np.float64),
-            time_to_first_token_ms=_counts([f["time_to_first_token_ms"] for f in fields]),
-            success=np.array([f["success"] for f in fields], dtype=bool),
-            error_type=np.array([f["error_type"] or "other" for f in fields], dtype=object),
-        )
+    def _objects(self, name: str) -> ObjectArray:
+        return np.array([f[name] for f in self._fields], dtype=object)
 
-    @property
+    def _named(self, name: str) -> ObjectArray:
+        return np.array([f[name] or NONE_KEY for f in self._fields], dtype=object)
+
+    def _counts(self, name: str) -> FloatArray:
+        return _counts([f[name] for f in self._fields])
+
+    @cached_property
+    def provider(self) -> ObjectArray:
+        return np.array([f["provider"].value for f in self._fields], dtype=object)
+
+    @cached_property
+    def model(self) -> ObjectArray:
+        """The returned model, else the requested one (the key reports group by)."""
+        return np.array([f["response_model"] or f["model"] for f in self._fields], dtype=object)
+
+    @cached_property
+    def requested_model(self) -> ObjectArray:
+        return self._objects("model")
+
+    @cached_property
+    def agent(self) -> ObjectArray:
+        return self._named("agent_name")
+
+    @cached_property
+    def operation(self) -> ObjectArray:
+        return self._named("operation")
+
+    @cached_property
+    def prompt_tokens(self) -> FloatArray:
+        return self._counts("prompt_tokens")
+
+    @cached_property
+    def completion_tokens(self) -> FloatArray:
+        return self._counts("completion_tokens")
+
+    @cached_property
+    def cached_tokens(self) -> FloatArray:
+        return self._counts("cached_tokens")
+
+    @cached_property
+    def cache_creation_tokens(self) -> FloatArray:
+        return self._counts("cache_creation_tokens")
+
+    @cached_property
+    def reasoning_tokens(self) -> FloatArray:
+        return self._counts("reasoning_tokens")
+
+    @cached_property
+    def latency_ms(self) -> FloatArray:
+        return np.array([f["latency_ms"] for f in self._fields], dtype=np.float64)
+
+    @cached_property
+    def time_to_first_token_ms(self) -> FloatArray:
+        return self._counts("time_to_first_token_ms")
+
+    @cached_property
+    def success(self) -> BoolArray:
+        return np.array([f["success"] for f in self._fields], dtype=bool)
+
+    @cached_property
+    def error_type(self) -> ObjectArray:
+        return np.array([f["error_type"] or "other" for f in self._fields], dtype=object)
+
+    @cached_property
     def total_tokens(self) -> FloatArray:
         """prompt + completion per call; NaN only when both are unknown."""
         both_unknown = np.isnan(self.prompt_tokens) & np.isnan(self.completion_tokens)
         total = np.nan_to_num(self.prompt_tokens) + np.nan_to_num(self.completion_tokens)
         return np.where(both_unknown, np.nan, total)
 
-    @property
+    @cached_property
     def tokens_unknown(self) -> BoolArray:
         """Calls where the provider did not report prompt or completion tokens."""
         return np.isnan(self.prompt_tokens) | np.isnan(self.completion_tokens)

@@ -110,25 +110,26 @@ class PriceTable:
         costs = np.full(columns.size, np.nan)
         if columns.size == 0:
             return costs
-        pairs = np.stack(
-            [
-                columns.provider.astype(str),
-                columns.model.astype(str),
-                columns.requested_model.astype(str),
-            ],
-            axis=1,
+        groups: dict[tuple[str, str, str], int] = {}
+        codes = np.fromiter(
+            (
+                groups.setdefault(key, len(groups))
+                for key in zip(
+                    columns.provider, columns.model, columns.requested_model, strict=True
+                )
+            ),
+            dtype=np.intp,
+            count=columns.size,
         )
-        distinct, inverse = np.unique(pairs, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
         prompt = columns.prompt_tokens
         cached = np.nan_to_num(columns.cached_tokens)
         written = np.nan_to_num(columns.cache_creation_tokens)
         completion = columns.completion_tokens
-        for index, (provider, model, requested) in enumerate(distinct):
+        for (provider, model, requested), code in groups.items():
             prices = self.lookup(provider, model, requested)
             if prices is None:
                 continue
-            rows = inverse == index
+            rows = codes == code
             total_input = prompt[rows]
             uncached = total_input - cached[rows] - written[rows]
             costs[rows] = (

@@ -16,7 +16,7 @@ from obsdeco.models import AgentSpan, LLMCall, Session, SessionReport, Totals
 
 def price_calls(calls: Sequence[LLMCall], prices: PriceTable) -> list[LLMCall]:
     """Copies of `calls` with `cost_usd` set (None where it cannot be priced)."""
-    costs = prices.price_calls(CallColumns.from_calls(calls))
+    costs = prices.price_calls(CallColumns(calls))
     return [
         call.model_copy(update={"cost_usd": None if np.isnan(cost) else float(cost)})
         for call, cost in zip(calls, costs, strict=True)
@@ -24,9 +24,30 @@ def price_calls(calls: Sequence[LLMCall], prices: PriceTable) -> list[LLMCall]:
 
 
 def session_totals(session: Session, calls: Sequence[LLMCall], prices: PriceTable) -> Totals:
-    """The aggregates stored on the session row when it ends."""
-    columns = CallColumns.from_calls(calls)
-    return _totals(session, columns, prices.price_calls(columns))
+    """The aggregates stored on the session row when it ends (computed on the writer thread).
+
+    Sums are plain Python, cheaper than numpy for the tens of calls a session usually has;
+    cost comes from the same vectorised pricing as reports.
+    """
+    fields = [call.__dict__ for call in calls]
+    prompt = sum(f["prompt_tokens"] or 0 for f in fields)
+    completion = sum(f["completion_tokens"] or 0 for f in fields)
+    costs = prices.price_calls(CallColumns(calls))
+    return Totals(
+        calls=len(fields),
+        errors=sum(not f["success"] for f in fields),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=sum(f["cached_tokens"] or 0 for f in fields),
+        reasoning_tokens=sum(f["reasoning_tokens"] or 0 for f in fields),
+        total_tokens=prompt + completion,
+        cost_usd=float(np.nansum(costs)),
+        latency_ms=float(sum(f["latency_ms"] for f in fields)),
+        duration_ms=session.duration_ms,
+        calls_with_unknown_tokens=sum(
+            f["prompt_tokens"] is None or f["completion_tokens"] is None for f in fields
+        ),
+    )
 
 
 def _totals(session: Session, columns: CallColumns, costs: np.ndarray) -> Totals:
@@ -54,7 +75,7 @@ def build_report(
     prices: PriceTable,
 ) -> SessionReport:
     """Every breakdown of one session, computed column-wise over its calls."""
-    columns = CallColumns.from_calls(calls)
+    columns = CallColumns(calls)
     costs = prices.price_calls(columns)
     return SessionReport(
         session=session,

@@ -111,11 +111,22 @@ def _insert_calls_sqlite(connection: Connection, calls: list[LLMCall]) -> None:
     """
     driver_connection = connection.connection.driver_connection
     limit = driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    per_statement = max(1, limit // len(_CALL_COLUMNS))
-    for start in range(0, len(calls), per_statement):
-        chunk = calls[start : start + per_statement]
-        values = [value for call in chunk for value in _call_row(call, _sqlite_time)]
-        connection.exec_driver_sql(_sqlite_insert_sql(len(chunk)), tuple(values))
+    width = len(_CALL_COLUMNS)
+    per_statement = max(1, limit // width)
+    cursor = driver_connection.cursor()
+    try:
+        for start in range(0, len(calls), per_statement):
+            chunk = calls[start : start + per_statement]
+            values: list[Any] = []
+            for call in chunk:
+                values.extend(_call_values(call.__dict__))
+            for row in range(0, len(values), width):
+                values[row + _TIMESTAMP] = _sqlite_time(values[row + _TIMESTAMP])
+                values[row + _PROVIDER] = values[row + _PROVIDER].value
+                values[row + _METADATA] = _json_text(values[row + _METADATA])
+            cursor.execute(_sqlite_insert_sql(len(chunk)), values)
+    finally:
+        cursor.close()
 
 
 @lru_cache(maxsize=8)
