@@ -7,6 +7,8 @@ from obsdeco._version import __version__
 from obsdeco.collector import MetricsCollector, get_calls, get_report
 from obsdeco.config import Settings, configure, get_settings
 from obsdeco.context import current_session
+from obsdeco.decorators import SessionResult, observe_agent, observe_session
+from obsdeco.integrations.patching import patch_all, unpatch_all
 from obsdeco.models import (
     AgentSpan,
     LLMCall,
@@ -27,6 +29,7 @@ __all__ = [
     "Observatory",
     "Session",
     "SessionReport",
+    "SessionResult",
     "Settings",
     "Stats",
     "StorageBackend",
@@ -38,6 +41,10 @@ __all__ = [
     "get_calls",
     "get_report",
     "get_settings",
+    "observe_agent",
+    "observe_session",
+    "patch_all",
     "register_backend",
     "stats",
+    "unpatch_all",
 ]

@@ -6,11 +6,12 @@ report) and queues it for the writer; it never touches the database.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from obsdeco.analyzers import PriceTable, build_report, price_calls
@@ -79,6 +80,47 @@ class _SessionRegistry:
 
 
 sessions_in_memory = _SessionRegistry()
+
+
+def keep(session: Session, record: LLMCall | AgentSpan) -> None:
+    """Add a record to its session: in memory while the session is active, and to storage."""
+    live = sessions_in_memory.active.get(session.id)
+    if live is not None:
+        if type(record) is LLMCall:
+            live.calls.append(record)
+        else:
+            live.spans.append(record)  # type: ignore[arg-type]
+    if session.sampled:
+        pipeline.submit(record)
+    else:
+        pipeline.count_unsampled(records=1)
+
+
+_implicit_sessions: dict[tuple[str, date], Session] = {}
+
+
+def implicit_session(project: str | None = None) -> Session:
+    """The session that calls made outside any session go to: one per project and UTC day.
+
+    Its id is derived from the project and the day, so every process of a project shares it.
+    It is not kept in memory (its report is read from storage) and is always persisted.
+    """
+    project = project or get_settings().project
+    day = utc_now().date()
+    session = _implicit_sessions.get((project, day))
+    if session is None:
+        digest = hashlib.blake2b(f"implicit:{project}:{day.isoformat()}".encode(), digest_size=16)
+        session = Session(
+            id=digest.hexdigest(),
+            project_name=project,
+            name=f"implicit:{day.isoformat()}",
+            started_at=datetime.combine(day, datetime.min.time(), tzinfo=UTC),
+        )
+        for stale in [key for key in _implicit_sessions if key[1] != day]:
+            del _implicit_sessions[stale]
+        _implicit_sessions[(project, day)] = session
+        pipeline.submit(SessionState(session))
+    return session
 
 
 def _session_id(session: Session | str) -> str:
@@ -173,7 +215,7 @@ class MetricsCollector:
         details["completion_tokens"] = completion_tokens
         # model_validate on one dict skips BaseModel.__init__'s keyword repacking (~1 us).
         call = LLMCall.model_validate(details)
-        self._keep(session, call)
+        keep(session, call)
         return call
 
     def record_agent_span(
@@ -201,20 +243,8 @@ class MetricsCollector:
             success=success,
             error_type=error_type,
         )
-        self._keep(session, span)
+        keep(session, span)
         return span
-
-    def _keep(self, session: Session, record: LLMCall | AgentSpan) -> None:
-        live = sessions_in_memory.active.get(session.id)
-        if live is not None:
-            if type(record) is LLMCall:
-                live.calls.append(record)
-            else:
-                live.spans.append(record)  # type: ignore[arg-type]
-        if session.sampled:
-            pipeline.submit(record)
-        else:
-            pipeline.count_unsampled(records=1)
 
     def end_session(self, session: Session, *, error: BaseException | None = None) -> Session:
         """Close `session` (status "error" when `error` is given) and store its aggregates."""

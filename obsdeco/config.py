@@ -31,6 +31,8 @@ class Settings(BaseModel):
     scrub_pii: bool = True
     sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     pricing_overrides: dict[str, dict[str, float]] = Field(default_factory=dict)
+    request_stream_usage: bool = False
+    """Ask OpenAI chat streams for usage (the extra usage-only chunk is hidden from the user)."""
     max_queue_size: int = Field(default=50_000, ge=1)
     batch_size: int = Field(default=2_000, ge=1)
     flush_at_exit_timeout_s: float = Field(default=10.0, ge=0.0)
@@ -102,6 +104,7 @@ _ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "scrub_pii": _parse_bool,
     "sample_rate": float,
     "pricing_overrides": _parse_json,
+    "request_stream_usage": _parse_bool,
     "max_queue_size": int,
     "batch_size": int,
     "flush_at_exit_timeout_s": float,
@@ -172,6 +175,7 @@ def configure(
     sample_rate: float | None = None,
     pricing_overrides: Mapping[str, Mapping[str, float]] | None = None,
     *,
+    request_stream_usage: bool | None = None,
     max_queue_size: int | None = None,
     batch_size: int | None = None,
     flush_at_exit_timeout_s: float | None = None,
@@ -189,6 +193,7 @@ def configure(
         scrub_pii=scrub_pii,
         sample_rate=sample_rate,
         pricing_overrides=pricing_overrides,
+        request_stream_usage=request_stream_usage,
         max_queue_size=max_queue_size,
         batch_size=batch_size,
         flush_at_exit_timeout_s=flush_at_exit_timeout_s,

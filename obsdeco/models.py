@@ -84,6 +84,9 @@ class LLMCall(BaseModel):
         description="the model that was requested",
     )
     response_model: str | None = Field(default=None, description="the model the provider returned")
+    api: str | None = Field(
+        default=None, description='the SDK endpoint, e.g. "chat.completions", "messages"'
+    )
     agent_name: str | None = None
     operation: str | None = None
     prompt_tokens: int | None = Field(default=None, ge=0)

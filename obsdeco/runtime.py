@@ -10,6 +10,7 @@ import atexit
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -83,6 +84,12 @@ class _Pipeline:
         if current is None or current.settings is not settings_holder.current:
             current = self.get()
         current.writer.submit(record)
+
+    def defer(self, work: Callable[[], None]) -> None:
+        """Run `work` on the writer thread soon; safe to call from a finaliser."""
+        current = self._current
+        if current is not None:
+            current.writer.defer(work)
 
     def writers(self) -> list[Writer]:
         with self._lock:

@@ -32,8 +32,15 @@ class SessionEnd:
     calls: list[LLMCall]
 
 
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """Work to run on the writer thread (used where recording in place is unsafe)."""
+
+    run: Callable[[], None]
+
+
 Summarize = Callable[[Session, list[LLMCall]], Totals]
-Record = LLMCall | AgentSpan | SessionState | SessionEnd
+Record = LLMCall | AgentSpan | SessionState | SessionEnd | Deferred
 
 _DROP_LOG_INTERVAL_S = 10.0
 
@@ -204,12 +211,27 @@ class Writer:
                 batch.sessions.append(item)  # type: ignore[arg-type]
             elif kind is AgentSpan:
                 batch.spans.append(item)  # type: ignore[arg-type]
+            elif kind is Deferred:
+                self._in_flight -= 1
+                self._run_deferred(item)  # type: ignore[arg-type]
+                continue
             else:
                 self._in_flight -= 1
                 markers.append(item)  # type: ignore[arg-type]
                 break
             taken += 1
         return batch, markers
+
+    def defer(self, work: Callable[[], None]) -> None:
+        """Queue `work` for the writer thread, without waking it (no lock is taken)."""
+        self._queue.append(Deferred(work))
+
+    @staticmethod
+    def _run_deferred(deferred: Deferred) -> None:
+        try:
+            deferred.run()
+        except Exception:
+            logger.exception("obsdeco deferred work failed")
 
     def _ended(self, end: SessionEnd) -> SessionState:
         try:

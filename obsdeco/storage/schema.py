@@ -87,6 +87,7 @@ llm_calls = Table(
     Column("provider", String(32), nullable=False),
     Column("model", String(200), nullable=False),
     Column("response_model", String(200)),
+    Column("api", String(64)),
     Column("agent_name", String(200)),
     Column("operation", String(200)),
     Column("prompt_tokens", Integer),

@@ -1,0 +1,331 @@
+"""`@observe_session` and `@observe_agent`, for plain, async, generator and async-generator
+functions.
+
+A decorated function opens its session (or agent span) when its body starts running and closes
+it when the body finishes: for generators, when the consumer exhausts or closes them, not when
+they are created. The session or agent is active only while the body runs, so concurrent tasks
+and interleaved generators each see their own. Exceptions pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import AsyncGenerator, Callable, Generator
+from contextvars import Token
+from datetime import datetime
+from typing import Any, NamedTuple, TypeVar, overload
+
+from obsdeco.collector import MetricsCollector, get_report, implicit_session
+from obsdeco.context import (
+    AgentFrame,
+    _current_agent,
+    _current_session,
+    current_agent,
+    current_session,
+)
+from obsdeco.models import Session, SessionReport, new_id, utc_now
+
+logger = logging.getLogger("obsdeco.decorators")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class SessionResult(NamedTuple):
+    """What a `return_report=True` session returns: `value, report = handle(ticket)`."""
+
+    value: Any
+    report: SessionReport
+
+
+def _safely(action: Callable[[], Any], what: str) -> Any:
+    """Run obsdeco bookkeeping; a fault is logged and never reaches the decorated function."""
+    try:
+        return action()
+    except Exception:
+        logger.exception("obsdeco could not %s (ignored)", what)
+        return None
+
+
+class _SessionScope:
+    def __init__(
+        self, collector: MetricsCollector, name: str, metadata: dict[str, Any] | None
+    ) -> None:
+        self._collector = collector
+        self._name = name
+        self._metadata = metadata
+        self.session: Session | None = None
+
+    def begin(self) -> None:
+        parent = current_session()
+        self.session = self._collector.start_session(
+            self._name, self._metadata, parent_id=parent.id if parent else None
+        )
+
+    def activate(self) -> Token[Any] | None:
+        return None if self.session is None else _current_session.set(self.session)
+
+    @staticmethod
+    def deactivate(token: Token[Any] | None) -> None:
+        if token is not None:
+            _current_session.reset(token)
+
+    def end(self, error: BaseException | None) -> None:
+        if self.session is not None:
+            self._collector.end_session(self.session, error=error)
+
+
+class _AgentScope:
+    def __init__(self, collector: MetricsCollector, name: str, operation: str | None) -> None:
+        self._collector = collector
+        self._name = name
+        self._operation = operation
+        self.frame: AgentFrame | None = None
+        self._session: Session | None = None
+        self._started: datetime | None = None
+
+    def begin(self) -> None:
+        self.frame = AgentFrame(self._name, self._operation, new_id(), current_agent())
+        self._session = current_session()
+        self._started = utc_now()
+
+    def activate(self) -> Token[Any] | None:
+        return None if self.frame is None else _current_agent.set(self.frame)
+
+    @staticmethod
+    def deactivate(token: Token[Any] | None) -> None:
+        if token is not None:
+            _current_agent.reset(token)
+
+    def end(self, error: BaseException | None) -> None:
+        frame, started = self.frame, self._started
+        if frame is None or started is None:
+            return
+        self._collector.record_agent_span(
+            self._session or implicit_session(self._collector.project_name),
+            agent_name=frame.name,
+            operation=frame.operation,
+            started_at=started,
+            ended_at=utc_now(),
+            parent_id=frame.parent.span_id if frame.parent else None,
+            success=error is None,
+            error_type=None if error is None else type(error).__name__,
+            span_id=frame.span_id,
+        )
+
+
+_Scope = _SessionScope | _AgentScope
+
+
+def _instrument(function: F, make_scope: Callable[[], _Scope], with_report: bool) -> F:
+    """Wrap `function` (of any of the four kinds) so that a fresh scope spans each run."""
+
+    def open_scope() -> tuple[_Scope, Token[Any] | None]:
+        scope = make_scope()
+        _safely(scope.begin, "start a session or agent")
+        return scope, _safely(scope.activate, "activate a session or agent")
+
+    def close_scope(scope: _Scope, token: Token[Any] | None, error: BaseException | None) -> None:
+        _safely(lambda: scope.deactivate(token), "deactivate a session or agent")
+        _safely(lambda: scope.end(error), "end a session or agent")
+
+    def result(scope: _Scope, value: Any) -> Any:
+        if not with_report or not isinstance(scope, _SessionScope) or scope.session is None:
+            return value
+        report = _safely(lambda: get_report(scope.session.id), "build the session report")
+        return SessionResult(value, report)
+
+    if inspect.isasyncgenfunction(function):
+
+        @functools.wraps(function)
+        async def observed_async_generator(*args: Any, **kwargs: Any) -> AsyncGenerator[Any]:
+            inner = function(*args, **kwargs)
+            scope: _Scope | None = None
+            to_send: Any = None
+            to_throw: BaseException | None = None
+            try:
+                while True:
+                    if scope is None:
+                        scope, token = open_scope()
+                    else:
+                        token = _safely(scope.activate, "activate a session or agent")
+                    try:
+                        if to_throw is not None:
+                            error, to_throw = to_throw, None
+                            item = await inner.athrow(error)
+                        else:
+                            item = await inner.asend(to_send)
+                    finally:
+                        _safely(lambda: scope.deactivate(token), "deactivate")  # noqa: B023
+                    try:
+                        to_send = yield item
+                    except GeneratorExit:
+                        raise
+                    except BaseException as error:
+                        to_throw = error
+            except StopAsyncIteration:
+                if scope is not None:
+                    _safely(lambda: scope.end(None), "end a session or agent")
+            except GeneratorExit:
+                await inner.aclose()
+                if scope is not None:
+                    _safely(lambda: scope.end(None), "end a session or agent")
+                raise
+            except BaseException:
+                if scope is not None:
+                    _safely(lambda: scope.end(error), "end a session or agent")
+                raise
+
+        return observed_async_generator  # type: ignore[return-value]
+
+    if inspect.isgeneratorfunction(function):
+
+        @functools.wraps(function)
+        def observed_generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            inner = function(*args, **kwargs)
+            scope: _Scope | None = None
+            to_send: Any = None
+            to_throw: BaseException | None = None
+            try:
+                while True:
+                    if scope is None:
+                        scope, token = open_scope()
+                    else:
+                        token = _safely(scope.activate, "activate a session or agent")
+                    try:
+                        if to_throw is not None:
+                            error, to_throw = to_throw, None
+                            item = inner.throw(error)
+                        else:
+                            item = inner.send(to_send)
+                    finally:
+                        _safely(lambda: scope.deactivate(token), "deactivate")  # noqa: B023
+                    try:
+                        to_send = yield item
+                    except GeneratorExit:
+                        raise
+                    except BaseException as error:
+                        to_throw = error
+            except StopIteration as stop:
+                if scope is not None:
+                    _safely(lambda: scope.end(None), "end a session or agent")
+                return stop.value
+            except GeneratorExit:
+                inner.close()
+                if scope is not None:
+                    _safely(lambda: scope.end(None), "end a session or agent")
+                raise
+            except BaseException:
+                if scope is not None:
+                    _safely(lambda: scope.end(error), "end a session or agent")
+                raise
+
+        return observed_generator  # type: ignore[return-value]
+
+    if inspect.iscoroutinefunction(function):
+
+        @functools.wraps(function)
+        async def observed_coroutine(*args: Any, **kwargs: Any) -> Any:
+            scope, token = open_scope()
+            try:
+                value = await function(*args, **kwargs)
+            except BaseException as error:
+                close_scope(scope, token, error)
+                raise
+            close_scope(scope, token, None)
+            return result(scope, value)
+
+        return observed_coroutine  # type: ignore[return-value]
+
+    @functools.wraps(function)
+    def observed_function(*args: Any, **kwargs: Any) -> Any:
+        scope, token = open_scope()
+        try:
+            value = function(*args, **kwargs)
+        except BaseException as error:
+            close_scope(scope, token, error)
+            raise
+        close_scope(scope, token, None)
+        return result(scope, value)
+
+    return observed_function  # type: ignore[return-value]
+
+
+@overload
+def observe_session(function: F, /) -> F: ...
+
+
+@overload
+def observe_session(
+    *,
+    name: str | None = None,
+    project: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    return_report: bool = False,
+) -> Callable[[F], F]: ...
+
+
+def observe_session(
+    function: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    project: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    return_report: bool = False,
+) -> F | Callable[[F], F]:
+    """Run each call of the decorated function in a session of its own.
+
+    LLM calls made while it runs (through patched SDKs, or `record_call`) land in that session.
+    A session started inside another one is its child (`parent_id`) and takes the calls made
+    while it runs. If the function raises, the session ends with status "error" and the
+    exception propagates unchanged. With `return_report=True` the function returns
+    `SessionResult(value, report)` (not allowed on generators: read `get_report()` instead).
+    """
+    collector = MetricsCollector(project)
+
+    def decorate(target: F) -> F:
+        if return_report and (
+            inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
+        ):
+            raise TypeError(
+                f"return_report=True cannot be used on generator {target.__qualname__}(): "
+                "a generator's return value is not its caller's; use obsdeco.get_report()"
+            )
+        session_name = name or target.__name__
+        return _instrument(
+            target, lambda: _SessionScope(collector, session_name, metadata), return_report
+        )
+
+    return decorate(function) if function is not None else decorate
+
+
+@overload
+def observe_agent(function: F, /) -> F: ...
+
+
+@overload
+def observe_agent(*, name: str | None = None, operation: str | None = None) -> Callable[[F], F]: ...
+
+
+def observe_agent(
+    function: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    operation: str | None = None,
+) -> F | Callable[[F], F]:
+    """Attribute the LLM calls made while the decorated function runs to an agent.
+
+    The innermost active agent gets each call; agents nest, and each run is stored as an agent
+    span (wall time, parent agent) in the active session. A bare `@observe_agent` is named after
+    the function.
+    """
+    collector = MetricsCollector()
+
+    def decorate(target: F) -> F:
+        agent_name = name or target.__name__
+        return _instrument(target, lambda: _AgentScope(collector, agent_name, operation), False)
+
+    return decorate(function) if function is not None else decorate

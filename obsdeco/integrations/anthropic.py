@@ -1,0 +1,152 @@
+"""Anthropic: messages (plain, beta, streamed, and the `messages.stream()` helpers).
+
+Anthropic's `input_tokens` excludes cached input, so `prompt_tokens` is
+input_tokens + cache_read_input_tokens + cache_creation_input_tokens; `cached_tokens` is the
+cache read part and `cache_creation_tokens` the cache write part. Thinking tokens are inside
+`output_tokens` and not reported apart, so `reasoning_tokens` stays None (unknown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from obsdeco.integrations.base import (
+    CallRecorder,
+    ProviderIntegration,
+    ResponseFacts,
+    StreamAccumulator,
+    explicit_call,
+    field,
+)
+from obsdeco.models import ModelProvider
+
+MESSAGES = "messages"
+
+
+class _Usage:
+    """Anthropic usage, merged as stream events update it (later values win)."""
+
+    __slots__ = ("cache_read", "cache_write", "input", "output")
+
+    def __init__(self) -> None:
+        self.input: int | None = None
+        self.cache_read: int | None = None
+        self.cache_write: int | None = None
+        self.output: int | None = None
+
+    def update(self, usage: Any) -> None:
+        if usage is None:
+            return
+        for attribute, name in (
+            ("input", "input_tokens"),
+            ("cache_read", "cache_read_input_tokens"),
+            ("cache_write", "cache_creation_input_tokens"),
+            ("output", "output_tokens"),
+        ):
+            value = field(usage, name)
+            if value is not None:
+                setattr(self, attribute, value)
+
+    def apply(self, facts: ResponseFacts) -> None:
+        if self.input is not None:
+            facts.prompt_tokens = self.input + (self.cache_read or 0) + (self.cache_write or 0)
+        facts.cached_tokens = self.cache_read
+        facts.cache_creation_tokens = self.cache_write
+        facts.completion_tokens = self.output
+
+
+def _message_facts(message: Any) -> ResponseFacts:
+    facts = ResponseFacts(
+        response_model=field(message, "model"),
+        finish_reason=field(message, "stop_reason"),
+        tool_call_count=sum(
+            1 for block in field(message, "content") or [] if field(block, "type") == "tool_use"
+        ),
+    )
+    usage = _Usage()
+    usage.update(field(message, "usage"))
+    usage.apply(facts)
+    return facts
+
+
+class _MessageStream(StreamAccumulator):
+    """message_start carries the model and input usage, message_delta the stop reason and the
+    (cumulative) output usage; tool_use blocks start with content_block_start."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._usage = _Usage()
+        self.facts.tool_call_count = 0
+
+    def observe(self, event: Any) -> bool:
+        kind = field(event, "type")
+        if kind == "message_start":
+            message = field(event, "message")
+            self.facts.response_model = field(message, "model")
+            self._usage.update(field(message, "usage"))
+        elif kind == "message_delta":
+            self.facts.finish_reason = field(field(event, "delta"), "stop_reason")
+            self._usage.update(field(event, "usage"))
+        elif kind == "content_block_start":
+            if field(field(event, "content_block"), "type") == "tool_use":
+                self.facts.tool_call_count = (self.facts.tool_call_count or 0) + 1
+            return False
+        else:
+            return False
+        self._usage.apply(self.facts)
+        return False
+
+
+class AnthropicIntegration(ProviderIntegration):
+    """Observes the Anthropic SDK at its base client's `request` seam."""
+
+    provider: ClassVar[ModelProvider] = ModelProvider.ANTHROPIC
+    endpoints: ClassVar[Mapping[str, str]] = {"/v1/messages": MESSAGES}
+
+    def __init__(self, collector: Any = None) -> None:
+        super().__init__(collector)
+        import anthropic
+        from anthropic import _response
+
+        self._stream_type = anthropic.Stream
+        self._async_stream_type = anthropic.AsyncStream
+        self._raw_types = (_response.BaseAPIResponse,)
+
+    def response_facts(self, api: str, response: Any) -> ResponseFacts:
+        return _message_facts(response)
+
+    def stream_accumulator(self, api: str, recorder: CallRecorder) -> StreamAccumulator:
+        return _MessageStream()
+
+    def is_stream(self, result: Any) -> bool:
+        return isinstance(result, self._stream_type)
+
+    def is_async_stream(self, result: Any) -> bool:
+        return isinstance(result, self._async_stream_type)
+
+    def is_raw_response(self, result: Any) -> bool:
+        return isinstance(result, self._raw_types)
+
+    def wrap_message(
+        self,
+        client: Any,
+        *,
+        model: str,
+        messages: list[Any],
+        max_tokens: int,
+        agent_name: str | None = None,
+        operation: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`client.messages.create(model=..., messages=..., max_tokens=..., **kwargs)`, recorded.
+
+        Same records as `patch_all()` would make, attributed to `agent_name` / `operation`.
+        """
+        return explicit_call(
+            self,
+            client.messages.create,
+            {"model": model, "messages": messages, "max_tokens": max_tokens, **kwargs},
+            agent_name=agent_name,
+            operation=operation,
+        )

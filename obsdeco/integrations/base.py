@@ -1,0 +1,573 @@
+"""What every provider integration shares: timing, error classification, record building, and
+the observed stream and raw-response proxies.
+
+A provider integration (see `openai.py`, `anthropic.py`) only says which endpoints it knows and
+how to read facts (model, usage, finish reason, tool calls) out of that provider's responses and
+stream events. Everything else lives here, once, and is used both by the patches that
+`patch_all()` installs and by the explicit `wrap_*` methods.
+
+Do no harm: every piece of obsdeco code that runs inside a user's SDK call goes through
+`guarded`, so an obsdeco fault is logged (once per place) and swallowed; only the SDK's own
+results and exceptions ever reach the user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, ClassVar, ParamSpec, TypeVar
+
+import wrapt
+
+from obsdeco.collector import MetricsCollector, implicit_session, keep
+from obsdeco.context import current_agent, current_session
+from obsdeco.models import LLMCall, ModelProvider, Session, new_id, utc_now
+from obsdeco.runtime import pipeline
+
+logger = logging.getLogger("obsdeco.integrations")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_MAX_ERROR_MESSAGE = 500
+_HASH_IGNORED_KEYS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
+
+_logged_faults: set[str] = set()
+
+
+def guarded(default: Any = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run obsdeco code so that a fault in it is logged once per function and never raised."""
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        @wraps(function)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return function(*args, **kwargs)
+            except Exception:
+                name = function.__qualname__
+                if name not in _logged_faults:
+                    _logged_faults.add(name)
+                    logger.exception("obsdeco fault in %s (ignored; your call is unaffected)", name)
+                return default  # type: ignore[no-any-return]
+
+        return run
+
+    return decorate
+
+
+def field(obj: Any, name: str) -> Any:
+    """`obj.name` for SDK objects, `obj[name]` for parsed JSON; None when absent."""
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def classify_error(error: BaseException) -> str:
+    """rate_limit, timeout, connection, auth, bad_request, server_error or other."""
+    status = getattr(error, "status_code", None)
+    if isinstance(status, int):
+        if status == 429:
+            return "rate_limit"
+        if status == 408:
+            return "timeout"
+        if status in (401, 403):
+            return "auth"
+        if status >= 500:
+            return "server_error"
+        if status >= 400:
+            return "bad_request"
+    name = type(error).__name__
+    if "Timeout" in name:
+        return "timeout"
+    if "Connection" in name or "RemoteProtocol" in name:
+        return "connection"
+    return "other"
+
+
+def request_hash(body: Mapping[str, Any]) -> str:
+    """A stable hash of what was asked (stream flags and user tags left out)."""
+    normalised = {key: value for key, value in body.items() if key not in _HASH_IGNORED_KEYS}
+    text = json.dumps(normalised, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(slots=True)
+class ResponseFacts:
+    """What a response (or a stream, once seen) says about the call. None means not reported."""
+
+    response_model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    finish_reason: str | None = None
+    tool_call_count: int | None = None
+
+
+class StreamAccumulator:
+    """Collects facts from stream events; `observe` returns True for an event to hide."""
+
+    def __init__(self) -> None:
+        self.facts = ResponseFacts()
+
+    def observe(self, event: Any) -> bool:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """What an explicit `wrap_*` call says about itself, over what the context says."""
+
+    project: str | None
+    agent_name: str | None
+    operation: str | None
+
+
+_explicit: ContextVar[Attribution | None] = ContextVar("obsdeco_explicit_call", default=None)
+
+
+class CallRecorder:
+    """One LLM call being observed: started at construction, recorded exactly once."""
+
+    __slots__ = (
+        "_once",
+        "agent_name",
+        "api",
+        "body",
+        "first_token_at",
+        "hide_usage_chunk",
+        "model",
+        "operation",
+        "provider",
+        "session",
+        "started",
+        "streamed",
+        "timestamp",
+    )
+
+    def __init__(
+        self,
+        provider: ModelProvider,
+        api: str,
+        body: Mapping[str, Any],
+        *,
+        session: Session | None = None,
+        project: str | None = None,
+        agent_name: str | None = None,
+        operation: str | None = None,
+    ) -> None:
+        agent = current_agent()
+        self.provider = provider
+        self.api = api
+        self.body = body
+        self.model = str(body.get("model") or "unknown")
+        self.streamed = bool(body.get("stream"))
+        self.session = session or current_session() or implicit_session(project)
+        self.agent_name = agent_name or (agent.name if agent else None)
+        self.operation = operation or (agent.operation if agent else None)
+        self.hide_usage_chunk = False
+        self.first_token_at: float | None = None
+        self.timestamp = utc_now()
+        self._once = [True]
+        self.started = time.perf_counter()
+
+    def token_seen(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+
+    @guarded()
+    def record(self, facts: ResponseFacts | None, error: BaseException | None = None) -> None:
+        """Build the record and hand it to the collector; later calls do nothing."""
+        try:
+            self._once.pop()
+        except IndexError:
+            return
+        ended = time.perf_counter()
+        facts = facts or ResponseFacts()
+        first_token = self.first_token_at
+        call = LLMCall.model_construct(
+            id=new_id(),
+            session_id=self.session.id,
+            project_name=self.session.project_name,
+            timestamp=self.timestamp,
+            provider=self.provider,
+            model=self.model,
+            response_model=facts.response_model,
+            api=self.api,
+            agent_name=self.agent_name,
+            operation=self.operation,
+            prompt_tokens=facts.prompt_tokens,
+            completion_tokens=facts.completion_tokens,
+            cached_tokens=facts.cached_tokens,
+            cache_creation_tokens=facts.cache_creation_tokens,
+            reasoning_tokens=facts.reasoning_tokens,
+            latency_ms=(ended - self.started) * 1000.0,
+            time_to_first_token_ms=(
+                None if first_token is None else (first_token - self.started) * 1000.0
+            ),
+            streamed=self.streamed,
+            success=error is None,
+            error_type=None if error is None else classify_error(error),
+            error_message=None if error is None else str(error)[:_MAX_ERROR_MESSAGE],
+            finish_reason=facts.finish_reason,
+            tool_call_count=facts.tool_call_count,
+            cost_usd=None,
+            request_hash=request_hash(self.body),
+            metadata={},
+        )
+        keep(self.session, call)
+
+
+def _record_later(recorder: CallRecorder, accumulator: StreamAccumulator | None) -> None:
+    """For a stream dropped without being closed: record from the writer thread, not from the
+    garbage collector (which may run while this thread holds a lock obsdeco needs)."""
+    facts = accumulator.facts if accumulator is not None else None
+    pipeline.defer(lambda: recorder.record(facts))
+
+
+class ObservedStream(wrapt.ObjectProxy):  # type: ignore[misc]
+    """A sync SDK stream that records its call once: exhausted, errored, closed or dropped.
+
+    Everything else (attributes, `response`, context manager, helpers) is the SDK's own.
+    """
+
+    def __init__(self, stream: Any, recorder: CallRecorder, accumulator: StreamAccumulator) -> None:
+        super().__init__(stream)
+        self._self_recorder = recorder
+        self._self_accumulator = accumulator
+
+    def __iter__(self) -> ObservedStream:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            while True:
+                event = self.__wrapped__.__next__()
+                if not self._self_observe(event):
+                    return event
+        except StopIteration:
+            self._self_recorder.record(self._self_accumulator.facts)
+            raise
+        except BaseException as error:
+            self._self_recorder.record(self._self_accumulator.facts, error)
+            raise
+
+    @guarded(default=False)
+    def _self_observe(self, event: Any) -> bool:
+        self._self_recorder.token_seen()
+        return self._self_accumulator.observe(event)
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_recorder.record(self._self_accumulator.facts)
+
+    def __enter__(self) -> ObservedStream:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(*exc_info)
+        finally:
+            self._self_recorder.record(self._self_accumulator.facts)
+
+    def __del__(self) -> None:
+        _record_later(self._self_recorder, self._self_accumulator)
+
+
+class ObservedAsyncStream(wrapt.ObjectProxy):  # type: ignore[misc]
+    """The async twin of `ObservedStream`."""
+
+    def __init__(self, stream: Any, recorder: CallRecorder, accumulator: StreamAccumulator) -> None:
+        super().__init__(stream)
+        self._self_recorder = recorder
+        self._self_accumulator = accumulator
+
+    def __aiter__(self) -> ObservedAsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            while True:
+                event = await self.__wrapped__.__anext__()
+                if not self._self_observe(event):
+                    return event
+        except StopAsyncIteration:
+            self._self_recorder.record(self._self_accumulator.facts)
+            raise
+        except BaseException as error:
+            self._self_recorder.record(self._self_accumulator.facts, error)
+            raise
+
+    @guarded(default=False)
+    def _self_observe(self, event: Any) -> bool:
+        self._self_recorder.token_seen()
+        return self._self_accumulator.observe(event)
+
+    async def close(self) -> None:
+        try:
+            await self.__wrapped__.close()
+        finally:
+            self._self_recorder.record(self._self_accumulator.facts)
+
+    async def __aenter__(self) -> ObservedAsyncStream:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(*exc_info)
+        finally:
+            self._self_recorder.record(self._self_accumulator.facts)
+
+    def __del__(self) -> None:
+        _record_later(self._self_recorder, self._self_accumulator)
+
+
+class ProviderIntegration:
+    """The shared seam logic; subclasses describe one provider's SDK.
+
+    Subclasses set `provider` and `endpoints` (request path to API name) and implement
+    `response_facts`, `stream_accumulator`, `is_stream` and `is_raw_response`.
+    """
+
+    provider: ClassVar[ModelProvider]
+    endpoints: ClassVar[Mapping[str, str]]
+
+    def __init__(self, collector: MetricsCollector | None = None) -> None:
+        self.collector = collector
+
+    # --- what a provider module supplies ----------------------------------------------------
+
+    def response_facts(self, api: str, response: Any) -> ResponseFacts:
+        """Facts from a parsed response object or its JSON body."""
+        raise NotImplementedError
+
+    def stream_accumulator(self, api: str, recorder: CallRecorder) -> StreamAccumulator:
+        raise NotImplementedError
+
+    def is_stream(self, result: Any) -> bool:
+        raise NotImplementedError
+
+    def is_async_stream(self, result: Any) -> bool:
+        raise NotImplementedError
+
+    def is_raw_response(self, result: Any) -> bool:
+        raise NotImplementedError
+
+    def prepare(self, recorder: CallRecorder, options: Any) -> Any:
+        """Adjust the request before it is sent (by default: not at all)."""
+        return options
+
+    # --- the seam ---------------------------------------------------------------------------
+
+    @guarded()
+    def start(self, options: Any) -> CallRecorder | None:
+        """A recorder for an SDK request, or None when it is not an LLM call we know."""
+        if str(getattr(options, "method", "")).lower() != "post":
+            return None
+        api = self.endpoints.get(str(getattr(options, "url", "")).split("?", 1)[0])
+        body = getattr(options, "json_data", None)
+        if api is None or not isinstance(body, Mapping):
+            return None
+        explicit = _explicit.get()
+        if explicit is None:
+            project = self.collector.project_name if self.collector is not None else None
+            return CallRecorder(self.provider, api, body, project=project)
+        return CallRecorder(
+            self.provider,
+            api,
+            body,
+            project=explicit.project,
+            agent_name=explicit.agent_name,
+            operation=explicit.operation,
+        )
+
+    def request(
+        self, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """The sync SDK request, observed."""
+        cast_to, options, rest = _split_request_args(args, kwargs)
+        recorder = self.start(options)
+        if recorder is None:
+            return wrapped(*args, **kwargs)
+        options = self._prepared(recorder, options)
+        try:
+            result = wrapped(cast_to, options, *rest, **kwargs)
+        except BaseException as error:
+            recorder.record(None, error)
+            raise
+        return self._observed(recorder, result)
+
+    async def async_request(
+        self, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """The async SDK request, observed."""
+        cast_to, options, rest = _split_request_args(args, kwargs)
+        recorder = self.start(options)
+        if recorder is None:
+            return await wrapped(*args, **kwargs)
+        options = self._prepared(recorder, options)
+        try:
+            result = await wrapped(cast_to, options, *rest, **kwargs)
+        except BaseException as error:
+            recorder.record(None, error)
+            raise
+        return self._observed(recorder, result)
+
+    def _prepared(self, recorder: CallRecorder, options: Any) -> Any:
+        prepared = guarded()(self.prepare)(recorder, options)
+        return options if prepared is None else prepared
+
+    @guarded()
+    def _wrap_result(self, recorder: CallRecorder, result: Any) -> Any:
+        if self.is_raw_response(result):
+            return self._raw(recorder, result)
+        if self.is_stream(result):
+            return ObservedStream(result, recorder, self.stream_accumulator(recorder.api, recorder))
+        if self.is_async_stream(result):
+            accumulator = self.stream_accumulator(recorder.api, recorder)
+            return ObservedAsyncStream(result, recorder, accumulator)
+        recorder.record(self.response_facts(recorder.api, result))
+        return result
+
+    def _observed(self, recorder: CallRecorder, result: Any) -> Any:
+        wrapped = self._wrap_result(recorder, result)
+        return result if wrapped is None else wrapped
+
+    def _raw(self, recorder: CallRecorder, response: Any) -> Any:
+        """A raw response (`with_raw_response`, `with_streaming_response`).
+
+        When its body is already read (not streamed), the call is recorded now from the JSON
+        body; otherwise it is recorded when the user parses it (a parsed stream is observed
+        like any other) or, failing that, when it is closed or dropped.
+        """
+        http_response = field(response, "http_response")
+        streamed_body = recorder.streamed or not _body_read(http_response)
+        if not streamed_body:
+            recorder.record(self.response_facts(recorder.api, http_response.json()))
+            return response
+        if _is_coroutine_function(getattr(response, "parse", None)):
+            return ObservedAsyncResponse(response, recorder, self)
+        return ObservedResponse(response, recorder, self)
+
+
+def _split_request_args(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, Any, tuple[Any, ...]]:
+    """(cast_to, options, remaining positional) of `request(cast_to, options, ...)`."""
+    if len(args) >= 2:
+        return args[0], args[1], args[2:]
+    cast_to = args[0] if args else kwargs.pop("cast_to")
+    return cast_to, kwargs.pop("options"), ()
+
+
+def _body_read(http_response: Any) -> bool:
+    try:
+        http_response.content  # noqa: B018 -- raises when the body has not been read
+    except Exception:
+        return False
+    return True
+
+
+def _is_coroutine_function(function: Any) -> bool:
+    return inspect.iscoroutinefunction(function)
+
+
+class ObservedResponse(wrapt.ObjectProxy):  # type: ignore[misc]
+    """A raw SDK response whose `parse()` result is observed; recorded once in any case."""
+
+    def __init__(
+        self, response: Any, recorder: CallRecorder, integration: ProviderIntegration
+    ) -> None:
+        super().__init__(response)
+        self._self_recorder = recorder
+        self._self_integration = integration
+
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        parsed = self.__wrapped__.parse(*args, **kwargs)
+        return self._self_integration._observed(self._self_recorder, parsed)
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_recorder.record(None)
+
+    def __del__(self) -> None:
+        _record_later(self._self_recorder, None)
+
+
+class ObservedAsyncResponse(wrapt.ObjectProxy):  # type: ignore[misc]
+    """The async twin of `ObservedResponse`."""
+
+    def __init__(
+        self, response: Any, recorder: CallRecorder, integration: ProviderIntegration
+    ) -> None:
+        super().__init__(response)
+        self._self_recorder = recorder
+        self._self_integration = integration
+
+    async def parse(self, *args: Any, **kwargs: Any) -> Any:
+        parsed = await self.__wrapped__.parse(*args, **kwargs)
+        return self._self_integration._observed(self._self_recorder, parsed)
+
+    async def close(self) -> None:
+        try:
+            await self.__wrapped__.close()
+        finally:
+            self._self_recorder.record(None)
+
+    def __del__(self) -> None:
+        _record_later(self._self_recorder, None)
+
+
+def explicit_call(
+    integration: ProviderIntegration,
+    method: Callable[..., Any],
+    kwargs: dict[str, Any],
+    *,
+    agent_name: str | None,
+    operation: str | None,
+) -> Any:
+    """Call an SDK method so that it is recorded once, by the same seam code as the patches,
+    with this attribution (the seam is installed on first use if `patch_all()` was not called;
+    until then it only observes explicit calls)."""
+    from obsdeco.integrations.patching import ensure_seam
+
+    ensure_seam(type(integration))
+    project = integration.collector.project_name if integration.collector else None
+    attribution = Attribution(project, agent_name, operation)
+    token = _explicit.set(attribution)
+    try:
+        result = method(**kwargs)
+    finally:
+        _explicit.reset(token)
+    if inspect.isawaitable(result):
+        return _awaited_with(attribution, result)
+    return result
+
+
+async def _awaited_with(attribution: Attribution, awaitable: Awaitable[Any]) -> Any:
+    token = _explicit.set(attribution)
+    try:
+        return await awaitable
+    finally:
+        _explicit.reset(token)
+
+
+def explicit_attribution() -> Attribution | None:
+    """The attribution of the explicit `wrap_*` call running in this context, if any."""
+    return _explicit.get()

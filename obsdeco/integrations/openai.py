@@ -1,0 +1,197 @@
+"""OpenAI: chat completions, responses and embeddings, read the OpenTelemetry GenAI way.
+
+`prompt_tokens` is OpenAI's prompt/input count as is (it already includes cached tokens);
+cache reads come from `*_tokens_details.cached_tokens`, cache writes from
+`*_tokens_details.cache_write_tokens`, reasoning from `*_tokens_details.reasoning_tokens`. A
+detail the response does not carry stays None (unknown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from obsdeco.config import get_settings
+from obsdeco.integrations.base import (
+    CallRecorder,
+    ProviderIntegration,
+    ResponseFacts,
+    StreamAccumulator,
+    explicit_call,
+    field,
+)
+from obsdeco.models import ModelProvider
+
+CHAT = "chat.completions"
+RESPONSES = "responses"
+EMBEDDINGS = "embeddings"
+
+
+def _chat_usage(facts: ResponseFacts, usage: Any) -> None:
+    if usage is None:
+        return
+    facts.prompt_tokens = field(usage, "prompt_tokens")
+    facts.completion_tokens = field(usage, "completion_tokens")
+    prompt_details = field(usage, "prompt_tokens_details")
+    facts.cached_tokens = field(prompt_details, "cached_tokens")
+    facts.cache_creation_tokens = field(prompt_details, "cache_write_tokens")
+    facts.reasoning_tokens = field(field(usage, "completion_tokens_details"), "reasoning_tokens")
+
+
+def _responses_usage(facts: ResponseFacts, usage: Any) -> None:
+    if usage is None:
+        return
+    facts.prompt_tokens = field(usage, "input_tokens")
+    facts.completion_tokens = field(usage, "output_tokens")
+    input_details = field(usage, "input_tokens_details")
+    facts.cached_tokens = field(input_details, "cached_tokens")
+    facts.cache_creation_tokens = field(input_details, "cache_write_tokens")
+    facts.reasoning_tokens = field(field(usage, "output_tokens_details"), "reasoning_tokens")
+
+
+def _chat_facts(response: Any) -> ResponseFacts:
+    facts = ResponseFacts(response_model=field(response, "model"))
+    _chat_usage(facts, field(response, "usage"))
+    choices = field(response, "choices") or []
+    if choices:
+        facts.finish_reason = field(choices[0], "finish_reason")
+    facts.tool_call_count = sum(
+        len(field(field(choice, "message"), "tool_calls") or []) for choice in choices
+    )
+    return facts
+
+
+def _responses_facts(response: Any) -> ResponseFacts:
+    facts = ResponseFacts(response_model=field(response, "model"))
+    _responses_usage(facts, field(response, "usage"))
+    incomplete = field(response, "incomplete_details")
+    facts.finish_reason = field(incomplete, "reason") or field(response, "status")
+    facts.tool_call_count = sum(
+        1 for item in field(response, "output") or [] if str(field(item, "type")).endswith("_call")
+    )
+    return facts
+
+
+def _embeddings_facts(response: Any) -> ResponseFacts:
+    usage = field(response, "usage")
+    return ResponseFacts(
+        response_model=field(response, "model"),
+        prompt_tokens=field(usage, "prompt_tokens"),
+        completion_tokens=0 if usage is not None else None,
+    )
+
+
+class _ChatStream(StreamAccumulator):
+    """Chunks of a chat completion stream; usage arrives only with include_usage."""
+
+    def __init__(self, hide_usage_chunk: bool) -> None:
+        super().__init__()
+        self._hide_usage_chunk = hide_usage_chunk
+        self._tool_calls: set[tuple[int, int]] = set()
+
+    def observe(self, event: Any) -> bool:
+        facts = self.facts
+        facts.response_model = field(event, "model") or facts.response_model
+        choices = field(event, "choices") or []
+        for choice in choices:
+            reason = field(choice, "finish_reason")
+            if reason is not None:
+                facts.finish_reason = reason
+            for tool_call in field(field(choice, "delta"), "tool_calls") or []:
+                self._tool_calls.add((field(choice, "index") or 0, field(tool_call, "index") or 0))
+        facts.tool_call_count = len(self._tool_calls)
+        usage = field(event, "usage")
+        if usage is not None:
+            _chat_usage(facts, usage)
+            return self._hide_usage_chunk and not choices
+        return False
+
+
+class _ResponsesStream(StreamAccumulator):
+    """Events of a Responses API stream; the final response event carries the usage."""
+
+    def observe(self, event: Any) -> bool:
+        response = field(event, "response")
+        if response is not None:
+            model = field(response, "model")
+            if field(response, "usage") is not None:
+                self.facts = _responses_facts(response)
+            elif model:
+                self.facts.response_model = model
+        return False
+
+
+class OpenAIIntegration(ProviderIntegration):
+    """Observes the OpenAI SDK at its base client's `request` seam."""
+
+    provider: ClassVar[ModelProvider] = ModelProvider.OPENAI
+    endpoints: ClassVar[Mapping[str, str]] = {
+        "/chat/completions": CHAT,
+        "/responses": RESPONSES,
+        "/embeddings": EMBEDDINGS,
+    }
+    _facts: ClassVar[Mapping[str, Any]] = {
+        CHAT: _chat_facts,
+        RESPONSES: _responses_facts,
+        EMBEDDINGS: _embeddings_facts,
+    }
+
+    def __init__(self, collector: Any = None) -> None:
+        super().__init__(collector)
+        import openai
+        from openai import _legacy_response, _response
+
+        self._stream_type = openai.Stream
+        self._async_stream_type = openai.AsyncStream
+        self._raw_types = (_legacy_response.LegacyAPIResponse, _response.BaseAPIResponse)
+
+    def response_facts(self, api: str, response: Any) -> ResponseFacts:
+        return self._facts[api](response)  # type: ignore[no-any-return]
+
+    def stream_accumulator(self, api: str, recorder: CallRecorder) -> StreamAccumulator:
+        if api == RESPONSES:
+            return _ResponsesStream()
+        return _ChatStream(recorder.hide_usage_chunk)
+
+    def is_stream(self, result: Any) -> bool:
+        return isinstance(result, self._stream_type)
+
+    def is_async_stream(self, result: Any) -> bool:
+        return isinstance(result, self._async_stream_type)
+
+    def is_raw_response(self, result: Any) -> bool:
+        return isinstance(result, self._raw_types)
+
+    def prepare(self, recorder: CallRecorder, options: Any) -> Any:
+        """With `request_stream_usage`, ask a chat stream for its usage (and hide that chunk)."""
+        if recorder.api != CHAT or not recorder.streamed:
+            return options
+        stream_options = recorder.body.get("stream_options") or {}
+        if stream_options.get("include_usage") or not get_settings().request_stream_usage:
+            return options
+        body = {**recorder.body, "stream_options": {**stream_options, "include_usage": True}}
+        recorder.hide_usage_chunk = True
+        return options.model_copy(update={"json_data": body})
+
+    def wrap_completion(
+        self,
+        client: Any,
+        *,
+        model: str,
+        messages: list[Any],
+        agent_name: str | None = None,
+        operation: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`client.chat.completions.create(model=..., messages=..., **kwargs)`, recorded.
+
+        Same records as `patch_all()` would make (it does not matter whether patching is on),
+        attributed to `agent_name` / `operation` when given.
+        """
+        return explicit_call(
+            self,
+            client.chat.completions.create,
+            {"model": model, "messages": messages, **kwargs},
+            agent_name=agent_name,
+            operation=operation,
+        )
