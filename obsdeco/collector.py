@@ -11,7 +11,7 @@ import random
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from obsdeco.analyzers import PriceTable, build_report, price_calls
@@ -20,9 +20,11 @@ from obsdeco.models import (
     AgentSpan,
     LLMCall,
     ModelProvider,
+    PendingCall,
     Session,
     SessionRecord,
     SessionReport,
+    materialized,
     utc_now,
 )
 from obsdeco.runtime import flush, get_runtime, pipeline
@@ -35,11 +37,11 @@ _RECENT_SESSIONS = 256
 @dataclass(slots=True)
 class _LiveSession:
     session: Session
-    calls: list[LLMCall] = field(default_factory=list)
+    calls: list[LLMCall | PendingCall] = field(default_factory=list)
     spans: list[AgentSpan] = field(default_factory=list)
 
     def record(self) -> SessionRecord:
-        return SessionRecord(self.session, list(self.calls), list(self.spans))
+        return SessionRecord(self.session, materialized(list(self.calls)), list(self.spans))
 
 
 class _SessionRegistry:
@@ -82,21 +84,22 @@ class _SessionRegistry:
 sessions_in_memory = _SessionRegistry()
 
 
-def keep(session: Session, record: LLMCall | AgentSpan) -> None:
-    """Add a record to its session: in memory while the session is active, and to storage."""
-    live = sessions_in_memory.active.get(session.id)
+def keep(session: Session, record: LLMCall | PendingCall | AgentSpan) -> None:
+    """Add a record to its session: in memory (while the session is among the active or
+    recent ones), and to storage. A call that arrives after its session ended (a stream read
+    after the session function returned) also refreshes the session's stored aggregates."""
+    live = sessions_in_memory.active.get(session.id) or sessions_in_memory.find(session.id)
     if live is not None:
-        if type(record) is LLMCall:
-            live.calls.append(record)
+        if type(record) is AgentSpan:
+            live.spans.append(record)
         else:
-            live.spans.append(record)  # type: ignore[arg-type]
-    if session.sampled:
-        pipeline.submit(record)
-    else:
+            live.calls.append(record)  # type: ignore[arg-type]
+    if not session.sampled:
         pipeline.count_unsampled(records=1)
-
-
-_implicit_sessions: dict[tuple[str, date], Session] = {}
+        return
+    pipeline.submit(record)
+    if live is not None and session.ended_at is not None and type(record) is not AgentSpan:
+        pipeline.submit(SessionEnd(session.model_copy(), list(live.calls)))
 
 
 def implicit_session(project: str | None = None) -> Session:
@@ -105,9 +108,11 @@ def implicit_session(project: str | None = None) -> Session:
     Its id is derived from the project and the day, so every process of a project shares it.
     It is not kept in memory (its report is read from storage) and is always persisted.
     """
-    project = project or get_settings().project
+    runtime = get_runtime()
+    project = project or runtime.settings.project
     day = utc_now().date()
-    session = _implicit_sessions.get((project, day))
+    known = runtime.implicit_sessions
+    session = known.get((project, day))
     if session is None:
         digest = hashlib.blake2b(f"implicit:{project}:{day.isoformat()}".encode(), digest_size=16)
         session = Session(
@@ -116,10 +121,10 @@ def implicit_session(project: str | None = None) -> Session:
             name=f"implicit:{day.isoformat()}",
             started_at=datetime.combine(day, datetime.min.time(), tzinfo=UTC),
         )
-        for stale in [key for key in _implicit_sessions if key[1] != day]:
-            del _implicit_sessions[stale]
-        _implicit_sessions[(project, day)] = session
-        pipeline.submit(SessionState(session))
+        for stale in [key for key in known if key[1] != day]:
+            del known[stale]
+        known[(project, day)] = session
+        runtime.writer.submit(SessionState(session))
     return session
 
 

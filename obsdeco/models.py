@@ -131,6 +131,21 @@ class LLMCall(BaseModel):
         return self.response_model or self.model
 
 
+class PendingCall:
+    """An LLM call captured on the hot path and turned into an `LLMCall` off it, on first
+    `materialize()` (by the writer thread, or by whoever reads it first)."""
+
+    __slots__ = ()
+
+    def materialize(self) -> LLMCall:
+        raise NotImplementedError
+
+
+def materialized(calls: list[LLMCall | PendingCall]) -> list[LLMCall]:
+    """The `LLMCall`s of a list that may hold calls still pending."""
+    return [call if type(call) is LLMCall else call.materialize() for call in calls]  # type: ignore[union-attr]
+
+
 class AgentSpan(BaseModel):
     """The wall time of one agent invocation inside a session."""
 

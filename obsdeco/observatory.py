@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from obsdeco.collector import MetricsCollector
-from obsdeco.context import current_session, session_scope
+from obsdeco.context import current_agent, current_session, session_scope
 from obsdeco.models import LLMCall, Session, SessionReport
 
 
@@ -38,9 +38,14 @@ class Observatory:
         """Record an LLM call (fields as `MetricsCollector.record_llm_call`).
 
         Without `session`, the call goes to the session active in this context (inside
-        `track()`), else to the newest session opened with `start_session()`.
+        `track()` or a decorated function), else to the newest session opened with
+        `start_session()`. Without `agent_name`, the innermost active agent's name is used.
         """
         target = session or current_session() or self._newest_open()
+        agent = current_agent()
+        if agent is not None:
+            fields.setdefault("agent_name", agent.name)
+            fields.setdefault("operation", agent.operation)
         return self.collector.record_llm_call(target, **fields)
 
     @contextmanager

@@ -11,13 +11,15 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from functools import partial
 
 from pydantic import BaseModel
 
 from obsdeco.analyzers import PriceTable, session_totals
 from obsdeco.config import Settings, get_settings, settings_holder
+from obsdeco.models import Session
 from obsdeco.storage import StorageBackend, open_backend
 from obsdeco.writer import Record, Writer, WriterCounters, wait_all
 
@@ -29,6 +31,8 @@ class Runtime:
     settings: Settings
     backend: StorageBackend
     writer: Writer
+    implicit_sessions: dict[tuple[str, date], Session] = field(default_factory=dict)
+    """The implicit sessions whose rows this runtime's database has been sent."""
 
 
 class Stats(BaseModel):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from obsdeco.models import AgentSpan, LLMCall, Session, Totals
+from obsdeco.models import AgentSpan, LLMCall, PendingCall, Session, Totals, materialized
 from obsdeco.storage import SessionState, StorageBackend, WriteBatch
 
 logger = logging.getLogger("obsdeco.writer")
@@ -40,7 +40,7 @@ class Deferred:
 
 
 Summarize = Callable[[Session, list[LLMCall]], Totals]
-Record = LLMCall | AgentSpan | SessionState | SessionEnd | Deferred
+Record = LLMCall | PendingCall | AgentSpan | SessionState | SessionEnd | Deferred
 
 _DROP_LOG_INTERVAL_S = 10.0
 
@@ -92,6 +92,7 @@ class Writer:
         batch_size: int,
         retry_initial_s: float = 0.05,
         retry_max_s: float = 5.0,
+        linger_s: float = 0.05,
     ) -> None:
         self.backend = backend
         self._summarize = summarize
@@ -99,10 +100,12 @@ class Writer:
         self._batch_size = batch_size
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
+        self._linger_s = linger_s
         self._counters = counters
         self._queue: deque[Record | _FlushMarker] = deque()
         self._in_flight = 0
         self._wakeup = threading.Event()
+        self._urgent = threading.Event()
         self._stopping = False
         self._closing = threading.Lock()
         self._closed = False
@@ -125,9 +128,12 @@ class Writer:
         if self._closed or len(self._queue) + self._in_flight >= self.max_queue_size:
             self._drop_queue_full()
             return False
-        self._queue.append(record)
+        queue = self._queue
+        queue.append(record)
         if not self._wakeup.is_set():
             self._wakeup.set()
+        elif len(queue) >= self._batch_size and not self._urgent.is_set():
+            self._urgent.set()
         return True
 
     def _drop_queue_full(self) -> None:
@@ -152,6 +158,7 @@ class Writer:
             if self._closed:
                 return not self._queue
             self._queue.append(marker)
+        self._urgent.set()
         self._wakeup.set()
         self._retry_now.set()
         return marker.done.wait(timeout)
@@ -159,6 +166,7 @@ class Writer:
     def stop(self) -> None:
         """Drain what is queued, then end the thread and release the backend."""
         self._stopping = True
+        self._urgent.set()
         self._wakeup.set()
 
     def discard_pending(self) -> int:
@@ -177,6 +185,10 @@ class Writer:
     def _run(self) -> None:
         while True:
             self._wakeup.wait()
+            # Linger briefly so that records arriving one by one are committed together,
+            # unless a flush, a stop or a full batch makes it urgent.
+            self._urgent.wait(self._linger_s)
+            self._urgent.clear()
             self._wakeup.clear()
             while self._queue:
                 batch, markers = self._take_batch()
@@ -211,6 +223,8 @@ class Writer:
                 batch.sessions.append(item)  # type: ignore[arg-type]
             elif kind is AgentSpan:
                 batch.spans.append(item)  # type: ignore[arg-type]
+            elif isinstance(item, PendingCall):
+                batch.calls.append(item.materialize())
             elif kind is Deferred:
                 self._in_flight -= 1
                 self._run_deferred(item)  # type: ignore[arg-type]
@@ -235,7 +249,7 @@ class Writer:
 
     def _ended(self, end: SessionEnd) -> SessionState:
         try:
-            totals = self._summarize(end.session, end.calls)
+            totals = self._summarize(end.session, materialized(end.calls))
         except Exception:
             logger.exception(
                 "obsdeco could not compute the aggregates of session %s", end.session.id

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import anthropic
+import openai
 import pytest
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
 import obsdeco
 from obsdeco.collector import sessions_in_memory
+from obsdeco.testing import ProviderServer
 
 POSTGRES_URL = os.environ.get(
     "OBSDECO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+_KEPT_VARIABLES = frozenset({"OBSDECO_TEST_POSTGRES_URL", "OBSDECO_FIXTURES"})
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -79,7 +83,7 @@ def _isolated_obsdeco(
 ) -> Iterator[None]:
     """Every test starts from defaults on a database of its own and leaves nothing queued."""
     for variable in list(os.environ):
-        if variable.startswith("OBSDECO_") and variable != "OBSDECO_TEST_POSTGRES_URL":
+        if variable.startswith("OBSDECO_") and variable not in _KEPT_VARIABLES:
             monkeypatch.delenv(variable)
     obsdeco.configure(database_url=f"sqlite:///{tmp_path}/default.db")
     yield
@@ -104,3 +108,59 @@ def count_rows(url: str, table: str) -> int:
             return connection.execute(sqlalchemy.text(f"SELECT count(*) FROM {table}")).scalar_one()
     finally:
         engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def provider_server() -> Iterator[ProviderServer]:
+    """One local OpenAI/Anthropic-compatible server for the whole test run."""
+    with ProviderServer() as server:
+        yield server
+
+
+@pytest.fixture
+def provider(provider_server: ProviderServer) -> ProviderServer:
+    """The local provider with no scripted replies and no recorded requests."""
+    provider_server.reset()
+    return provider_server
+
+
+@pytest.fixture
+def patched() -> Iterator[list[str]]:
+    """obsdeco.patch_all() for the test, undone afterwards."""
+    names = obsdeco.patch_all()
+    yield names
+    obsdeco.unpatch_all()
+
+
+@pytest.fixture
+def openai_client(provider: ProviderServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(
+        base_url=provider.openai_base_url, api_key="sk-test", max_retries=0
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def async_openai_client(provider: ProviderServer) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(
+        base_url=provider.openai_base_url, api_key="sk-test", max_retries=0
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def anthropic_client(provider: ProviderServer) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(
+        base_url=provider.anthropic_base_url, api_key="sk-ant-test", max_retries=0
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def async_anthropic_client(
+    provider: ProviderServer,
+) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    async with anthropic.AsyncAnthropic(
+        base_url=provider.anthropic_base_url, api_key="sk-ant-test", max_retries=0
+    ) as client:
+        yield client

@@ -17,18 +17,20 @@ import hashlib
 import inspect
 import json
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import wraps
+from functools import partial, wraps
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
 import wrapt
+from pydantic import ValidationError
 
 from obsdeco.collector import MetricsCollector, implicit_session, keep
 from obsdeco.context import current_agent, current_session
-from obsdeco.models import LLMCall, ModelProvider, Session, new_id, utc_now
+from obsdeco.models import LLMCall, ModelProvider, PendingCall, new_id, utc_now
 from obsdeco.runtime import pipeline
 
 logger = logging.getLogger("obsdeco.integrations")
@@ -64,9 +66,7 @@ def guarded(default: Any = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
 
 def field(obj: Any, name: str) -> Any:
     """`obj.name` for SDK objects, `obj[name]` for parsed JSON; None when absent."""
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
+    if type(obj) is dict:
         return obj.get(name)
     return getattr(obj, name, None)
 
@@ -93,10 +93,13 @@ def classify_error(error: BaseException) -> str:
     return "other"
 
 
+_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def request_hash(body: Mapping[str, Any]) -> str:
     """A stable hash of what was asked (stream flags and user tags left out)."""
     normalised = {key: value for key, value in body.items() if key not in _HASH_IGNORED_KEYS}
-    text = json.dumps(normalised, sort_keys=True, separators=(",", ":"), default=str)
+    text = _canonical_json.encode(normalised)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -136,17 +139,31 @@ class Attribution:
 _explicit: ContextVar[Attribution | None] = ContextVar("obsdeco_explicit_call", default=None)
 
 
-class CallRecorder:
-    """One LLM call being observed: started at construction, recorded exactly once."""
+FactsSource = ResponseFacts | Callable[[], ResponseFacts] | None
+
+_materializing = threading.Lock()
+
+
+class CallRecorder(PendingCall):
+    """One LLM call being observed: started at construction, finished exactly once.
+
+    Finishing only notes the end time and where the facts are (a response to read later, or
+    a stream's accumulated facts) and hands the recorder to the collector. Reading the facts,
+    hashing the request and validating the record happen in `materialize()`, off the caller's
+    thread (on the writer thread, or when a report is built).
+    """
 
     __slots__ = (
+        "_call",
         "_once",
         "agent_name",
         "api",
         "body",
+        "ended",
+        "error",
+        "facts_source",
         "first_token_at",
         "hide_usage_chunk",
-        "model",
         "operation",
         "provider",
         "session",
@@ -161,7 +178,6 @@ class CallRecorder:
         api: str,
         body: Mapping[str, Any],
         *,
-        session: Session | None = None,
         project: str | None = None,
         agent_name: str | None = None,
         operation: str | None = None,
@@ -169,16 +185,19 @@ class CallRecorder:
         agent = current_agent()
         self.provider = provider
         self.api = api
-        self.body = body
-        self.model = str(body.get("model") or "unknown")
+        self.body: Mapping[str, Any] | None = body
         self.streamed = bool(body.get("stream"))
-        self.session = session or current_session() or implicit_session(project)
+        self.session = current_session() or implicit_session(project)
         self.agent_name = agent_name or (agent.name if agent else None)
         self.operation = operation or (agent.operation if agent else None)
         self.hide_usage_chunk = False
         self.first_token_at: float | None = None
-        self.timestamp = utc_now()
+        self.facts_source: FactsSource = None
+        self.error: BaseException | None = None
+        self.ended = 0.0
+        self._call: LLMCall | None = None
         self._once = [True]
+        self.timestamp = utc_now()
         self.started = time.perf_counter()
 
     def token_seen(self) -> None:
@@ -186,52 +205,85 @@ class CallRecorder:
             self.first_token_at = time.perf_counter()
 
     @guarded()
-    def record(self, facts: ResponseFacts | None, error: BaseException | None = None) -> None:
-        """Build the record and hand it to the collector; later calls do nothing."""
+    def record(self, facts: FactsSource, error: BaseException | None = None) -> None:
+        """Finish the call (the first time only) and hand it to the collector."""
         try:
             self._once.pop()
         except IndexError:
             return
-        ended = time.perf_counter()
-        facts = facts or ResponseFacts()
-        first_token = self.first_token_at
-        call = LLMCall.model_construct(
-            id=new_id(),
-            session_id=self.session.id,
-            project_name=self.session.project_name,
-            timestamp=self.timestamp,
-            provider=self.provider,
-            model=self.model,
-            response_model=facts.response_model,
-            api=self.api,
-            agent_name=self.agent_name,
-            operation=self.operation,
-            prompt_tokens=facts.prompt_tokens,
-            completion_tokens=facts.completion_tokens,
-            cached_tokens=facts.cached_tokens,
-            cache_creation_tokens=facts.cache_creation_tokens,
-            reasoning_tokens=facts.reasoning_tokens,
-            latency_ms=(ended - self.started) * 1000.0,
-            time_to_first_token_ms=(
+        self.ended = time.perf_counter()
+        self.facts_source = facts
+        self.error = error
+        keep(self.session, self)
+
+    def materialize(self) -> LLMCall:
+        """The `LLMCall` of this finished call, built once; never raises."""
+        call = self._call
+        if call is not None:
+            return call
+        with _materializing:
+            if self._call is None:
+                self._call = self._build()
+                self.body = self.facts_source = None  # release the request and response
+            return self._call
+
+    def _build(self) -> LLMCall:
+        source, error, first_token = self.facts_source, self.error, self.first_token_at
+        facts = _read_facts(source)
+        fields = {
+            "id": new_id(),
+            "session_id": self.session.id,
+            "project_name": self.session.project_name,
+            "timestamp": self.timestamp,
+            "provider": self.provider,
+            "model": str((self.body or {}).get("model") or "unknown"),
+            "response_model": facts.response_model,
+            "api": self.api,
+            "agent_name": self.agent_name,
+            "operation": self.operation,
+            "prompt_tokens": facts.prompt_tokens,
+            "completion_tokens": facts.completion_tokens,
+            "cached_tokens": facts.cached_tokens,
+            "cache_creation_tokens": facts.cache_creation_tokens,
+            "reasoning_tokens": facts.reasoning_tokens,
+            "latency_ms": (self.ended - self.started) * 1000.0,
+            "time_to_first_token_ms": (
                 None if first_token is None else (first_token - self.started) * 1000.0
             ),
-            streamed=self.streamed,
-            success=error is None,
-            error_type=None if error is None else classify_error(error),
-            error_message=None if error is None else str(error)[:_MAX_ERROR_MESSAGE],
-            finish_reason=facts.finish_reason,
-            tool_call_count=facts.tool_call_count,
-            cost_usd=None,
-            request_hash=request_hash(self.body),
-            metadata={},
-        )
-        keep(self.session, call)
+            "streamed": self.streamed,
+            "success": error is None,
+            "error_type": None if error is None else classify_error(error),
+            "error_message": None if error is None else str(error)[:_MAX_ERROR_MESSAGE],
+            "finish_reason": facts.finish_reason,
+            "tool_call_count": facts.tool_call_count,
+            "cost_usd": None,
+            "request_hash": _safe_hash(self.body),
+            "metadata": {},
+        }
+        try:
+            return LLMCall.model_validate(fields)
+        except ValidationError:
+            return LLMCall.model_construct(**fields)  # odd SDK data is stored as reported
 
 
-def _record_later(recorder: CallRecorder, accumulator: StreamAccumulator | None) -> None:
-    """For a stream dropped without being closed: record from the writer thread, not from the
-    garbage collector (which may run while this thread holds a lock obsdeco needs)."""
-    facts = accumulator.facts if accumulator is not None else None
+@guarded(default=ResponseFacts())
+def _read_facts(source: FactsSource) -> ResponseFacts:
+    if source is None:
+        return ResponseFacts()
+    if isinstance(source, ResponseFacts):
+        return source
+    return source()
+
+
+@guarded()
+def _safe_hash(body: Mapping[str, Any] | None) -> str | None:
+    return None if body is None else request_hash(body)
+
+
+def _record_later(recorder: CallRecorder, facts: FactsSource) -> None:
+    """For a stream or response dropped without being closed: record from the writer thread,
+    not from the garbage collector (which may run while this thread holds a lock obsdeco
+    needs)."""
     pipeline.defer(lambda: recorder.record(facts))
 
 
@@ -284,7 +336,7 @@ class ObservedStream(wrapt.ObjectProxy):  # type: ignore[misc]
             self._self_recorder.record(self._self_accumulator.facts)
 
     def __del__(self) -> None:
-        _record_later(self._self_recorder, self._self_accumulator)
+        _record_later(self._self_recorder, self._self_accumulator.facts)
 
 
 class ObservedAsyncStream(wrapt.ObjectProxy):  # type: ignore[misc]
@@ -333,7 +385,7 @@ class ObservedAsyncStream(wrapt.ObjectProxy):  # type: ignore[misc]
             self._self_recorder.record(self._self_accumulator.facts)
 
     def __del__(self) -> None:
-        _record_later(self._self_recorder, self._self_accumulator)
+        _record_later(self._self_recorder, self._self_accumulator.facts)
 
 
 class ProviderIntegration:
@@ -358,6 +410,12 @@ class ProviderIntegration:
     def stream_accumulator(self, api: str, recorder: CallRecorder) -> StreamAccumulator:
         raise NotImplementedError
 
+    def body_facts(self, api: str, http_response: Any) -> ResponseFacts:
+        """Facts from a raw response whose (JSON) body has been read; empty otherwise."""
+        if not _body_read(http_response):
+            return ResponseFacts()
+        return self.response_facts(api, http_response.json())
+
     def is_stream(self, result: Any) -> bool:
         raise NotImplementedError
 
@@ -368,7 +426,7 @@ class ProviderIntegration:
         raise NotImplementedError
 
     def prepare(self, recorder: CallRecorder, options: Any) -> Any:
-        """Adjust the request before it is sent (by default: not at all)."""
+        """Adjust a streamed request before it is sent (by default: not at all)."""
         return options
 
     # --- the seam ---------------------------------------------------------------------------
@@ -403,7 +461,8 @@ class ProviderIntegration:
         recorder = self.start(options)
         if recorder is None:
             return wrapped(*args, **kwargs)
-        options = self._prepared(recorder, options)
+        if recorder.streamed:
+            options = self._prepared(recorder, options)
         try:
             result = wrapped(cast_to, options, *rest, **kwargs)
         except BaseException as error:
@@ -419,7 +478,8 @@ class ProviderIntegration:
         recorder = self.start(options)
         if recorder is None:
             return await wrapped(*args, **kwargs)
-        options = self._prepared(recorder, options)
+        if recorder.streamed:
+            options = self._prepared(recorder, options)
         try:
             result = await wrapped(cast_to, options, *rest, **kwargs)
         except BaseException as error:
@@ -440,7 +500,7 @@ class ProviderIntegration:
         if self.is_async_stream(result):
             accumulator = self.stream_accumulator(recorder.api, recorder)
             return ObservedAsyncStream(result, recorder, accumulator)
-        recorder.record(self.response_facts(recorder.api, result))
+        recorder.record(partial(self.response_facts, recorder.api, result))
         return result
 
     def _observed(self, recorder: CallRecorder, result: Any) -> Any:
@@ -457,7 +517,7 @@ class ProviderIntegration:
         http_response = field(response, "http_response")
         streamed_body = recorder.streamed or not _body_read(http_response)
         if not streamed_body:
-            recorder.record(self.response_facts(recorder.api, http_response.json()))
+            recorder.record(partial(self.body_facts, recorder.api, http_response))
             return response
         if _is_coroutine_function(getattr(response, "parse", None)):
             return ObservedAsyncResponse(response, recorder, self)
@@ -486,8 +546,9 @@ def _is_coroutine_function(function: Any) -> bool:
     return inspect.iscoroutinefunction(function)
 
 
-class ObservedResponse(wrapt.ObjectProxy):  # type: ignore[misc]
-    """A raw SDK response whose `parse()` result is observed; recorded once in any case."""
+class _ObservedResponseBase(wrapt.ObjectProxy):  # type: ignore[misc]
+    """A raw SDK response whose parsed result is observed; recorded once in any case: when
+    parsed, else when closed or dropped, with what the body or the parsed stream showed."""
 
     def __init__(
         self, response: Any, recorder: CallRecorder, integration: ProviderIntegration
@@ -495,43 +556,49 @@ class ObservedResponse(wrapt.ObjectProxy):  # type: ignore[misc]
         super().__init__(response)
         self._self_recorder = recorder
         self._self_integration = integration
+        self._self_stream: StreamAccumulator | None = None
+
+    def _self_observe(self, parsed: Any) -> Any:
+        observed = self._self_integration._observed(self._self_recorder, parsed)
+        if isinstance(observed, ObservedStream | ObservedAsyncStream):
+            self._self_stream = observed._self_accumulator
+        return observed
+
+    def _self_facts(self) -> FactsSource:
+        if self._self_stream is not None:
+            return self._self_stream.facts
+        http_response = field(self.__wrapped__, "http_response")
+        return partial(self._self_integration.body_facts, self._self_recorder.api, http_response)
+
+    def __del__(self) -> None:
+        if self._self_stream is None:  # a parsed stream records the call itself
+            _record_later(self._self_recorder, self._self_facts())
+
+
+class ObservedResponse(_ObservedResponseBase):
+    """A sync raw response (`with_raw_response`, `with_streaming_response`)."""
 
     def parse(self, *args: Any, **kwargs: Any) -> Any:
-        parsed = self.__wrapped__.parse(*args, **kwargs)
-        return self._self_integration._observed(self._self_recorder, parsed)
+        return self._self_observe(self.__wrapped__.parse(*args, **kwargs))
 
     def close(self) -> None:
         try:
             self.__wrapped__.close()
         finally:
-            self._self_recorder.record(None)
-
-    def __del__(self) -> None:
-        _record_later(self._self_recorder, None)
+            self._self_recorder.record(self._self_facts())
 
 
-class ObservedAsyncResponse(wrapt.ObjectProxy):  # type: ignore[misc]
+class ObservedAsyncResponse(_ObservedResponseBase):
     """The async twin of `ObservedResponse`."""
 
-    def __init__(
-        self, response: Any, recorder: CallRecorder, integration: ProviderIntegration
-    ) -> None:
-        super().__init__(response)
-        self._self_recorder = recorder
-        self._self_integration = integration
-
     async def parse(self, *args: Any, **kwargs: Any) -> Any:
-        parsed = await self.__wrapped__.parse(*args, **kwargs)
-        return self._self_integration._observed(self._self_recorder, parsed)
+        return self._self_observe(await self.__wrapped__.parse(*args, **kwargs))
 
     async def close(self) -> None:
         try:
             await self.__wrapped__.close()
         finally:
-            self._self_recorder.record(None)
-
-    def __del__(self) -> None:
-        _record_later(self._self_recorder, None)
+            self._self_recorder.record(self._self_facts())
 
 
 def explicit_call(

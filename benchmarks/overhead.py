@@ -1,0 +1,257 @@
+"""Overhead benchmark: time obsdeco adds to OpenAI SDK calls, against the same calls unpatched
+and against the OpenInference instrumentor, in one run.
+
+    python benchmarks/overhead.py [--blocks N] [--block-size M]
+
+The SDK talks to httpx2's MockTransport (no network), replaying a recorded chat completion and a
+synthetic stream, so the difference is not drowned by I/O. Blocks of calls alternate between
+instrumentation off and on; figures are medians of the on-minus-off block medians. The
+per-chunk figure is the slope between a short and a long stream, which removes the per-call
+part. Prints a table and writes benchmarks/results/overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx2
+import openai
+
+import obsdeco
+
+FIXTURES = Path(
+    os.environ.get("OBSDECO_FIXTURES", Path(__file__).parents[2] / "shared" / "fixtures")
+)
+MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+SHORT_STREAM, LONG_STREAM = 10, 410
+
+
+def _completion_body() -> bytes:
+    fixture = FIXTURES / "openai" / "chat_completion.json"
+    if fixture.exists():
+        return fixture.read_bytes()
+    return json.dumps(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-4o-mini-2024-07-18",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Paris."},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 14, "completion_tokens": 2, "total_tokens": 16},
+        }
+    ).encode()
+
+
+def _stream_body(chunks: int) -> bytes:
+    def chunk(delta: dict[str, object], finish: str | None, usage: object = None) -> bytes:
+        body = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-4o-mini-2024-07-18",
+            "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "usage": usage,
+        }
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    parts = [chunk({"role": "assistant", "content": ""}, None)]
+    parts += [chunk({"content": f" word{index}"}, None) for index in range(chunks - 3)]
+    parts.append(chunk({}, "stop"))
+    usage = {"prompt_tokens": 14, "completion_tokens": chunks - 3, "total_tokens": chunks + 11}
+    parts.append(chunk({}, None, usage))
+    parts.append(b"data: [DONE]\n\n")
+    return b"".join(parts)
+
+
+def _client() -> openai.OpenAI:
+    completion = _completion_body()
+    streams = {SHORT_STREAM: _stream_body(SHORT_STREAM), LONG_STREAM: _stream_body(LONG_STREAM)}
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.content)
+        if body.get("stream"):
+            return httpx2.Response(
+                200,
+                content=streams[body["max_tokens"]],
+                headers={"content-type": "text/event-stream"},
+            )
+        return httpx2.Response(
+            200, content=completion, headers={"content-type": "application/json"}
+        )
+
+    return openai.OpenAI(
+        api_key="sk-bench",
+        base_url="http://bench.invalid/v1",
+        max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+    )
+
+
+def _call(client: openai.OpenAI) -> None:
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+
+def _stream(client: openai.OpenAI, chunks: int) -> None:
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        max_tokens=chunks,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    for _ in stream:
+        pass
+
+
+def _once(action: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+class _Toggle:
+    """Turns one instrumentation on and off (outside the timed region)."""
+
+    def __init__(self, on: Callable[[], None], off: Callable[[], None]) -> None:
+        self.on, self.off = on, off
+
+
+def _obsdeco() -> _Toggle:
+    tracked = obsdeco.Observatory("bench").track("overhead")
+    tracked.__enter__()  # calls land in one session, as in an instrumented application
+    return _Toggle(lambda: obsdeco.patch_all(), obsdeco.unpatch_all)
+
+
+def _openinference() -> _Toggle:
+    from openinference.instrumentation.openai import OpenAIInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = OpenAIInstrumentor()
+
+    def off() -> None:
+        instrumentor.uninstrument()
+        exporter.clear()
+
+    return _Toggle(lambda: instrumentor.instrument(tracer_provider=provider), off)
+
+
+def _block(workload: Callable[[], None], size: int) -> float:
+    """Median seconds of `size` calls, after two untimed warm-up calls."""
+    workload()
+    workload()
+    return statistics.median(_once(workload) for _ in range(size))
+
+
+def measure(toggle: _Toggle, blocks: int, block_size: int) -> dict[str, float]:
+    """Median added seconds per workload. Blocks of calls alternate between instrumentation
+    off and on; each sample is a block's median minus the preceding off-block's, so that drift
+    cancels out, and warm-up calls after each switch are not timed."""
+    client = _client()
+    workloads: dict[str, tuple[Callable[[], None], int]] = {
+        "call": (lambda: _call(client), block_size),
+        "stream_short": (lambda: _stream(client, SHORT_STREAM), block_size),
+        "stream_long": (lambda: _stream(client, LONG_STREAM), max(3, block_size // 10)),
+    }
+    added: dict[str, list[float]] = {name: [] for name in workloads}
+    plain: dict[str, list[float]] = {name: [] for name in workloads}
+    for name, (workload, size) in workloads.items():
+        for _ in range(blocks):
+            off = _block(workload, size)
+            toggle.on()
+            on = _block(workload, size)
+            toggle.off()
+            plain[name].append(off)
+            added[name].append(on - off)
+    result = {f"added_{name}": statistics.median(values) for name, values in added.items()}
+    result.update({f"plain_{name}": statistics.median(values) for name, values in plain.items()})
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--blocks", type=int, default=40)
+    parser.add_argument("--block-size", type=int, default=50)
+    args = parser.parse_args()
+
+    toggles: dict[str, Callable[[], _Toggle]] = {"obsdeco": _obsdeco}
+    try:
+        import openinference.instrumentation.openai  # noqa: F401
+
+        toggles["openinference"] = _openinference
+    except ImportError:
+        print("openinference-instrumentation-openai not installed: comparison skipped")
+
+    results: dict[str, object] = {
+        "python": sys.version.split()[0],
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "openai": openai.__version__,
+        "blocks": args.blocks,
+        "block_size": args.block_size,
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        obsdeco.configure(database_url=f"sqlite:///{folder}/overhead.db")
+        for name, make_toggle in toggles.items():
+            timing = measure(make_toggle(), args.blocks, args.block_size)
+            per_chunk = (timing["added_stream_long"] - timing["added_stream_short"]) / (
+                LONG_STREAM - SHORT_STREAM
+            )
+            results[name] = {
+                "added_per_call_us": timing["added_call"] * 1e6,
+                "added_per_chunk_us": per_chunk * 1e6,
+                "unpatched_call_us": timing["plain_call"] * 1e6,
+                "unpatched_long_stream_us": timing["plain_stream_long"] * 1e6,
+            }
+        obsdeco.flush()
+
+    ours = results["obsdeco"]
+    print(
+        f"unpatched median: call {ours['unpatched_call_us']:.0f} us, "
+        f"stream of {LONG_STREAM} chunks {ours['unpatched_long_stream_us']:.0f} us"
+    )
+    print(f"{'instrumentation':<16}{'added per call':>18}{'added per chunk':>18}")
+    for name in toggles:
+        row = results[name]
+        print(
+            f"{name:<16}{row['added_per_call_us']:>15.1f} us{row['added_per_chunk_us']:>15.2f} us"
+        )
+    if "openinference" in results:
+        theirs = results["openinference"]
+        ratio = {
+            "per_call": theirs["added_per_call_us"] / ours["added_per_call_us"],
+            "per_chunk": theirs["added_per_chunk_us"] / ours["added_per_chunk_us"],
+        }
+        results["openinference_over_obsdeco"] = ratio
+        print(
+            f"OpenInference / obsdeco: {ratio['per_call']:.1f}x per call, "
+            f"{ratio['per_chunk']:.1f}x per chunk"
+        )
+
+    out = Path(__file__).parent / "results" / "overhead.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
