@@ -25,6 +25,8 @@ from obsdeco.writer import Record, Writer, WriterCounters, wait_all
 
 logger = logging.getLogger("obsdeco")
 
+_EXIT_JOIN_TIMEOUT_S = 2.0
+
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
@@ -134,16 +136,21 @@ class _Pipeline:
         if not writers:
             return
         timeout = get_settings().flush_at_exit_timeout_s
-        if wait_all(writers, timeout):
-            return
-        lost = sum(writer.discard_pending() for writer in writers)
-        self.counters.add("dropped_at_exit", lost)
-        logger.error(
-            "obsdeco could not store %d records within %.1f s at exit (%s); they are lost",
-            lost,
-            timeout,
-            self.counters.last_error or "database too slow",
-        )
+        if not wait_all(writers, timeout):
+            lost = sum(writer.discard_pending() for writer in writers)
+            self.counters.add("dropped_at_exit", lost)
+            logger.error(
+                "obsdeco could not store %d records within %.1f s at exit (%s); they are lost",
+                lost,
+                timeout,
+                self.counters.last_error or "database too slow",
+            )
+        # Let the writer threads finish before the interpreter tears down: a daemon thread
+        # caught inside a database driver during finalisation can abort the process.
+        for writer in writers:
+            writer.stop()
+        for writer in writers:
+            writer.join(_EXIT_JOIN_TIMEOUT_S)
 
     def reset_after_fork(self) -> None:
         """A forked child inherits the parent's queue but not its thread: start clean."""

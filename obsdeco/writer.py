@@ -107,6 +107,7 @@ class Writer:
         self._wakeup = threading.Event()
         self._urgent = threading.Event()
         self._stopping = False
+        self._abandoned = False
         self._closing = threading.Lock()
         self._closed = False
         self._retry_now = threading.Event()
@@ -169,8 +170,17 @@ class Writer:
         self._urgent.set()
         self._wakeup.set()
 
+    def join(self, timeout: float) -> None:
+        """Wait for the writer thread to end (after `stop()`)."""
+        self._thread.join(timeout)
+
     def discard_pending(self) -> int:
-        """Give up on what is held (at exit, after the flush timed out); returns the count."""
+        """Give up on what is held (at exit, after the flush timed out); returns the count.
+
+        The batch being retried is abandoned too, so that the thread can end.
+        """
+        self._abandoned = True
+        self._retry_now.set()
         lost = self._in_flight
         while self._queue:
             item = self._queue.popleft()
@@ -264,6 +274,8 @@ class Writer:
             try:
                 self.backend.write(batch)
             except _TRANSIENT_ERRORS as exc:
+                if self._abandoned:
+                    return
                 self._counters.add("write_retries", 1)
                 self._counters.last_error = f"{type(exc).__name__}: {exc}"
                 if not outage_logged:

@@ -111,16 +111,10 @@ class PriceTable:
         if columns.size == 0:
             return costs
         groups: dict[tuple[str, str, str], int] = {}
-        codes = np.fromiter(
-            (
-                groups.setdefault(key, len(groups))
-                for key in zip(
-                    columns.provider, columns.model, columns.requested_model, strict=True
-                )
-            ),
-            dtype=np.intp,
-            count=columns.size,
-        )
+        keys = zip(columns.provider, columns.model, columns.requested_model, strict=True)
+        # A list first, not np.fromiter: numpy must not call back into Python here (a writer
+        # thread inside such a callback at interpreter exit aborts the process).
+        codes = np.array([groups.setdefault(key, len(groups)) for key in keys], dtype=np.intp)
         prompt = columns.prompt_tokens
         cached = np.nan_to_num(columns.cached_tokens)
         written = np.nan_to_num(columns.cache_creation_tokens)

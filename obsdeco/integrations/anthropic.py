@@ -80,16 +80,20 @@ class _MessageStream(StreamAccumulator):
         self.facts.tool_call_count = 0
 
     def observe(self, event: Any) -> bool:
-        kind = field(event, "type")
+        # Runs once per event: plain getattr on the SDK's event objects.
+        kind = getattr(event, "type", None)
+        if kind == "content_block_delta":
+            return False
         if kind == "message_start":
-            message = field(event, "message")
-            self.facts.response_model = field(message, "model")
-            self._usage.update(field(message, "usage"))
+            message = getattr(event, "message", None)
+            self.facts.response_model = getattr(message, "model", None)
+            self._usage.update(getattr(message, "usage", None))
         elif kind == "message_delta":
-            self.facts.finish_reason = field(field(event, "delta"), "stop_reason")
-            self._usage.update(field(event, "usage"))
+            self.facts.finish_reason = getattr(getattr(event, "delta", None), "stop_reason", None)
+            self._usage.update(getattr(event, "usage", None))
         elif kind == "content_block_start":
-            if field(field(event, "content_block"), "type") == "tool_use":
+            block = getattr(event, "content_block", None)
+            if getattr(block, "type", None) == "tool_use":
                 self.facts.tool_call_count = (self.facts.tool_call_count or 0) + 1
             return False
         else:

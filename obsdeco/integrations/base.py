@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial, wraps
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
@@ -30,7 +31,7 @@ from pydantic import ValidationError
 
 from obsdeco.collector import MetricsCollector, implicit_session, keep
 from obsdeco.context import current_agent, current_session
-from obsdeco.models import LLMCall, ModelProvider, PendingCall, new_id, utc_now
+from obsdeco.models import LLMCall, ModelProvider, PendingCall, new_id
 from obsdeco.runtime import pipeline
 
 logger = logging.getLogger("obsdeco.integrations")
@@ -44,6 +45,13 @@ _HASH_IGNORED_KEYS = frozenset({"stream", "stream_options", "user", "metadata", 
 _logged_faults: set[str] = set()
 
 
+def _log_fault_once(place: str) -> None:
+    """Log the exception being handled, the first time one happens at `place`."""
+    if place not in _logged_faults:
+        _logged_faults.add(place)
+        logger.exception("obsdeco fault in %s (ignored; your call is unaffected)", place)
+
+
 def guarded(default: Any = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Run obsdeco code so that a fault in it is logged once per function and never raised."""
 
@@ -53,10 +61,7 @@ def guarded(default: Any = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
             try:
                 return function(*args, **kwargs)
             except Exception:
-                name = function.__qualname__
-                if name not in _logged_faults:
-                    _logged_faults.add(name)
-                    logger.exception("obsdeco fault in %s (ignored; your call is unaffected)", name)
+                _log_fault_once(function.__qualname__)
                 return default  # type: ignore[no-any-return]
 
         return run
@@ -155,7 +160,6 @@ class CallRecorder(PendingCall):
 
     __slots__ = (
         "_call",
-        "_once",
         "agent_name",
         "api",
         "body",
@@ -168,8 +172,8 @@ class CallRecorder(PendingCall):
         "provider",
         "session",
         "started",
+        "started_wall",
         "streamed",
-        "timestamp",
     )
 
     def __init__(
@@ -196,20 +200,13 @@ class CallRecorder(PendingCall):
         self.error: BaseException | None = None
         self.ended = 0.0
         self._call: LLMCall | None = None
-        self._once = [True]
-        self.timestamp = utc_now()
+        self.started_wall = time.time()
         self.started = time.perf_counter()
-
-    def token_seen(self) -> None:
-        if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
 
     @guarded()
     def record(self, facts: FactsSource, error: BaseException | None = None) -> None:
         """Finish the call (the first time only) and hand it to the collector."""
-        try:
-            self._once.pop()
-        except IndexError:
+        if self.ended:
             return
         self.ended = time.perf_counter()
         self.facts_source = facts
@@ -234,7 +231,7 @@ class CallRecorder(PendingCall):
             "id": new_id(),
             "session_id": self.session.id,
             "project_name": self.session.project_name,
-            "timestamp": self.timestamp,
+            "timestamp": datetime.fromtimestamp(self.started_wall, UTC),
             "provider": self.provider,
             "model": str((self.body or {}).get("model") or "unknown"),
             "response_model": facts.response_model,
@@ -287,6 +284,16 @@ def _record_later(recorder: CallRecorder, facts: FactsSource) -> None:
     pipeline.defer(lambda: recorder.record(facts))
 
 
+def _observe_event(accumulator: StreamAccumulator, event: Any) -> bool:
+    """Feed one stream event to its accumulator; True to hide it. Never raises: a fault is
+    logged once and the stream is passed on as is."""
+    try:
+        return accumulator.observe(event)
+    except Exception:
+        _log_fault_once("StreamAccumulator.observe")
+        return False
+
+
 class ObservedStream(wrapt.ObjectProxy):  # type: ignore[misc]
     """A sync SDK stream that records its call once: exhausted, errored, closed or dropped.
 
@@ -302,22 +309,20 @@ class ObservedStream(wrapt.ObjectProxy):  # type: ignore[misc]
         return self
 
     def __next__(self) -> Any:
+        recorder = self._self_recorder
         try:
             while True:
                 event = self.__wrapped__.__next__()
-                if not self._self_observe(event):
+                if recorder.first_token_at is None:
+                    recorder.first_token_at = time.perf_counter()
+                if not _observe_event(self._self_accumulator, event):
                     return event
         except StopIteration:
-            self._self_recorder.record(self._self_accumulator.facts)
+            recorder.record(self._self_accumulator.facts)
             raise
         except BaseException as error:
-            self._self_recorder.record(self._self_accumulator.facts, error)
+            recorder.record(self._self_accumulator.facts, error)
             raise
-
-    @guarded(default=False)
-    def _self_observe(self, event: Any) -> bool:
-        self._self_recorder.token_seen()
-        return self._self_accumulator.observe(event)
 
     def close(self) -> None:
         try:
@@ -351,22 +356,20 @@ class ObservedAsyncStream(wrapt.ObjectProxy):  # type: ignore[misc]
         return self
 
     async def __anext__(self) -> Any:
+        recorder = self._self_recorder
         try:
             while True:
                 event = await self.__wrapped__.__anext__()
-                if not self._self_observe(event):
+                if recorder.first_token_at is None:
+                    recorder.first_token_at = time.perf_counter()
+                if not _observe_event(self._self_accumulator, event):
                     return event
         except StopAsyncIteration:
-            self._self_recorder.record(self._self_accumulator.facts)
+            recorder.record(self._self_accumulator.facts)
             raise
         except BaseException as error:
-            self._self_recorder.record(self._self_accumulator.facts, error)
+            recorder.record(self._self_accumulator.facts, error)
             raise
-
-    @guarded(default=False)
-    def _self_observe(self, event: Any) -> bool:
-        self._self_recorder.token_seen()
-        return self._self_accumulator.observe(event)
 
     async def close(self) -> None:
         try:
@@ -434,11 +437,13 @@ class ProviderIntegration:
     @guarded()
     def start(self, options: Any) -> CallRecorder | None:
         """A recorder for an SDK request, or None when it is not an LLM call we know."""
-        if str(getattr(options, "method", "")).lower() != "post":
+        method = getattr(options, "method", None)
+        if method != "post" and not (isinstance(method, str) and method.lower() == "post"):
             return None
-        api = self.endpoints.get(str(getattr(options, "url", "")).split("?", 1)[0])
+        url = getattr(options, "url", None)
+        api = self.endpoints.get(url) or self.endpoints.get(str(url).split("?", 1)[0])
         body = getattr(options, "json_data", None)
-        if api is None or not isinstance(body, Mapping):
+        if api is None or not (type(body) is dict or isinstance(body, Mapping)):
             return None
         explicit = _explicit.get()
         if explicit is None:

@@ -88,19 +88,25 @@ class _ChatStream(StreamAccumulator):
         super().__init__()
         self._hide_usage_chunk = hide_usage_chunk
         self._tool_calls: set[tuple[int, int]] = set()
+        self.facts.tool_call_count = 0
 
     def observe(self, event: Any) -> bool:
+        # Runs once per chunk: plain getattr on the SDK's chunk objects, nothing else.
         facts = self.facts
-        facts.response_model = field(event, "model") or facts.response_model
-        choices = field(event, "choices") or []
-        for choice in choices:
-            reason = field(choice, "finish_reason")
-            if reason is not None:
-                facts.finish_reason = reason
-            for tool_call in field(field(choice, "delta"), "tool_calls") or []:
-                self._tool_calls.add((field(choice, "index") or 0, field(tool_call, "index") or 0))
-        facts.tool_call_count = len(self._tool_calls)
-        usage = field(event, "usage")
+        if facts.response_model is None:
+            facts.response_model = getattr(event, "model", None)
+        choices = getattr(event, "choices", None)
+        if choices:
+            for choice in choices:
+                reason = choice.finish_reason
+                if reason is not None:
+                    facts.finish_reason = reason
+                tool_calls = getattr(choice.delta, "tool_calls", None)
+                if tool_calls:
+                    for tool_call in tool_calls:
+                        self._tool_calls.add((choice.index, tool_call.index))
+                    facts.tool_call_count = len(self._tool_calls)
+        usage = getattr(event, "usage", None)
         if usage is not None:
             _chat_usage(facts, usage)
             return self._hide_usage_chunk and not choices
