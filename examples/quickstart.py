@@ -132,7 +132,7 @@ def main() -> None:
     print(f"answer: {text[:70]}...\n")
     print(report)
     obsdeco.flush()
-    print(f"\nstored in {obsdeco.get_settings().database_url}; see obsdeco.get_report({report.session.id!r})")
+    print(f"\nstored in {obsdeco.get_settings().database_url}, session {report.session.id}")
 
 
 if __name__ == "__main__":
