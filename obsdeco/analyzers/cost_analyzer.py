@@ -15,6 +15,7 @@ from decimal import Decimal
 from functools import cache
 
 import numpy as np
+import numpy.typing as npt
 from genai_prices import __version__ as genai_prices_version
 from genai_prices import data_snapshot
 from genai_prices.types import ModelPrice, TieredPrices
@@ -115,24 +116,53 @@ class PriceTable:
         # A list first, not np.fromiter: numpy must not call back into Python here (a writer
         # thread inside such a callback at interpreter exit aborts the process).
         codes = np.array([groups.setdefault(key, len(groups)) for key in keys], dtype=np.intp)
-        prompt = columns.prompt_tokens
-        cached = np.nan_to_num(columns.cached_tokens)
-        written = np.nan_to_num(columns.cache_creation_tokens)
-        completion = columns.completion_tokens
+        tokens = _TokenColumns.of(columns)
         for (provider, model, requested), code in groups.items():
             prices = self.lookup(provider, model, requested)
-            if prices is None:
-                continue
-            rows = codes == code
-            total_input = prompt[rows]
-            uncached = total_input - cached[rows] - written[rows]
-            costs[rows] = (
-                uncached * prices.input.per_call(total_input)
-                + cached[rows] * prices.cache_read.per_call(total_input)
-                + written[rows] * prices.cache_write.per_call(total_input)
-                + completion[rows] * prices.output.per_call(total_input)
-            ) / 1_000_000
+            if prices is not None:
+                rows = codes == code
+                costs[rows] = tokens.select(rows).cost(prices)
         return costs
+
+    @staticmethod
+    def price_with(columns: CallColumns, prices: UnitPrices) -> FloatArray:
+        """USD per call if every call had been priced at `prices` (for what-if estimates)."""
+        return _TokenColumns.of(columns).cost(prices)
+
+
+@dataclass(frozen=True, slots=True)
+class _TokenColumns:
+    """The token counts pricing needs; cache counts unknown are taken as 0."""
+
+    prompt: FloatArray
+    cached: FloatArray
+    written: FloatArray
+    completion: FloatArray
+
+    @classmethod
+    def of(cls, columns: CallColumns) -> _TokenColumns:
+        return cls(
+            columns.prompt_tokens,
+            np.nan_to_num(columns.cached_tokens),
+            np.nan_to_num(columns.cache_creation_tokens),
+            columns.completion_tokens,
+        )
+
+    def select(self, rows: npt.NDArray[np.bool_]) -> _TokenColumns:
+        return _TokenColumns(
+            self.prompt[rows], self.cached[rows], self.written[rows], self.completion[rows]
+        )
+
+    def cost(self, prices: UnitPrices) -> FloatArray:
+        """Each input token priced once: uncached, cache read or cache write; then output."""
+        total_input = self.prompt
+        uncached = total_input - self.cached - self.written
+        return (
+            uncached * prices.input.per_call(total_input)
+            + self.cached * prices.cache_read.per_call(total_input)
+            + self.written * prices.cache_write.per_call(total_input)
+            + self.completion * prices.output.per_call(total_input)
+        ) / 1_000_000
 
 
 def analyze_cost(columns: CallColumns, costs: FloatArray, price_source: str) -> CostBreakdown:

@@ -10,6 +10,7 @@ from obsdeco.analyzers.columns import CallColumns
 from obsdeco.analyzers.cost_analyzer import PriceTable, analyze_cost
 from obsdeco.analyzers.latency_analyzer import analyze_latency
 from obsdeco.analyzers.quality_analyzer import analyze_quality
+from obsdeco.analyzers.suggestions import suggest
 from obsdeco.analyzers.token_analyzer import analyze_tokens
 from obsdeco.models import AgentSpan, LLMCall, Session, SessionReport, Totals
 
@@ -77,12 +78,13 @@ def build_report(
     """Every breakdown of one session, computed column-wise over its calls."""
     columns = CallColumns(calls)
     costs = prices.price_calls(columns)
+    latency = analyze_latency(columns, spans)
     return SessionReport(
         session=session,
         totals=_totals(session, columns, costs),
         cost=analyze_cost(columns, costs, prices.source),
-        latency=analyze_latency(columns, spans),
+        latency=latency,
         tokens=analyze_tokens(columns),
         quality=analyze_quality(columns),
-        suggestions=[],
+        suggestions=suggest(calls, columns, costs, prices, latency),
     )
