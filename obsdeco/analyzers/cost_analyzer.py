@@ -124,6 +124,31 @@ class PriceTable:
                 costs[rows] = tokens.select(rows).cost(prices)
         return costs
 
+    def price_sums(
+        self,
+        key: tuple[str, str, str],
+        prompt: float,
+        cached: float,
+        written: float,
+        completion: float,
+        largest_prompt: float,
+    ) -> float | None:
+        """USD for a group of calls of one model from their token sums, or None when the model
+        has no price or the group's calls fall in different price tiers (price them one by
+        one then)."""
+        prices = self.lookup(*key)
+        if prices is None:
+            return None
+        rates = (prices.input, prices.output, prices.cache_read, prices.cache_write)
+        first_tier = min((start for rate in rates for start, _ in rate.tiers), default=None)
+        if first_tier is not None and largest_prompt > first_tier:
+            return None
+        sums = _TokenColumns(
+            *(np.array([value]) for value in (prompt, cached, written, completion)),
+            np.array([largest_prompt]),
+        )
+        return float(sums.cost(prices)[0])
+
     @staticmethod
     def price_with(columns: CallColumns, prices: UnitPrices) -> FloatArray:
         """USD per call if every call had been priced at `prices` (for what-if estimates)."""
@@ -132,12 +157,14 @@ class PriceTable:
 
 @dataclass(frozen=True, slots=True)
 class _TokenColumns:
-    """The token counts pricing needs; cache counts unknown are taken as 0."""
+    """The token counts pricing needs; cache counts unknown are taken as 0. `tier_input` is
+    the input count that selects a price tier (each call's own, or a group's largest)."""
 
     prompt: FloatArray
     cached: FloatArray
     written: FloatArray
     completion: FloatArray
+    tier_input: FloatArray
 
     @classmethod
     def of(cls, columns: CallColumns) -> _TokenColumns:
@@ -146,17 +173,22 @@ class _TokenColumns:
             np.nan_to_num(columns.cached_tokens),
             np.nan_to_num(columns.cache_creation_tokens),
             columns.completion_tokens,
+            columns.prompt_tokens,
         )
 
     def select(self, rows: npt.NDArray[np.bool_]) -> _TokenColumns:
         return _TokenColumns(
-            self.prompt[rows], self.cached[rows], self.written[rows], self.completion[rows]
+            self.prompt[rows],
+            self.cached[rows],
+            self.written[rows],
+            self.completion[rows],
+            self.tier_input[rows],
         )
 
     def cost(self, prices: UnitPrices) -> FloatArray:
         """Each input token priced once: uncached, cache read or cache write; then output."""
-        total_input = self.prompt
-        uncached = total_input - self.cached - self.written
+        total_input = self.tier_input
+        uncached = self.prompt - self.cached - self.written
         return (
             uncached * prices.input.per_call(total_input)
             + self.cached * prices.cache_read.per_call(total_input)

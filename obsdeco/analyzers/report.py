@@ -27,28 +27,67 @@ def price_calls(calls: Sequence[LLMCall], prices: PriceTable) -> list[LLMCall]:
 def session_totals(session: Session, calls: Sequence[LLMCall], prices: PriceTable) -> Totals:
     """The aggregates stored on the session row when it ends (computed on the writer thread).
 
-    Sums are plain Python, cheaper than numpy for the tens of calls a session usually has;
-    cost comes from the same vectorised pricing as reports.
+    Plain Python sums per model, cheaper than numpy for the tens of calls a session usually
+    has; each model's cost comes from its token sums, priced by the same formula as reports.
     """
-    fields = [call.__dict__ for call in calls]
-    prompt = sum(f["prompt_tokens"] or 0 for f in fields)
-    completion = sum(f["completion_tokens"] or 0 for f in fields)
-    costs = prices.price_calls(CallColumns(calls))
+    prompt = completion = cached = reasoning = errors = unknown = 0
+    latency = 0.0
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for call in calls:
+        fields = call.__dict__
+        call_prompt, call_completion = fields["prompt_tokens"], fields["completion_tokens"]
+        call_cached, call_written = (
+            fields["cached_tokens"] or 0,
+            fields["cache_creation_tokens"] or 0,
+        )
+        latency += fields["latency_ms"]
+        errors += not fields["success"]
+        cached += call_cached
+        reasoning += fields["reasoning_tokens"] or 0
+        if call_prompt is None or call_completion is None:
+            unknown += 1
+            prompt += call_prompt or 0
+            completion += call_completion or 0
+            continue
+        prompt += call_prompt
+        completion += call_completion
+        key = (
+            fields["provider"].value,
+            fields["response_model"] or fields["model"],
+            fields["model"],
+        )
+        sums = groups.setdefault(key, [0.0, 0.0, 0.0, 0.0, 0.0])
+        sums[0] += call_prompt
+        sums[1] += call_cached
+        sums[2] += call_written
+        sums[3] += call_completion
+        sums[4] = max(sums[4], call_prompt)
+    cost = 0.0
+    for key, (group_prompt, group_cached, written, group_completion, largest) in groups.items():
+        group_cost = prices.price_sums(
+            key, group_prompt, group_cached, written, group_completion, largest
+        )
+        if group_cost is None:
+            rows = [call for call in calls if _key(call) == key]
+            group_cost = float(np.nansum(prices.price_calls(CallColumns(rows))))
+        cost += group_cost
     return Totals(
-        calls=len(fields),
-        errors=sum(not f["success"] for f in fields),
+        calls=len(calls),
+        errors=errors,
         prompt_tokens=prompt,
         completion_tokens=completion,
-        cached_tokens=sum(f["cached_tokens"] or 0 for f in fields),
-        reasoning_tokens=sum(f["reasoning_tokens"] or 0 for f in fields),
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
         total_tokens=prompt + completion,
-        cost_usd=float(np.nansum(costs)),
-        latency_ms=float(sum(f["latency_ms"] for f in fields)),
+        cost_usd=cost,
+        latency_ms=latency,
         duration_ms=session.duration_ms,
-        calls_with_unknown_tokens=sum(
-            f["prompt_tokens"] is None or f["completion_tokens"] is None for f in fields
-        ),
+        calls_with_unknown_tokens=unknown,
     )
+
+
+def _key(call: LLMCall) -> tuple[str, str, str]:
+    return (call.provider.value, call.model_key, call.model)
 
 
 def _totals(session: Session, columns: CallColumns, costs: np.ndarray) -> Totals:
