@@ -1,12 +1,30 @@
-"""The `obsdeco` command line."""
+"""The `obsdeco` command line: list stored sessions and print their reports."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from obsdeco._version import __version__
+
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time (UTC if it has no offset) or a duration back from now: 30m, 24h, 7d."""
+    unit = _UNITS.get(text[-1:])
+    if unit is not None and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(**{unit: int(text[:-1])})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid time {text!r}: use ISO 8601 (2026-11-27T09:00) or a duration (30m, 24h, 7d)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -15,15 +33,96 @@ def _parser() -> argparse.ArgumentParser:
         description="Watch AI agents in production: LLM calls, tokens, cost and latency.",
     )
     parser.add_argument("--version", action="version", version=f"obsdeco {__version__}")
+    parser.add_argument(
+        "--database-url",
+        help="the store to read (default: OBSDECO_DATABASE_URL, else ./obsdeco.db)",
+    )
+    commands = parser.add_subparsers(dest="command")
+
+    sessions = commands.add_parser("sessions", help="list stored sessions, newest first")
+    sessions.add_argument("--project", help="only this project")
+    sessions.add_argument("--since", type=parse_time, help="ISO time or duration (24h, 7d)")
+    sessions.add_argument("--until", type=parse_time, help="ISO time or duration")
+    sessions.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+
+    report = commands.add_parser("report", help="print the report of one session")
+    which = report.add_mutually_exclusive_group(required=True)
+    which.add_argument("session_id", nargs="?", help="the session's id")
+    which.add_argument("--last", action="store_true", help="the newest session")
+    report.add_argument("--project", help="with --last: the newest session of this project")
+    report.add_argument(
+        "--format", choices=("text", "json", "markdown"), default="text", help="default: text"
+    )
     return parser
+
+
+def _sessions(args: argparse.Namespace) -> int:
+    from obsdeco.runtime import get_runtime
+
+    rows = get_runtime().backend.query_sessions(
+        project=args.project, since=args.since, until=args.until, limit=args.limit
+    )
+    if not rows:
+        print("no sessions stored yet")
+        return 0
+    header = ("started (UTC)", "id", "name", "status", "calls", "tokens", "cost")
+    table = [
+        (
+            row.session.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            row.session.id,
+            row.session.name or "-",
+            row.session.status,
+            f"{row.calls:,}",
+            f"{row.total_tokens:,}",
+            "-" if row.cost_usd is None else f"${row.cost_usd:,.4f}",
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[index]) for line in (header, *table)) for index in range(len(header))]
+    for line in (header, *table):
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import obsdeco
+    from obsdeco.runtime import get_runtime
+
+    session_id = args.session_id
+    if args.last:
+        newest = get_runtime().backend.query_sessions(project=args.project, limit=1)
+        if not newest:
+            print("no sessions stored yet", file=sys.stderr)
+            return 1
+        session_id = newest[0].session.id
+    try:
+        report = obsdeco.get_report(session_id)
+    except LookupError as error:
+        print(error.args[0], file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
+    elif args.format == "markdown":
+        print(report.to_markdown())
+    else:
+        print(report)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `obsdeco` console script."""
     parser = _parser()
-    parser.parse_args(argv)
-    parser.print_help(sys.stdout)
-    return 0
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stdout)
+        return 0
+    import obsdeco
+
+    try:
+        obsdeco.configure(database_url=args.database_url)
+    except ValueError as error:
+        parser.error(str(error))
+    return _sessions(args) if args.command == "sessions" else _report(args)
 
 
 if __name__ == "__main__":
