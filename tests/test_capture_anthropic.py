@@ -14,7 +14,7 @@ import contextlib
 import gc
 import inspect
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ import wrapt
 import obsdeco
 from obsdeco import LLMCall, ModelProvider
 from obsdeco.testing import ProviderServer, Reply, fixture_request, fixtures_dir
+from tests.helpers import in_async_session, in_session
 
 
 @dataclass(frozen=True)
@@ -88,28 +89,6 @@ SIMPLE = "anthropic/messages_create.json"
 SIMPLE_STREAM = "anthropic/messages_stream.sse"
 
 
-# The shared fixtures of the same names, closed afterwards: an async client left to the garbage
-# collector leaves unclosed transports (ResourceWarning) for whatever test runs next.
-
-
-@pytest.fixture
-def anthropic_client(provider: ProviderServer) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(
-        base_url=provider.anthropic_base_url, api_key="sk-ant-test", max_retries=0
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-async def async_anthropic_client(
-    provider: ProviderServer,
-) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    async with anthropic.AsyncAnthropic(
-        base_url=provider.anthropic_base_url, api_key="sk-ant-test", max_retries=0
-    ) as client:
-        yield client
-
-
 # --- helpers ------------------------------------------------------------------------------
 
 
@@ -121,33 +100,6 @@ def patching() -> Iterator[None]:
         yield
     finally:
         obsdeco.unpatch_all()
-
-
-def in_session(run: Callable[[], Any]) -> tuple[Any, list[LLMCall]]:
-    """Run `run()` inside a fresh observed session; its value and the session's records."""
-    box: dict[str, str] = {}
-
-    @obsdeco.observe_session
-    def session() -> Any:
-        box["id"] = obsdeco.current_session().id
-        return run()
-
-    value = session()
-    obsdeco.flush()
-    return value, obsdeco.get_calls(box["id"])
-
-
-async def in_async_session(run: Callable[[], Awaitable[Any]]) -> tuple[Any, list[LLMCall]]:
-    box: dict[str, str] = {}
-
-    @obsdeco.observe_session
-    async def session() -> Any:
-        box["id"] = obsdeco.current_session().id
-        return await run()
-
-    value = await session()
-    obsdeco.flush()
-    return value, obsdeco.get_calls(box["id"])
 
 
 def facts(call: LLMCall) -> dict[str, Any]:

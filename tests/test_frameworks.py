@@ -10,7 +10,7 @@ expected token counts are the fixtures' own. Each test skips when its framework 
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anthropic
@@ -20,6 +20,7 @@ import pytest
 import obsdeco
 from obsdeco import LLMCall, ModelProvider
 from obsdeco.testing import ProviderServer, Reply
+from tests.helpers import in_async_session, in_session
 
 # The model name the brief asks for is one the SDKs warn about; the warning is not under test.
 pytestmark = pytest.mark.filterwarnings(
@@ -58,33 +59,6 @@ async def closing() -> AsyncIterator[Callable[[Any], None]]:
     for client in clients:
         await client.close()
     _forget_langchain_async_http_clients()
-
-
-def in_session(run: Callable[[], Any]) -> tuple[Any, list[LLMCall]]:
-    """Run `run()` inside a fresh observed session; its value and the session's records."""
-    box: dict[str, str] = {}
-
-    @obsdeco.observe_session
-    def session() -> Any:
-        box["id"] = obsdeco.current_session().id
-        return run()
-
-    value = session()
-    obsdeco.flush()
-    return value, obsdeco.get_calls(box["id"])
-
-
-async def in_async_session(run: Callable[[], Awaitable[Any]]) -> tuple[Any, list[LLMCall]]:
-    box: dict[str, str] = {}
-
-    @obsdeco.observe_session
-    async def session() -> Any:
-        box["id"] = obsdeco.current_session().id
-        return await run()
-
-    value = await session()
-    obsdeco.flush()
-    return value, obsdeco.get_calls(box["id"])
 
 
 def summary(call: LLMCall) -> dict[str, Any]:
