@@ -4,7 +4,8 @@ Everything public is importable from here; see the README for the guide.
 """
 
 from obsdeco._version import __version__
-from obsdeco.collector import MetricsCollector, get_calls, get_report
+from obsdeco.analyzers.registry import register_analyzer, unregister_analyzer
+from obsdeco.collector import MetricsCollector, get_calls, get_report, report
 from obsdeco.config import Settings, configure, get_settings
 from obsdeco.context import current_session
 from obsdeco.decorators import SessionResult, observe_agent, observe_session
@@ -13,6 +14,7 @@ from obsdeco.models import (
     AgentSpan,
     LLMCall,
     ModelProvider,
+    ProjectReport,
     Session,
     SessionReport,
     Suggestion,
@@ -27,6 +29,7 @@ __all__ = [
     "MetricsCollector",
     "ModelProvider",
     "Observatory",
+    "ProjectReport",
     "Session",
     "SessionReport",
     "SessionResult",
@@ -44,7 +47,10 @@ __all__ = [
     "observe_agent",
     "observe_session",
     "patch_all",
+    "register_analyzer",
     "register_backend",
+    "report",
     "stats",
     "unpatch_all",
+    "unregister_analyzer",
 ]

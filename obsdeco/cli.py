@@ -7,8 +7,12 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from obsdeco._version import __version__
+
+if TYPE_CHECKING:
+    from obsdeco.models import ProjectReport, SessionReport
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -45,11 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     sessions.add_argument("--until", type=parse_time, help="ISO time or duration")
     sessions.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
 
-    report = commands.add_parser("report", help="print the report of one session")
-    which = report.add_mutually_exclusive_group(required=True)
+    report = commands.add_parser(
+        "report",
+        help="print the report of a session (SESSION_ID or --last) or of a project (--project)",
+    )
+    which = report.add_mutually_exclusive_group()
     which.add_argument("session_id", nargs="?", help="the session's id")
     which.add_argument("--last", action="store_true", help="the newest session")
-    report.add_argument("--project", help="with --last: the newest session of this project")
+    report.add_argument(
+        "--project", help="the project; without SESSION_ID or --last, report on the project"
+    )
+    report.add_argument("--since", type=parse_time, help="project report: ISO time or duration")
+    report.add_argument("--until", type=parse_time, help="project report: ISO time or duration")
     report.add_argument(
         "--format", choices=("text", "json", "markdown"), default="text", help="default: text"
     )
@@ -88,6 +99,12 @@ def _report(args: argparse.Namespace) -> int:
     import obsdeco
     from obsdeco.runtime import get_runtime
 
+    if args.session_id is None and not args.last:
+        if args.project is None and args.since is None and args.until is None:
+            print("obsdeco report: give SESSION_ID, --last, or --project/--since", file=sys.stderr)
+            return 2
+        _print(obsdeco.report(args.project, args.since, args.until), args.format)
+        return 0
     session_id = args.session_id
     if args.last:
         newest = get_runtime().backend.query_sessions(project=args.project, limit=1)
@@ -100,13 +117,17 @@ def _report(args: argparse.Namespace) -> int:
     except LookupError as error:
         print(error.args[0], file=sys.stderr)
         return 1
-    if args.format == "json":
+    _print(report, args.format)
+    return 0
+
+
+def _print(report: SessionReport | ProjectReport, output: str) -> None:
+    if output == "json":
         print(json.dumps(report.model_dump(mode="json"), indent=2))
-    elif args.format == "markdown":
+    elif output == "markdown":
         print(report.to_markdown())
     else:
         print(report)
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,12 +15,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from obsdeco.analyzers import PriceTable, build_report, price_calls
+from obsdeco.analyzers.project import build_project_report
 from obsdeco.config import get_settings
 from obsdeco.models import (
     AgentSpan,
     LLMCall,
     ModelProvider,
     PendingCall,
+    ProjectReport,
     Session,
     SessionRecord,
     SessionReport,
@@ -152,6 +154,22 @@ def get_report(session_id: str) -> SessionReport:
     """The `SessionReport` of a session of this process or of storage."""
     session, calls, spans = load_session(session_id)
     return build_report(session, calls, spans, PriceTable(get_settings().pricing_overrides))
+
+
+def report(
+    project: str | None = None, since: datetime | None = None, until: datetime | None = None
+) -> ProjectReport:
+    """The report of a project's stored calls in [since, until) (every project if None),
+    aggregated by the store; records still queued are flushed first."""
+    for name, moment in (("since", since), ("until", until)):
+        if moment is not None and moment.tzinfo is None:
+            raise ValueError(
+                f"{name} must be timezone-aware (e.g. datetime.now(UTC)), got {moment!r}"
+            )
+    flush()
+    return build_project_report(
+        get_runtime().backend, PriceTable(get_settings().pricing_overrides), project, since, until
+    )
 
 
 def get_calls(session_id: str) -> list[LLMCall]:

@@ -310,6 +310,35 @@ class SessionReport(BaseModel):
     tokens: TokenBreakdown
     quality: QualityBreakdown
     suggestions: list[Suggestion] = Field(default_factory=list)
+    custom: dict[str, Any] = Field(
+        default_factory=dict, description="outputs of analyzers added with register_analyzer()"
+    )
+
+    def __str__(self) -> str:
+        from obsdeco.rendering import render_text
+
+        return render_text(self)
+
+    def to_markdown(self) -> str:
+        """The report as Markdown."""
+        from obsdeco.rendering import render_markdown
+
+        return render_markdown(self)
+
+
+class ProjectReport(BaseModel):
+    """A project over a time range, aggregated by the store (see `obsdeco.report()`)."""
+
+    project: str | None
+    since: datetime | None = None
+    until: datetime | None = None
+    sessions: int = 0
+    totals: Totals
+    cost: CostBreakdown
+    latency: LatencyBreakdown
+    tokens: TokenBreakdown
+    quality: QualityBreakdown
+    suggestions: list[Suggestion] = Field(default_factory=list)
 
     def __str__(self) -> str:
         from obsdeco.rendering import render_text

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from obsdeco.models import SessionReport
+from obsdeco.models import ProjectReport, SessionReport
 
 
 def _usd(value: float | None) -> str:
@@ -21,13 +20,40 @@ def _calls(count: int) -> str:
     return f"{count:,} call" + ("" if count == 1 else "s")
 
 
-def _sections(report: SessionReport) -> list[tuple[str, list[tuple[str, str]]]]:
-    session, totals, latency, quality = (
-        report.session,
-        report.totals,
-        report.latency,
-        report.quality,
+def _title(report: SessionReport | ProjectReport) -> str:
+    if isinstance(report, ProjectReport):
+        return f"obsdeco project report: {report.project or 'all projects'}"
+    return f"obsdeco session report: {report.session.name or report.session.id}"
+
+
+def _about(report: SessionReport | ProjectReport) -> tuple[str, list[tuple[str, str]]]:
+    if isinstance(report, ProjectReport):
+        since = report.since.isoformat(timespec="seconds") if report.since else "the beginning"
+        until = report.until.isoformat(timespec="seconds") if report.until else "now"
+        return (
+            "Project",
+            [
+                ("project", report.project or "all"),
+                ("from", since),
+                ("to", until),
+                ("sessions", f"{report.sessions:,}"),
+            ],
+        )
+    session = report.session
+    return (
+        "Session",
+        [
+            ("id", session.id),
+            ("name", session.name or "-"),
+            ("project", session.project_name),
+            ("status", session.status),
+            ("duration", _ms(report.totals.duration_ms)),
+        ],
     )
+
+
+def _sections(report: SessionReport | ProjectReport) -> list[tuple[str, list[tuple[str, str]]]]:
+    totals, latency, quality = report.totals, report.latency, report.quality
     tokens = report.tokens
     token_note = (
         f" ({_calls(totals.calls_with_unknown_tokens)} without reported tokens)"
@@ -35,16 +61,7 @@ def _sections(report: SessionReport) -> list[tuple[str, list[tuple[str, str]]]]:
         else ""
     )
     sections: list[tuple[str, list[tuple[str, str]]]] = [
-        (
-            "Session",
-            [
-                ("id", session.id),
-                ("name", session.name or "-"),
-                ("project", session.project_name),
-                ("status", session.status),
-                ("duration", _ms(totals.duration_ms)),
-            ],
-        ),
+        _about(report),
         (
             "Totals",
             [
@@ -121,6 +138,14 @@ def _sections(report: SessionReport) -> list[tuple[str, list[tuple[str, str]]]]:
             or [("none", "nothing to change on this evidence")],
         )
     )
+    custom = getattr(report, "custom", {})
+    if custom:
+        sections.append(
+            (
+                "Custom analyzers",
+                [(name, json.dumps(value, default=str)) for name, value in custom.items()],
+            )
+        )
     sections.append(("Prices", [("source", report.cost.price_source)]))
     return [(title, rows) for title, rows in sections if rows]
 
@@ -135,15 +160,15 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def render_text(report: SessionReport) -> str:
-    lines = [f"obsdeco session report: {report.session.name or report.session.id}"]
+def render_text(report: SessionReport | ProjectReport) -> str:
+    lines = [_title(report)]
     for title, rows in _sections(report):
         lines += ["", title, *_aligned(rows)]
     return "\n".join(lines)
 
 
-def render_markdown(report: SessionReport) -> str:
-    lines = [f"# obsdeco session report: {report.session.name or report.session.id}"]
+def render_markdown(report: SessionReport | ProjectReport) -> str:
+    lines = [f"# {_title(report)}"]
     for title, rows in _sections(report):
         lines += ["", f"## {title}", "", "| | |", "|---|---|"]
         lines += [f"| {_cell(label)} | {_cell(value)} |" for label, value in rows]

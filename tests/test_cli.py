@@ -115,3 +115,28 @@ def test_empty_store_says_so(sqlite_url):
 
     assert result.returncode == 0
     assert result.stdout.strip() == "no sessions stored yet"
+
+
+def test_project_report_in_each_format(store):
+    text = _obsdeco("--database-url", store["url"], "report", "--project", "shop", "--since", "1d")
+    as_json = _obsdeco(
+        "--database-url", store["url"], "report", "--project", "shop", "--format", "json"
+    )
+    everything = _obsdeco(
+        "--database-url", store["url"], "report", "--since", "7d", "--format", "json"
+    )
+
+    assert "obsdeco project report: shop" in text.stdout
+    report = json.loads(as_json.stdout)
+    assert report["sessions"] == 1
+    assert report["totals"]["prompt_tokens"] == 2_000
+    assert report["cost"]["total_usd"] == pytest.approx(0.006)
+    # blog: 1,000 x $2.50/M + 100 x $10/M = $0.0035; with shop's $0.0060
+    assert json.loads(everything.stdout)["cost"]["total_usd"] == pytest.approx(0.0095)
+
+
+def test_report_without_a_target_is_a_usage_error(store):
+    result = _obsdeco("--database-url", store["url"], "report")
+
+    assert result.returncode == 2
+    assert "give SESSION_ID, --last, or --project" in result.stderr

@@ -133,21 +133,30 @@ class PriceTable:
         completion: float,
         largest_prompt: float,
     ) -> float | None:
-        """USD for a group of calls of one model from their token sums, or None when the model
-        has no price or the group's calls fall in different price tiers (price them one by
-        one then)."""
+        """USD for a group of calls of one (provider, model, requested model) from their
+        token sums; None when the model has no price or its calls may fall in different
+        price tiers (then price them one by one)."""
         prices = self.lookup(*key)
         if prices is None:
             return None
+        return self.price_sums_with(prices, prompt, cached, written, completion, largest_prompt)
+
+    @staticmethod
+    def price_sums_with(
+        prices: UnitPrices,
+        prompt: float,
+        cached: float,
+        written: float,
+        completion: float,
+        largest_prompt: float,
+    ) -> float | None:
+        """USD for token sums at `prices`; None if the largest prompt passes a price tier."""
         rates = (prices.input, prices.output, prices.cache_read, prices.cache_write)
         first_tier = min((start for rate in rates for start, _ in rate.tiers), default=None)
         if first_tier is not None and largest_prompt > first_tier:
             return None
-        sums = _TokenColumns(
-            *(np.array([value]) for value in (prompt, cached, written, completion)),
-            np.array([largest_prompt]),
-        )
-        return float(sums.cost(prices)[0])
+        one = [np.array([value]) for value in (prompt, cached, written, completion)]
+        return float(_TokenColumns(*one, np.array([largest_prompt])).cost(prices)[0])
 
     @staticmethod
     def price_with(columns: CallColumns, prices: UnitPrices) -> FloatArray:

@@ -10,7 +10,8 @@ from obsdeco.analyzers.columns import CallColumns
 from obsdeco.analyzers.cost_analyzer import PriceTable, analyze_cost
 from obsdeco.analyzers.latency_analyzer import analyze_latency
 from obsdeco.analyzers.quality_analyzer import analyze_quality
-from obsdeco.analyzers.suggestions import suggest
+from obsdeco.analyzers.registry import run_custom_analyzers
+from obsdeco.analyzers.suggestions import repeats_from_calls, suggest, usages_from_calls
 from obsdeco.analyzers.token_analyzer import analyze_tokens
 from obsdeco.models import AgentSpan, LLMCall, Session, SessionReport, Totals
 
@@ -118,12 +119,15 @@ def build_report(
     columns = CallColumns(calls)
     costs = prices.price_calls(columns)
     latency = analyze_latency(columns, spans)
-    return SessionReport(
+    report = SessionReport(
         session=session,
         totals=_totals(session, columns, costs),
         cost=analyze_cost(columns, costs, prices.source),
         latency=latency,
         tokens=analyze_tokens(columns),
         quality=analyze_quality(columns),
-        suggestions=suggest(calls, columns, costs, prices, latency),
+        suggestions=suggest(
+            usages_from_calls(calls, columns), repeats_from_calls(calls, costs), latency, prices
+        ),
     )
+    return run_custom_analyzers(report, calls)

@@ -1,25 +1,26 @@
 """Suggestions: concrete changes, each backed by the calls or groups that justify it.
 
-Every rule states its thresholds as module constants; a rule without evidence says nothing,
-so a clean dataset yields no suggestion.
+The rules read per-model usage (`ModelUsage`), repeated requests and the latency breakdown,
+which a session report computes from its calls and a project report from SQL aggregates, so
+both give the same advice on the same data. Thresholds are module constants; a rule without
+evidence says nothing, so a clean dataset yields no suggestion.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from obsdeco.analyzers.columns import CallColumns, FloatArray
-from obsdeco.analyzers.cost_analyzer import PriceTable
+from obsdeco.analyzers.cost_analyzer import PriceTable, UnitPrices
 from obsdeco.models import LatencyBreakdown, LLMCall, Suggestion
+from obsdeco.storage.base import LONG_PROMPT_TOKENS
 
 SMALL_OUTPUT_TOKENS = 300
 """A model is worth downgrading for calls whose outputs average at most this many tokens."""
 MIN_CALLS_FOR_A_PATTERN = 3
-LONG_PROMPT_TOKENS = 1_024
-"""Prompts at least this long can use provider prompt caching (OpenAI and Anthropic minimum)."""
 LOW_CACHED_SHARE = 0.2
 BOTTLENECK_SHARE = 0.5
 MIN_BOTTLENECK_MS = 1_000.0
@@ -48,73 +49,106 @@ CHEAPER_MODELS: dict[str, str] = {
 """Same provider, same family, cheaper: the candidates the cheaper-model rule may propose."""
 
 
-def _cheaper_candidate(model: str) -> str | None:
+def cheaper_candidate(model: str) -> str | None:
+    """The cheaper model to propose for `model` (dated names take their family's)."""
     if model in CHEAPER_MODELS:
         return CHEAPER_MODELS[model]
-    # Dated names (gpt-4o-2024-08-06) take their family's candidate.
     for family in sorted(CHEAPER_MODELS, key=len, reverse=True):
         if model.startswith(family + "-2"):
             return CHEAPER_MODELS[family]
     return None
 
 
-def _ids(calls: Sequence[LLMCall], rows: np.ndarray) -> list[str]:
-    return [calls[index].id for index in np.flatnonzero(rows)[:EVIDENCE_LIMIT]]
+@dataclass(slots=True)
+class TokenSums:
+    """Token sums of calls whose prompt and completion counts are known."""
+
+    calls: int = 0
+    prompt: float = 0.0
+    cached: float = 0.0
+    written: float = 0.0
+    completion: float = 0.0
+    largest_prompt: float = 0.0
+
+    def add(self, other: TokenSums) -> None:
+        self.calls += other.calls
+        self.prompt += other.prompt
+        self.cached += other.cached
+        self.written += other.written
+        self.completion += other.completion
+        self.largest_prompt = max(self.largest_prompt, other.largest_prompt)
 
 
-def cheaper_model(
-    calls: Sequence[LLMCall], columns: CallColumns, costs: FloatArray, prices: PriceTable
-) -> list[Suggestion]:
-    """(a) Small outputs on an expensive model: price the same tokens at the candidate's price."""
+@dataclass(slots=True)
+class ModelUsage:
+    """One provider and model: what the rules need to know about its calls."""
+
+    provider: str
+    model: str
+    requested_model: str
+    calls: int = 0
+    failed: int = 0
+    rate_limited: int = 0
+    succeeded: TokenSums = field(default_factory=TokenSums)
+    """Successful calls with known tokens (what a cheaper model would have answered)."""
+    long_prompts: TokenSums = field(default_factory=TokenSums)
+    """Calls whose prompt had at least LONG_PROMPT_TOKENS tokens."""
+    evidence: list[str] = field(default_factory=list)
+    failed_evidence: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatedRequest:
+    request_hash: str
+    count: int
+    repeat_cost_usd: float
+
+
+def _cost(prices: UnitPrices | None, sums: TokenSums) -> float | None:
+    if prices is None:
+        return None
+    return PriceTable.price_sums_with(
+        prices, sums.prompt, sums.cached, sums.written, sums.completion, sums.largest_prompt
+    )
+
+
+def cheaper_model(usages: Sequence[ModelUsage], prices: PriceTable) -> list[Suggestion]:
+    """(a) Small outputs on an expensive model: the same tokens at the candidate's price."""
     suggestions = []
-    for model in sorted(set(columns.model.tolist())):
-        candidate = _cheaper_candidate(model)
-        if candidate is None:
+    for usage in usages:
+        candidate = cheaper_candidate(usage.model)
+        done = usage.succeeded
+        if candidate is None or done.calls < MIN_CALLS_FOR_A_PATTERN:
             continue
-        rows = (columns.model == model) & columns.success & ~np.isnan(costs)
-        if np.count_nonzero(rows) < MIN_CALLS_FOR_A_PATTERN:
+        average_output = done.completion / done.calls
+        if average_output > SMALL_OUTPUT_TOKENS:
             continue
-        if float(np.nanmean(columns.completion_tokens[rows])) > SMALL_OUTPUT_TOKENS:
+        actual = _cost(prices.lookup(usage.provider, usage.model, usage.requested_model), done)
+        instead = _cost(prices.lookup(usage.provider, candidate, candidate), done)
+        if actual is None or instead is None or actual - instead <= 0:
             continue
-        provider = str(columns.provider[rows][0])
-        candidate_prices = prices.lookup(provider, candidate, candidate)
-        if candidate_prices is None:
-            continue
-        candidate_cost = float(np.nansum(prices.price_with(columns, candidate_prices)[rows]))
-        actual = float(costs[rows].sum())
-        if actual - candidate_cost <= 0:
-            continue
-        count = int(np.count_nonzero(rows))
         suggestions.append(
             Suggestion(
                 kind="cheaper_model",
                 message=(
-                    f"{count} calls to {model} produced short outputs (avg "
-                    f"{np.nanmean(columns.completion_tokens[rows]):.0f} tokens); {candidate} "
-                    f"would have cost ${candidate_cost:.4f} instead of ${actual:.4f}"
+                    f"{done.calls} calls to {usage.model} produced short outputs (avg "
+                    f"{average_output:.0f} tokens); {candidate} would have cost "
+                    f"${instead:.4f} instead of ${actual:.4f}"
                 ),
-                estimated_savings_usd=actual - candidate_cost,
-                evidence=[f"model={model}", f"candidate={candidate}", *_ids(calls, rows)],
+                estimated_savings_usd=actual - instead,
+                evidence=[f"model={usage.model}", f"candidate={candidate}", *usage.evidence],
             )
         )
     return suggestions
 
 
-def duplicate_requests(calls: Sequence[LLMCall], costs: FloatArray) -> list[Suggestion]:
+def duplicate_requests(repeats: Sequence[RepeatedRequest]) -> list[Suggestion]:
     """(b) Identical requests (same request_hash) a response cache would have served."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    for index, call in enumerate(calls):
-        if call.request_hash and call.success:
-            groups[call.request_hash].append(index)
-    repeats = {digest: rows for digest, rows in groups.items() if len(rows) > 1}
+    repeats = [repeat for repeat in repeats if repeat.count > 1]
     if not repeats:
         return []
-    savings = sum(float(np.nansum(costs[rows[1:]])) for rows in repeats.values())
-    repeated_calls = sum(len(rows) - 1 for rows in repeats.values())
-    evidence = [
-        f"request_hash={digest} x{len(rows)}"
-        for digest, rows in sorted(repeats.items(), key=lambda item: -len(item[1]))
-    ][:EVIDENCE_LIMIT]
+    repeated_calls = sum(repeat.count - 1 for repeat in repeats)
+    ranked = sorted(repeats, key=lambda repeat: (-repeat.count, repeat.request_hash))
     return [
         Suggestion(
             kind="response_cache",
@@ -122,45 +156,53 @@ def duplicate_requests(calls: Sequence[LLMCall], costs: FloatArray) -> list[Sugg
                 f"{repeated_calls} calls repeated an identical earlier request "
                 f"({len(repeats)} distinct requests); a response cache would have served them"
             ),
-            estimated_savings_usd=savings,
-            evidence=evidence,
+            estimated_savings_usd=sum(repeat.repeat_cost_usd for repeat in repeats),
+            evidence=[
+                f"request_hash={repeat.request_hash} x{repeat.count}"
+                for repeat in ranked[:EVIDENCE_LIMIT]
+            ],
         )
     ]
 
 
-def prompt_caching(
-    calls: Sequence[LLMCall], columns: CallColumns, costs: FloatArray, prices: PriceTable
-) -> list[Suggestion]:
+def prompt_caching(usages: Sequence[ModelUsage], prices: PriceTable) -> list[Suggestion]:
     """(c) Long prompts, repeated on one model, with a low cached share."""
     suggestions = []
-    prompt = columns.prompt_tokens
-    cached = np.nan_to_num(columns.cached_tokens)
-    for model in sorted(set(columns.model.tolist())):
-        rows = (columns.model == model) & (np.nan_to_num(prompt) >= LONG_PROMPT_TOKENS)
-        if np.count_nonzero(rows) < MIN_CALLS_FOR_A_PATTERN:
+    for usage in usages:
+        long = usage.long_prompts
+        if long.calls < MIN_CALLS_FOR_A_PATTERN or long.prompt == 0:
             continue
-        share = float(cached[rows].sum() / prompt[rows].sum())
+        share = long.cached / long.prompt
         if share >= LOW_CACHED_SHARE:
             continue
-        provider = str(columns.provider[rows][0])
-        unit = prices.lookup(provider, model, str(columns.requested_model[rows][0]))
+        unit = prices.lookup(usage.provider, usage.model, usage.requested_model)
         savings = None
         if unit is not None:
-            written = np.nan_to_num(columns.cache_creation_tokens[rows])
-            uncached = prompt[rows] - cached[rows] - written
-            rate_gap = unit.input.per_call(prompt[rows]) - unit.cache_read.per_call(prompt[rows])
-            savings = float((uncached * rate_gap).sum() / 1_000_000) or None
-        count = int(np.count_nonzero(rows))
+            # The most caching could save: every uncached input token read from cache.
+            uncached = TokenSums(
+                calls=long.calls,
+                prompt=long.prompt - long.cached - long.written,
+                largest_prompt=long.largest_prompt,
+            )
+            as_cache_reads = TokenSums(
+                calls=long.calls,
+                prompt=uncached.prompt,
+                cached=uncached.prompt,
+                largest_prompt=long.largest_prompt,
+            )
+            now, cached = _cost(unit, uncached), _cost(unit, as_cache_reads)
+            if now is not None and cached is not None and now > cached:
+                savings = now - cached
         suggestions.append(
             Suggestion(
                 kind="prompt_caching",
                 message=(
-                    f"{count} calls to {model} sent prompts of {LONG_PROMPT_TOKENS}+ tokens with "
-                    f"only {share:.0%} read from cache; put the stable part first and enable "
-                    "prompt caching (savings shown are the most it could save)"
+                    f"{long.calls} calls to {usage.model} sent prompts of {LONG_PROMPT_TOKENS}+ "
+                    f"tokens with only {share:.0%} read from cache; put the stable part first "
+                    "and enable prompt caching (the savings shown are the most it could save)"
                 ),
                 estimated_savings_usd=savings,
-                evidence=[f"model={model}", f"cached_share={share:.2f}", *_ids(calls, rows)],
+                evidence=[f"model={usage.model}", f"cached_share={share:.2f}", *usage.evidence],
             )
         )
     return suggestions
@@ -181,9 +223,8 @@ def latency_bottlenecks(latency: LatencyBreakdown) -> list[Suggestion]:
                 kind="latency_bottleneck",
                 message=(
                     f"{kind} {top.name} takes {top.share:.0%} of the LLM time "
-                    f"({top.total_ms:,.0f} ms in {top.calls} calls, "
-                    f"p95 {top.p95_ms:,.0f} ms): stream its output, run its calls concurrently, "
-                    "or give it a faster model"
+                    f"({top.total_ms:,.0f} ms over {top.calls} calls, p95 {top.p95_ms:,.0f} ms): "
+                    "stream its output, run its calls concurrently, or give it a faster model"
                 ),
                 estimated_savings_usd=None,
                 evidence=[f"{kind}={top.name}", f"share={top.share:.2f}", f"calls={top.calls}"],
@@ -192,56 +233,107 @@ def latency_bottlenecks(latency: LatencyBreakdown) -> list[Suggestion]:
     return suggestions
 
 
-def error_rates(calls: Sequence[LLMCall], columns: CallColumns) -> list[Suggestion]:
+def error_rates(usages: Sequence[ModelUsage]) -> list[Suggestion]:
     """(e) High error or rate-limit rates, per provider and model."""
     suggestions = []
-    pairs = sorted({(str(p), str(m)) for p, m in zip(columns.provider, columns.model, strict=True)})
-    for provider, model in pairs:
-        rows = (columns.provider == provider) & (columns.model == model)
-        total = int(np.count_nonzero(rows))
-        if total < MIN_CALLS_FOR_A_PATTERN:
+    for usage in usages:
+        if usage.calls < MIN_CALLS_FOR_A_PATTERN:
             continue
-        failed = rows & ~columns.success
-        limited = failed & (columns.error_type == "rate_limit")
-        errors, rate_limited = int(np.count_nonzero(failed)), int(np.count_nonzero(limited))
-        if rate_limited / total >= HIGH_RATE_LIMIT_RATE:
+        where = [f"provider={usage.provider}", f"model={usage.model}", *usage.failed_evidence]
+        if usage.rate_limited / usage.calls >= HIGH_RATE_LIMIT_RATE:
             suggestions.append(
                 Suggestion(
                     kind="rate_limits",
                     message=(
-                        f"{rate_limited} of {total} calls to {provider} {model} were rate "
-                        "limited: raise the limit, spread the load, or back off with jitter"
+                        f"{usage.rate_limited} of {usage.calls} calls to {usage.provider} "
+                        f"{usage.model} were rate limited: raise the limit, spread the load, "
+                        "or back off with jitter"
                     ),
-                    evidence=[f"provider={provider}", f"model={model}", *_ids(calls, limited)],
+                    evidence=where,
                 )
             )
-        elif errors / total >= HIGH_ERROR_RATE:
+        elif usage.failed / usage.calls >= HIGH_ERROR_RATE:
             suggestions.append(
                 Suggestion(
                     kind="error_rate",
                     message=(
-                        f"{errors} of {total} calls to {provider} {model} failed "
-                        f"({errors / total:.0%}); see errors_by_type"
+                        f"{usage.failed} of {usage.calls} calls to {usage.provider} {usage.model} "
+                        f"failed ({usage.failed / usage.calls:.0%}); see errors_by_type"
                     ),
-                    evidence=[f"provider={provider}", f"model={model}", *_ids(calls, failed)],
+                    evidence=where,
                 )
             )
     return suggestions
 
 
 def suggest(
-    calls: Sequence[LLMCall],
-    columns: CallColumns,
-    costs: FloatArray,
-    prices: PriceTable,
+    usages: Sequence[ModelUsage],
+    repeats: Sequence[RepeatedRequest],
     latency: LatencyBreakdown,
+    prices: PriceTable,
 ) -> list[Suggestion]:
     """Every rule's suggestions, the ones with the largest estimated savings first."""
     suggestions = [
-        *cheaper_model(calls, columns, costs, prices),
-        *duplicate_requests(calls, costs),
-        *prompt_caching(calls, columns, costs, prices),
+        *cheaper_model(usages, prices),
+        *duplicate_requests(repeats),
+        *prompt_caching(usages, prices),
         *latency_bottlenecks(latency),
-        *error_rates(calls, columns),
+        *error_rates(usages),
     ]
     return sorted(suggestions, key=lambda item: -(item.estimated_savings_usd or 0.0))
+
+
+# --- from a session's calls -------------------------------------------------------------------
+
+
+def _sums(columns: CallColumns, rows: np.ndarray) -> TokenSums:
+    prompt = columns.prompt_tokens[rows]
+    return TokenSums(
+        calls=int(np.count_nonzero(rows)),
+        prompt=float(prompt.sum()),
+        cached=float(np.nan_to_num(columns.cached_tokens[rows]).sum()),
+        written=float(np.nan_to_num(columns.cache_creation_tokens[rows]).sum()),
+        completion=float(columns.completion_tokens[rows].sum()),
+        largest_prompt=float(prompt.max()) if prompt.size else 0.0,
+    )
+
+
+def usages_from_calls(calls: Sequence[LLMCall], columns: CallColumns) -> list[ModelUsage]:
+    """Per-model usage of a session's calls, with call ids as evidence."""
+    usages = []
+    known = ~columns.tokens_unknown
+    long = np.nan_to_num(columns.prompt_tokens) >= LONG_PROMPT_TOKENS
+    pairs = sorted({(str(p), str(m)) for p, m in zip(columns.provider, columns.model, strict=True)})
+    for provider, model in pairs:
+        rows = (columns.provider == provider) & (columns.model == model)
+        failed = rows & ~columns.success
+        limited = failed & (columns.error_type == "rate_limit")
+        first = int(np.flatnonzero(rows)[0])
+        usages.append(
+            ModelUsage(
+                provider=provider,
+                model=model,
+                requested_model=str(columns.requested_model[first]),
+                calls=int(np.count_nonzero(rows)),
+                failed=int(np.count_nonzero(failed)),
+                rate_limited=int(np.count_nonzero(limited)),
+                succeeded=_sums(columns, rows & columns.success & known),
+                long_prompts=_sums(columns, rows & known & long),
+                evidence=[calls[i].id for i in np.flatnonzero(rows)[:EVIDENCE_LIMIT]],
+                failed_evidence=[calls[i].id for i in np.flatnonzero(failed)[:EVIDENCE_LIMIT]],
+            )
+        )
+    return usages
+
+
+def repeats_from_calls(calls: Sequence[LLMCall], costs: FloatArray) -> list[RepeatedRequest]:
+    """Successful calls grouped by request hash, with the cost of all but the first."""
+    groups: dict[str, list[int]] = {}
+    for index, call in enumerate(calls):
+        if call.request_hash and call.success:
+            groups.setdefault(call.request_hash, []).append(index)
+    return [
+        RepeatedRequest(digest, len(rows), float(np.nansum(costs[rows[1:]])))
+        for digest, rows in groups.items()
+        if len(rows) > 1
+    ]

@@ -9,11 +9,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from obsdeco.models import AgentSpan, LLMCall, Session, SessionRecord, SessionSummary, Totals
 
-GroupKey = Literal["provider", "model", "agent_name", "operation", "session_id", "error_type"]
+GroupKey = Literal[
+    "provider",
+    "model",
+    "requested_model",
+    "agent_name",
+    "operation",
+    "session_id",
+    "error_type",
+    "success",
+    "request_hash",
+    "tokens_known",
+    "long_prompt",
+]
+"""What calls can be grouped by. "model" is the returned model, else the requested one;
+"tokens_known" is whether both prompt and completion counts were reported; "long_prompt" is
+whether the prompt had at least `LONG_PROMPT_TOKENS` tokens."""
+
+LONG_PROMPT_TOKENS = 1_024
+"""Prompts this long can use provider prompt caching (the OpenAI and Anthropic minimum)."""
 
 
 @dataclass(slots=True)
@@ -50,7 +68,7 @@ class CallFilter:
 class CallAggregate:
     """Sums over a group of calls. Token sums skip unknown (None) counts."""
 
-    group: dict[str, str | None]
+    group: dict[str, Any]
     calls: int
     errors: int
     prompt_tokens: int
@@ -59,6 +77,14 @@ class CallAggregate:
     cache_creation_tokens: int
     reasoning_tokens: int
     total_latency_ms: float
+    largest_prompt_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Quantiles:
+    count: int
+    mean: float
+    values: list[float]
 
 
 @runtime_checkable
@@ -87,9 +113,28 @@ class StorageBackend(Protocol):
         """Calls matching `where` with timestamp in [since, until), oldest first."""
 
     def aggregate_calls(
-        self, where: CallFilter, group_by: Sequence[GroupKey] = ()
+        self, where: CallFilter, group_by: Sequence[GroupKey] = (), min_calls: int = 1
     ) -> list[CallAggregate]:
-        """Counts and sums over the matching calls, computed by the store, one row per group."""
+        """Counts and sums over the matching calls, computed by the store, one row per group
+        of at least `min_calls` calls."""
+
+    def quantiles(
+        self,
+        where: CallFilter,
+        column: Literal["latency_ms", "time_to_first_token_ms"],
+        quantiles: Sequence[float],
+        group_by: GroupKey | None = None,
+    ) -> dict[str | None, Quantiles]:
+        """Per group (None when not grouped): the count, mean and quantiles of the non-null
+        values of `column`, interpolated linearly as numpy.percentile does by default."""
+
+    def count_sessions(
+        self,
+        project: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """Sessions started in [since, until)."""
 
     def close(self) -> None:
         """Release connections."""

@@ -9,13 +9,15 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
     Select,
+    and_,
     create_engine,
     event,
     func,
@@ -27,7 +29,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 from obsdeco.models import AgentSpan, LLMCall, ModelProvider, Session, SessionRecord, SessionSummary
-from obsdeco.storage.base import CallAggregate, CallFilter, GroupKey, SessionState, WriteBatch
+from obsdeco.storage.base import (
+    LONG_PROMPT_TOKENS,
+    CallAggregate,
+    CallFilter,
+    GroupKey,
+    Quantiles,
+    SessionState,
+    WriteBatch,
+)
 from obsdeco.storage.schema import agent_spans, llm_calls, metadata, sessions
 
 _CALL_COLUMNS = tuple(column.name for column in llm_calls.columns)
@@ -302,7 +312,7 @@ class SQLAlchemyStorage:
         return [_call_from_row(row) for row in rows]
 
     def aggregate_calls(
-        self, where: CallFilter, group_by: Sequence[GroupKey] = ()
+        self, where: CallFilter, group_by: Sequence[GroupKey] = (), min_calls: int = 1
     ) -> list[CallAggregate]:
         keys = [_group_column(key).label(key) for key in group_by]
         sums = [
@@ -319,15 +329,18 @@ class SQLAlchemyStorage:
                     "latency_ms",
                 )
             ),
+            func.max(llm_calls.c.prompt_tokens).label("largest_prompt"),
         ]
         statement = _filtered(select(*keys, *sums), where)
         if keys:
             statement = statement.group_by(*keys).order_by(*keys)
+        if min_calls > 1:
+            statement = statement.having(func.count() >= min_calls)
         with self._connect() as connection:
             rows = connection.execute(statement).all()
         return [
             CallAggregate(
-                group={key: getattr(row, key) for key in group_by},
+                group={key: _group_value(key, getattr(row, key)) for key in group_by},
                 calls=row.calls,
                 errors=row.errors,
                 prompt_tokens=int(row.prompt_tokens),
@@ -336,18 +349,100 @@ class SQLAlchemyStorage:
                 cache_creation_tokens=int(row.cache_creation_tokens),
                 reasoning_tokens=int(row.reasoning_tokens),
                 total_latency_ms=float(row.latency_ms),
+                largest_prompt_tokens=int(row.largest_prompt or 0),
             )
             for row in rows
             if row.calls
         ]
 
+    def quantiles(
+        self,
+        where: CallFilter,
+        column: Literal["latency_ms", "time_to_first_token_ms"],
+        quantiles: Sequence[float],
+        group_by: GroupKey | None = None,
+    ) -> dict[str | None, Quantiles]:
+        values = llm_calls.c[column]
+        keys = [] if group_by is None else [_group_column(group_by).label("group_key")]
+        if self.engine.dialect.name == "postgresql":
+            statement = _filtered(
+                select(
+                    *keys,
+                    func.count(values).label("count"),
+                    func.avg(values).label("mean"),
+                    *(
+                        func.percentile_cont(q).within_group(values).label(f"q{index}")
+                        for index, q in enumerate(quantiles)
+                    ),
+                ).where(values.is_not(None)),
+                where,
+            )
+            if keys:
+                statement = statement.group_by(*keys)
+            with self._connect() as connection:
+                rows = connection.execute(statement).all()
+            return {
+                (row.group_key if keys else None): Quantiles(
+                    row.count,
+                    float(row.mean),
+                    [float(getattr(row, f"q{index}")) for index in range(len(quantiles))],
+                )
+                for row in rows
+                if row.count
+            }
+        # SQLite has no percentile aggregate: read the one column and let numpy compute.
+        statement = _filtered(select(*keys, values).where(values.is_not(None)), where)
+        with self._connect() as connection:
+            rows = connection.execute(statement).all()
+        grouped: dict[str | None, list[float]] = {}
+        for row in rows:
+            grouped.setdefault(row[0] if keys else None, []).append(row[-1])
+        percents = [q * 100 for q in quantiles]
+        return {
+            key: Quantiles(
+                len(found), float(np.mean(found)), np.percentile(found, percents).tolist()
+            )
+            for key, found in grouped.items()
+        }
+
+    def count_sessions(
+        self,
+        project: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        statement = select(func.count()).select_from(sessions)
+        if project is not None:
+            statement = statement.where(sessions.c.project_name == project)
+        if since is not None:
+            statement = statement.where(sessions.c.started_at >= since)
+        if until is not None:
+            statement = statement.where(sessions.c.started_at < until)
+        with self._connect() as connection:
+            return int(connection.execute(statement).scalar_one())
+
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _group_value(key: GroupKey, value: Any) -> Any:
+    """Booleans come back as 0/1 from SQLite."""
+    if key in ("success", "tokens_known", "long_prompt"):
+        return bool(value)
+    return value
 
 
 def _group_column(key: GroupKey) -> ColumnElement[Any]:
     if key == "model":
         return func.coalesce(llm_calls.c.response_model, llm_calls.c.model)
+    if key == "requested_model":
+        return llm_calls.c.model
+    if key == "tokens_known":
+        return and_(
+            llm_calls.c.prompt_tokens.is_not(None), llm_calls.c.completion_tokens.is_not(None)
+        )
+    if key == "long_prompt":
+        return func.coalesce(llm_calls.c.prompt_tokens, 0) >= LONG_PROMPT_TOKENS
     return llm_calls.c[key]
 
 

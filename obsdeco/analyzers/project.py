@@ -1,0 +1,333 @@
+"""Project reports over a time range, with the aggregation done by the store.
+
+The store returns sums per (provider, model, agent, operation, outcome) group, quantiles, and
+the repeated request hashes; only those few rows reach Python, never the calls themselves (but
+for the rare calls whose prompt crosses a price tier, which are priced one by one).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+
+from obsdeco.analyzers.columns import NONE_KEY, CallColumns
+from obsdeco.analyzers.cost_analyzer import PriceTable
+from obsdeco.analyzers.suggestions import ModelUsage, RepeatedRequest, TokenSums, suggest
+from obsdeco.models import (
+    Bottleneck,
+    CostBreakdown,
+    LatencyBreakdown,
+    OperationTokens,
+    ProjectReport,
+    QualityBreakdown,
+    TimeToFirstToken,
+    TokenBreakdown,
+    TokenCounts,
+    Totals,
+)
+from obsdeco.storage.base import CallAggregate, CallFilter, GroupKey, StorageBackend
+
+_GROUPS: tuple[GroupKey, ...] = (
+    "provider",
+    "model",
+    "requested_model",
+    "agent_name",
+    "operation",
+    "success",
+    "error_type",
+    "tokens_known",
+    "long_prompt",
+)
+_TOP = 5
+
+
+def _sums(row: CallAggregate) -> TokenSums:
+    return TokenSums(
+        calls=row.calls,
+        prompt=row.prompt_tokens,
+        cached=row.cached_tokens,
+        written=row.cache_creation_tokens,
+        completion=row.completion_tokens,
+        largest_prompt=row.largest_prompt_tokens,
+    )
+
+
+class _Costs:
+    """Prices group rows from their sums, or call by call where a price tier is crossed."""
+
+    def __init__(self, backend: StorageBackend, where: CallFilter, prices: PriceTable) -> None:
+        self._backend, self._where, self._prices = backend, where, prices
+        self.unpriced_models: set[str] = set()
+        self._one_by_one: dict[tuple[str, str, str], float] | None = None
+
+    def of(self, row: CallAggregate) -> float:
+        group = row.group
+        key = (group["provider"], group["model"], group["requested_model"])
+        if not group["tokens_known"]:
+            return 0.0
+        if self._prices.lookup(*key) is None:
+            self.unpriced_models.add(key[1])
+            return 0.0
+        sums = _sums(row)
+        cost = self._prices.price_sums(
+            key, sums.prompt, sums.cached, sums.written, sums.completion, sums.largest_prompt
+        )
+        return cost if cost is not None else self._priced_one_by_one(row)
+
+    def _priced_one_by_one(self, row: CallAggregate) -> float:
+        group = row.group
+        calls = [
+            call
+            for call in self._backend.query_calls(self._where)
+            if (call.provider.value, call.model_key, call.model, call.agent_name, call.operation)
+            == (
+                group["provider"],
+                group["model"],
+                group["requested_model"],
+                group["agent_name"],
+                group["operation"],
+            )
+            and call.success == group["success"]
+            and call.error_type == group["error_type"]
+            and call.prompt_tokens is not None
+            and call.completion_tokens is not None
+            and (call.prompt_tokens >= 1_024) == group["long_prompt"]
+        ]
+        return float(self._prices.price_calls(CallColumns(calls)).sum())
+
+
+def _token_counts(rows: Iterable[CallAggregate]) -> TokenCounts:
+    counts = TokenCounts()
+    for row in rows:
+        counts.prompt_tokens += row.prompt_tokens
+        counts.completion_tokens += row.completion_tokens
+        counts.cached_tokens += row.cached_tokens
+        counts.cache_creation_tokens += row.cache_creation_tokens
+        counts.reasoning_tokens += row.reasoning_tokens
+        counts.calls += row.calls
+        counts.unknown_calls += 0 if row.group["tokens_known"] else row.calls
+    counts.total_tokens = counts.prompt_tokens + counts.completion_tokens
+    return counts
+
+
+def _by(rows: list[CallAggregate], key: str) -> dict[str, list[CallAggregate]]:
+    grouped: dict[str, list[CallAggregate]] = defaultdict(list)
+    for row in rows:
+        grouped[row.group[key] or NONE_KEY].append(row)
+    return dict(sorted(grouped.items()))
+
+
+def _error_counts(failed: list[CallAggregate]) -> dict[str, int]:
+    """Failed calls by error type; a failure without a type counts as "other", as in sessions."""
+    counts: dict[str, int] = defaultdict(int)
+    for row in failed:
+        counts[row.group["error_type"] or "other"] += row.calls
+    return dict(sorted(counts.items()))
+
+
+def _usages(rows: list[CallAggregate]) -> list[ModelUsage]:
+    usages: dict[tuple[str, str], ModelUsage] = {}
+    for row in rows:
+        group = row.group
+        usage = usages.setdefault(
+            (group["provider"], group["model"]),
+            ModelUsage(group["provider"], group["model"], group["requested_model"]),
+        )
+        usage.calls += row.calls
+        if not group["success"]:
+            usage.failed += row.calls
+            usage.rate_limited += row.calls if group["error_type"] == "rate_limit" else 0
+        elif group["tokens_known"]:
+            usage.succeeded.add(_sums(row))
+        if group["tokens_known"] and group["long_prompt"]:
+            usage.long_prompts.add(_sums(row))
+    return [usages[key] for key in sorted(usages)]
+
+
+def _repeats(
+    backend: StorageBackend, where: CallFilter, prices: PriceTable
+) -> list[RepeatedRequest]:
+    rows = backend.aggregate_calls(
+        where,
+        group_by=(
+            "request_hash",
+            "provider",
+            "model",
+            "requested_model",
+            "success",
+            "tokens_known",
+        ),
+        min_calls=2,
+    )
+    repeats = []
+    for row in rows:
+        group = row.group
+        if not group["request_hash"] or not group["success"] or not group["tokens_known"]:
+            continue
+        sums = _sums(row)
+        cost = prices.price_sums(
+            (group["provider"], group["model"], group["requested_model"]),
+            sums.prompt,
+            sums.cached,
+            sums.written,
+            sums.completion,
+            sums.largest_prompt,
+        )
+        repeat_cost = 0.0 if cost is None else cost * (row.calls - 1) / row.calls
+        repeats.append(RepeatedRequest(group["request_hash"], row.calls, repeat_cost))
+    return repeats
+
+
+def _latency(
+    backend: StorageBackend, where: CallFilter, rows: list[CallAggregate]
+) -> LatencyBreakdown:
+    overall = backend.quantiles(where, "latency_ms", (0.5, 0.95, 0.99)).get(None)
+    if overall is None:
+        return LatencyBreakdown()
+    total = sum(row.total_latency_ms for row in rows)
+    first_token = backend.quantiles(where, "time_to_first_token_ms", (0.5, 0.95)).get(None)
+    bottlenecks = []
+    for kind, key in (("agent", "agent_name"), ("operation", "operation")):
+        p95 = backend.quantiles(where, "latency_ms", (0.95,), group_by=key)  # type: ignore[arg-type]
+        ranked = []
+        for name, group_rows in _by(rows, key).items():
+            spent = sum(row.total_latency_ms for row in group_rows)
+            found = p95.get(None if name == NONE_KEY else name)
+            ranked.append(
+                Bottleneck(
+                    kind=kind,  # type: ignore[arg-type]
+                    name=name,
+                    calls=sum(row.calls for row in group_rows),
+                    total_ms=spent,
+                    share=spent / total if total else 0.0,
+                    p95_ms=found.values[0] if found else 0.0,
+                )
+            )
+        ranked.sort(key=lambda item: (-item.total_ms, item.name))
+        bottlenecks += ranked[:_TOP]
+    p50, p95_all, p99 = overall.values
+    return LatencyBreakdown(
+        p50_ms=p50,
+        p95_ms=p95_all,
+        p99_ms=p99,
+        avg_ms=overall.mean,
+        total_ms=total,
+        time_to_first_token=(
+            TimeToFirstToken(
+                calls=first_token.count,
+                p50_ms=first_token.values[0],
+                p95_ms=first_token.values[1],
+                avg_ms=first_token.mean,
+            )
+            if first_token
+            else None
+        ),
+        bottlenecks=bottlenecks,
+    )
+
+
+def build_project_report(
+    backend: StorageBackend,
+    prices: PriceTable,
+    project: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> ProjectReport:
+    """Every breakdown of a project's calls in [since, until), aggregated by the store."""
+    where = CallFilter(project=project, since=since, until=until)
+    rows = backend.aggregate_calls(where, group_by=_GROUPS)
+    costs = _Costs(backend, where, prices)
+    row_cost = {id(row): costs.of(row) for row in rows}
+
+    def cost_by(key: str) -> dict[str, float]:
+        return {
+            name: sum(row_cost[id(row)] for row in group) for name, group in _by(rows, key).items()
+        }
+
+    counts = _token_counts(rows)
+    errors = sum(row.calls for row in rows if not row.group["success"])
+    total_cost = sum(row_cost.values())
+    latency = _latency(backend, where, rows)
+    by_operation = {name: _token_counts(group) for name, group in _by(rows, "operation").items()}
+    failed = [row for row in rows if not row.group["success"]]
+    known = [row for row in rows if row.group["tokens_known"]]
+    known_calls = sum(row.calls for row in known)
+    return ProjectReport(
+        project=project,
+        since=since,
+        until=until,
+        sessions=backend.count_sessions(project, since, until),
+        totals=Totals(
+            calls=counts.calls,
+            errors=errors,
+            prompt_tokens=counts.prompt_tokens,
+            completion_tokens=counts.completion_tokens,
+            cached_tokens=counts.cached_tokens,
+            reasoning_tokens=counts.reasoning_tokens,
+            total_tokens=counts.total_tokens,
+            cost_usd=total_cost,
+            latency_ms=latency.total_ms,
+            calls_with_unknown_tokens=counts.unknown_calls,
+        ),
+        cost=CostBreakdown(
+            total_usd=total_cost,
+            by_model=cost_by("model"),
+            by_provider=cost_by("provider"),
+            by_agent=cost_by("agent_name"),
+            by_operation=cost_by("operation"),
+            unpriced_models=sorted(costs.unpriced_models),
+            unpriced_calls=sum(row.calls for row in rows if not row.group["tokens_known"])
+            + sum(
+                row.calls
+                for row in known
+                if prices.lookup(
+                    row.group["provider"], row.group["model"], row.group["requested_model"]
+                )
+                is None
+            ),
+            price_source=prices.source,
+        ),
+        latency=latency,
+        tokens=TokenBreakdown(
+            prompt_tokens=counts.prompt_tokens,
+            completion_tokens=counts.completion_tokens,
+            cached_tokens=counts.cached_tokens,
+            cache_creation_tokens=counts.cache_creation_tokens,
+            reasoning_tokens=counts.reasoning_tokens,
+            total_tokens=counts.total_tokens,
+            calls_with_unknown_tokens=counts.unknown_calls,
+            by_model={name: _token_counts(group) for name, group in _by(rows, "model").items()},
+            by_agent={
+                name: _token_counts(group) for name, group in _by(rows, "agent_name").items()
+            },
+            heaviest_operations=sorted(
+                (
+                    OperationTokens(
+                        operation=name,
+                        calls=tokens.calls,
+                        total_tokens=tokens.total_tokens,
+                        tokens_per_call=tokens.total_tokens / tokens.calls,
+                    )
+                    for name, tokens in by_operation.items()
+                ),
+                key=lambda item: (-item.total_tokens, item.operation),
+            )[:_TOP],
+        ),
+        quality=QualityBreakdown(
+            calls=counts.calls,
+            errors=errors,
+            success_rate=1.0 - errors / counts.calls if counts.calls else 1.0,
+            errors_by_type=_error_counts(failed),
+            errors_by_model={
+                name: sum(row.calls for row in group)
+                for name, group in _by(failed, "model").items()
+            },
+            avg_tokens_per_call=(
+                sum(row.prompt_tokens + row.completion_tokens for row in known) / known_calls
+                if known_calls
+                else None
+            ),
+        ),
+        suggestions=suggest(_usages(rows), _repeats(backend, where, prices), latency, prices),
+    )
