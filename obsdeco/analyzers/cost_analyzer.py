@@ -116,7 +116,7 @@ class PriceTable:
         # A list first, not np.fromiter: numpy must not call back into Python here (a writer
         # thread inside such a callback at interpreter exit aborts the process).
         codes = np.array([groups.setdefault(key, len(groups)) for key in keys], dtype=np.intp)
-        tokens = _TokenColumns.of(columns)
+        tokens = TokenColumns.of(columns)
         for (provider, model, requested), code in groups.items():
             prices = self.lookup(provider, model, requested)
             if prices is not None:
@@ -156,16 +156,16 @@ class PriceTable:
         if first_tier is not None and largest_prompt > first_tier:
             return None
         one = [np.array([value]) for value in (prompt, cached, written, completion)]
-        return float(_TokenColumns(*one, np.array([largest_prompt])).cost(prices)[0])
+        return float(TokenColumns(*one, np.array([largest_prompt])).cost(prices)[0])
 
     @staticmethod
     def price_with(columns: CallColumns, prices: UnitPrices) -> FloatArray:
         """USD per call if every call had been priced at `prices` (for what-if estimates)."""
-        return _TokenColumns.of(columns).cost(prices)
+        return TokenColumns.of(columns).cost(prices)
 
 
 @dataclass(frozen=True, slots=True)
-class _TokenColumns:
+class TokenColumns:
     """The token counts pricing needs; cache counts unknown are taken as 0. `tier_input` is
     the input count that selects a price tier (each call's own, or a group's largest)."""
 
@@ -176,7 +176,7 @@ class _TokenColumns:
     tier_input: FloatArray
 
     @classmethod
-    def of(cls, columns: CallColumns) -> _TokenColumns:
+    def of(cls, columns: CallColumns) -> TokenColumns:
         return cls(
             columns.prompt_tokens,
             np.nan_to_num(columns.cached_tokens),
@@ -185,8 +185,8 @@ class _TokenColumns:
             columns.prompt_tokens,
         )
 
-    def select(self, rows: npt.NDArray[np.bool_]) -> _TokenColumns:
-        return _TokenColumns(
+    def select(self, rows: npt.NDArray[np.bool_]) -> TokenColumns:
+        return TokenColumns(
             self.prompt[rows],
             self.cached[rows],
             self.written[rows],

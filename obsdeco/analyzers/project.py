@@ -174,7 +174,7 @@ def _repeats(
             sums.completion,
             sums.largest_prompt,
         )
-        repeat_cost = 0.0 if cost is None else cost * (row.calls - 1) / row.calls
+        repeat_cost = None if cost is None else cost * (row.calls - 1) / row.calls
         repeats.append(RepeatedRequest(group["request_hash"], row.calls, repeat_cost))
     return repeats
 

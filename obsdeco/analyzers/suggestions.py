@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from obsdeco.analyzers.columns import CallColumns, FloatArray
-from obsdeco.analyzers.cost_analyzer import PriceTable, UnitPrices
+from obsdeco.analyzers.cost_analyzer import PriceTable, TokenColumns, UnitPrices
 from obsdeco.models import LatencyBreakdown, LLMCall, Suggestion
 from obsdeco.storage.base import LONG_PROMPT_TOKENS
 
@@ -61,7 +61,9 @@ def cheaper_candidate(model: str) -> str | None:
 
 @dataclass(slots=True)
 class TokenSums:
-    """Token sums of calls whose prompt and completion counts are known."""
+    """Token sums of calls whose prompt and completion counts are known. `per_call` keeps
+    the calls' own counts when they are at hand (a session), so that each call is priced at
+    its own price tier; from sums alone (a project) a tier crossing leaves the cost unknown."""
 
     calls: int = 0
     prompt: float = 0.0
@@ -69,6 +71,7 @@ class TokenSums:
     written: float = 0.0
     completion: float = 0.0
     largest_prompt: float = 0.0
+    per_call: TokenColumns | None = None
 
     def add(self, other: TokenSums) -> None:
         self.calls += other.calls
@@ -93,20 +96,25 @@ class ModelUsage:
     """Successful calls with known tokens (what a cheaper model would have answered)."""
     long_prompts: TokenSums = field(default_factory=TokenSums)
     """Calls whose prompt had at least LONG_PROMPT_TOKENS tokens."""
-    evidence: list[str] = field(default_factory=list)
-    failed_evidence: list[str] = field(default_factory=list)
+    succeeded_evidence: list[str] = field(default_factory=list)
+    long_prompt_evidence: list[str] = field(default_factory=list)
+    rate_limited_evidence: list[str] = field(default_factory=list)
+    other_failure_evidence: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
 class RepeatedRequest:
     request_hash: str
     count: int
-    repeat_cost_usd: float
+    repeat_cost_usd: float | None
+    """What the repeats (all but the first) cost; None when their model has no price."""
 
 
 def _cost(prices: UnitPrices | None, sums: TokenSums) -> float | None:
     if prices is None:
         return None
+    if sums.per_call is not None:
+        return float(sums.per_call.cost(prices).sum())
     return PriceTable.price_sums_with(
         prices, sums.prompt, sums.cached, sums.written, sums.completion, sums.largest_prompt
     )
@@ -136,7 +144,11 @@ def cheaper_model(usages: Sequence[ModelUsage], prices: PriceTable) -> list[Sugg
                     f"${instead:.4f} instead of ${actual:.4f}"
                 ),
                 estimated_savings_usd=actual - instead,
-                evidence=[f"model={usage.model}", f"candidate={candidate}", *usage.evidence],
+                evidence=[
+                    f"model={usage.model}",
+                    f"candidate={candidate}",
+                    *usage.succeeded_evidence,
+                ],
             )
         )
     return suggestions
@@ -149,6 +161,7 @@ def duplicate_requests(repeats: Sequence[RepeatedRequest]) -> list[Suggestion]:
         return []
     repeated_calls = sum(repeat.count - 1 for repeat in repeats)
     ranked = sorted(repeats, key=lambda repeat: (-repeat.count, repeat.request_hash))
+    known = [repeat.repeat_cost_usd for repeat in repeats if repeat.repeat_cost_usd is not None]
     return [
         Suggestion(
             kind="response_cache",
@@ -156,7 +169,7 @@ def duplicate_requests(repeats: Sequence[RepeatedRequest]) -> list[Suggestion]:
                 f"{repeated_calls} calls repeated an identical earlier request "
                 f"({len(repeats)} distinct requests); a response cache would have served them"
             ),
-            estimated_savings_usd=sum(repeat.repeat_cost_usd for repeat in repeats),
+            estimated_savings_usd=sum(known) if known else None,
             evidence=[
                 f"request_hash={repeat.request_hash} x{repeat.count}"
                 for repeat in ranked[:EVIDENCE_LIMIT]
@@ -202,7 +215,11 @@ def prompt_caching(usages: Sequence[ModelUsage], prices: PriceTable) -> list[Sug
                     "and enable prompt caching (the savings shown are the most it could save)"
                 ),
                 estimated_savings_usd=savings,
-                evidence=[f"model={usage.model}", f"cached_share={share:.2f}", *usage.evidence],
+                evidence=[
+                    f"model={usage.model}",
+                    f"cached_share={share:.2f}",
+                    *usage.long_prompt_evidence,
+                ],
             )
         )
     return suggestions
@@ -234,12 +251,12 @@ def latency_bottlenecks(latency: LatencyBreakdown) -> list[Suggestion]:
 
 
 def error_rates(usages: Sequence[ModelUsage]) -> list[Suggestion]:
-    """(e) High error or rate-limit rates, per provider and model."""
+    """(e) High rate-limit rates and high rates of other errors, per provider and model."""
     suggestions = []
     for usage in usages:
         if usage.calls < MIN_CALLS_FOR_A_PATTERN:
             continue
-        where = [f"provider={usage.provider}", f"model={usage.model}", *usage.failed_evidence]
+        model = [f"provider={usage.provider}", f"model={usage.model}"]
         if usage.rate_limited / usage.calls >= HIGH_RATE_LIMIT_RATE:
             suggestions.append(
                 Suggestion(
@@ -249,18 +266,20 @@ def error_rates(usages: Sequence[ModelUsage]) -> list[Suggestion]:
                         f"{usage.model} were rate limited: raise the limit, spread the load, "
                         "or back off with jitter"
                     ),
-                    evidence=where,
+                    evidence=[*model, *usage.rate_limited_evidence],
                 )
             )
-        elif usage.failed / usage.calls >= HIGH_ERROR_RATE:
+        other_errors = usage.failed - usage.rate_limited
+        if other_errors / usage.calls >= HIGH_ERROR_RATE:
             suggestions.append(
                 Suggestion(
                     kind="error_rate",
                     message=(
-                        f"{usage.failed} of {usage.calls} calls to {usage.provider} {usage.model} "
-                        f"failed ({usage.failed / usage.calls:.0%}); see errors_by_type"
+                        f"{other_errors} of {usage.calls} calls to {usage.provider} "
+                        f"{usage.model} failed other than by rate limits "
+                        f"({other_errors / usage.calls:.0%}); see errors_by_type"
                     ),
-                    evidence=where,
+                    evidence=[*model, *usage.other_failure_evidence],
                 )
             )
     return suggestions
@@ -287,19 +306,24 @@ def suggest(
 
 
 def _sums(columns: CallColumns, rows: np.ndarray) -> TokenSums:
-    prompt = columns.prompt_tokens[rows]
+    per_call = TokenColumns.of(columns).select(rows)
     return TokenSums(
         calls=int(np.count_nonzero(rows)),
-        prompt=float(prompt.sum()),
-        cached=float(np.nan_to_num(columns.cached_tokens[rows]).sum()),
-        written=float(np.nan_to_num(columns.cache_creation_tokens[rows]).sum()),
-        completion=float(columns.completion_tokens[rows].sum()),
-        largest_prompt=float(prompt.max()) if prompt.size else 0.0,
+        prompt=float(per_call.prompt.sum()),
+        cached=float(per_call.cached.sum()),
+        written=float(per_call.written.sum()),
+        completion=float(per_call.completion.sum()),
+        largest_prompt=float(per_call.prompt.max()) if per_call.prompt.size else 0.0,
+        per_call=per_call,
     )
 
 
 def usages_from_calls(calls: Sequence[LLMCall], columns: CallColumns) -> list[ModelUsage]:
-    """Per-model usage of a session's calls, with call ids as evidence."""
+    """Per-model usage of a session's calls, with the ids of the calls behind each figure."""
+
+    def ids(rows: np.ndarray) -> list[str]:
+        return [calls[index].id for index in np.flatnonzero(rows)[:EVIDENCE_LIMIT]]
+
     usages = []
     known = ~columns.tokens_unknown
     long = np.nan_to_num(columns.prompt_tokens) >= LONG_PROMPT_TOKENS
@@ -308,6 +332,7 @@ def usages_from_calls(calls: Sequence[LLMCall], columns: CallColumns) -> list[Mo
         rows = (columns.provider == provider) & (columns.model == model)
         failed = rows & ~columns.success
         limited = failed & (columns.error_type == "rate_limit")
+        succeeded, long_prompts = rows & columns.success & known, rows & known & long
         first = int(np.flatnonzero(rows)[0])
         usages.append(
             ModelUsage(
@@ -317,10 +342,12 @@ def usages_from_calls(calls: Sequence[LLMCall], columns: CallColumns) -> list[Mo
                 calls=int(np.count_nonzero(rows)),
                 failed=int(np.count_nonzero(failed)),
                 rate_limited=int(np.count_nonzero(limited)),
-                succeeded=_sums(columns, rows & columns.success & known),
-                long_prompts=_sums(columns, rows & known & long),
-                evidence=[calls[i].id for i in np.flatnonzero(rows)[:EVIDENCE_LIMIT]],
-                failed_evidence=[calls[i].id for i in np.flatnonzero(failed)[:EVIDENCE_LIMIT]],
+                succeeded=_sums(columns, succeeded),
+                long_prompts=_sums(columns, long_prompts),
+                succeeded_evidence=ids(succeeded),
+                long_prompt_evidence=ids(long_prompts),
+                rate_limited_evidence=ids(limited),
+                other_failure_evidence=ids(failed & ~limited),
             )
         )
     return usages
@@ -328,12 +355,25 @@ def usages_from_calls(calls: Sequence[LLMCall], columns: CallColumns) -> list[Mo
 
 def repeats_from_calls(calls: Sequence[LLMCall], costs: FloatArray) -> list[RepeatedRequest]:
     """Successful calls grouped by request hash, with the cost of all but the first."""
-    groups: dict[str, list[int]] = {}
-    for index, call in enumerate(calls):
-        if call.request_hash and call.success:
-            groups.setdefault(call.request_hash, []).append(index)
+    rows = [index for index, call in enumerate(calls) if call.request_hash and call.success]
+    if not rows:
+        return []
+    hashes = np.array([calls[index].request_hash for index in rows], dtype=str)
+    names, first, inverse, counts = np.unique(
+        hashes, return_index=True, return_inverse=True, return_counts=True
+    )
+    inverse = inverse.reshape(-1)
+    row_costs = costs[rows]
+    priced = ~np.isnan(row_costs)
+    repeat_costs = np.where(priced, row_costs, 0.0)
+    repeat_costs[first] = 0.0
+    per_hash = np.bincount(inverse, weights=repeat_costs, minlength=names.size)
+    priced_per_hash = np.bincount(inverse, weights=priced, minlength=names.size)
     return [
-        RepeatedRequest(digest, len(rows), float(np.nansum(costs[rows[1:]])))
-        for digest, rows in groups.items()
-        if len(rows) > 1
+        RepeatedRequest(
+            str(names[group]),
+            int(counts[group]),
+            float(per_hash[group]) if priced_per_hash[group] else None,
+        )
+        for group in np.flatnonzero(counts > 1)
     ]
