@@ -136,28 +136,48 @@ def _instrument(function: F, make_scope: Callable[[], _Scope], with_report: bool
         report = _safely(lambda: get_report(scope.session.id), "build the session report")
         return SessionResult(value, report)
 
+    class Steps:
+        """Runs each resumption of a wrapped generator inside the generator's scope, which
+        opens on the first resumption and ends once."""
+
+        def __init__(self) -> None:
+            self.scope: _Scope | None = None
+            self.token: Token[Any] | None = None
+
+        def enter(self) -> None:
+            if self.scope is None:
+                self.scope, self.token = open_scope()
+            else:
+                self.token = _safely(self.scope.activate, "activate a session or agent")
+
+        def leave(self) -> None:
+            scope, token = self.scope, self.token
+            if scope is not None:
+                _safely(lambda: scope.deactivate(token), "deactivate a session or agent")
+
+        def finish(self, error: BaseException | None) -> None:
+            scope = self.scope
+            if scope is not None:
+                _safely(lambda: scope.end(error), "end a session or agent")
+
     if inspect.isasyncgenfunction(function):
 
         @functools.wraps(function)
         async def observed_async_generator(*args: Any, **kwargs: Any) -> AsyncGenerator[Any]:
-            inner = function(*args, **kwargs)
-            scope: _Scope | None = None
+            inner, steps = function(*args, **kwargs), Steps()
             to_send: Any = None
             to_throw: BaseException | None = None
             try:
                 while True:
-                    if scope is None:
-                        scope, token = open_scope()
-                    else:
-                        token = _safely(scope.activate, "activate a session or agent")
+                    steps.enter()
                     try:
-                        if to_throw is not None:
+                        if to_throw is None:
+                            item = await inner.asend(to_send)
+                        else:
                             error, to_throw = to_throw, None
                             item = await inner.athrow(error)
-                        else:
-                            item = await inner.asend(to_send)
                     finally:
-                        _safely(lambda: scope.deactivate(token), "deactivate")  # noqa: B023
+                        steps.leave()
                     try:
                         to_send = yield item
                     except GeneratorExit:
@@ -165,16 +185,13 @@ def _instrument(function: F, make_scope: Callable[[], _Scope], with_report: bool
                     except BaseException as error:
                         to_throw = error
             except StopAsyncIteration:
-                if scope is not None:
-                    _safely(lambda: scope.end(None), "end a session or agent")
+                steps.finish(None)
             except GeneratorExit:
                 await inner.aclose()
-                if scope is not None:
-                    _safely(lambda: scope.end(None), "end a session or agent")
+                steps.finish(None)
                 raise
-            except BaseException:
-                if scope is not None:
-                    _safely(lambda: scope.end(error), "end a session or agent")
+            except BaseException as error:
+                steps.finish(error)
                 raise
 
         return observed_async_generator  # type: ignore[return-value]
@@ -183,24 +200,20 @@ def _instrument(function: F, make_scope: Callable[[], _Scope], with_report: bool
 
         @functools.wraps(function)
         def observed_generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            inner = function(*args, **kwargs)
-            scope: _Scope | None = None
+            inner, steps = function(*args, **kwargs), Steps()
             to_send: Any = None
             to_throw: BaseException | None = None
             try:
                 while True:
-                    if scope is None:
-                        scope, token = open_scope()
-                    else:
-                        token = _safely(scope.activate, "activate a session or agent")
+                    steps.enter()
                     try:
-                        if to_throw is not None:
+                        if to_throw is None:
+                            item = inner.send(to_send)
+                        else:
                             error, to_throw = to_throw, None
                             item = inner.throw(error)
-                        else:
-                            item = inner.send(to_send)
                     finally:
-                        _safely(lambda: scope.deactivate(token), "deactivate")  # noqa: B023
+                        steps.leave()
                     try:
                         to_send = yield item
                     except GeneratorExit:
@@ -208,17 +221,14 @@ def _instrument(function: F, make_scope: Callable[[], _Scope], with_report: bool
                     except BaseException as error:
                         to_throw = error
             except StopIteration as stop:
-                if scope is not None:
-                    _safely(lambda: scope.end(None), "end a session or agent")
+                steps.finish(None)
                 return stop.value
             except GeneratorExit:
                 inner.close()
-                if scope is not None:
-                    _safely(lambda: scope.end(None), "end a session or agent")
+                steps.finish(None)
                 raise
-            except BaseException:
-                if scope is not None:
-                    _safely(lambda: scope.end(error), "end a session or agent")
+            except BaseException as error:
+                steps.finish(error)
                 raise
 
         return observed_generator  # type: ignore[return-value]

@@ -493,8 +493,11 @@ class ProviderIntegration:
         return self._observed(recorder, result)
 
     def _prepared(self, recorder: CallRecorder, options: Any) -> Any:
-        prepared = guarded()(self.prepare)(recorder, options)
-        return options if prepared is None else prepared
+        try:
+            return self.prepare(recorder, options)
+        except Exception:
+            _log_fault_once(f"{type(self).__name__}.prepare")
+            return options
 
     @guarded()
     def _wrap_result(self, recorder: CallRecorder, result: Any) -> Any:
