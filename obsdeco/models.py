@@ -300,7 +300,22 @@ class Suggestion(BaseModel):
     evidence: list[str] = Field(default_factory=list)
 
 
-class SessionReport(BaseModel):
+class _Rendered(BaseModel):
+    """Reports print as aligned text (`str(report)`) and render as Markdown."""
+
+    def __str__(self) -> str:
+        from obsdeco.rendering import render_text
+
+        return render_text(self)  # type: ignore[arg-type]
+
+    def to_markdown(self) -> str:
+        """The report as Markdown."""
+        from obsdeco.rendering import render_markdown
+
+        return render_markdown(self)  # type: ignore[arg-type]
+
+
+class SessionReport(_Rendered):
     """Everything obsdeco knows about one session: totals, breakdowns and suggestions."""
 
     session: Session
@@ -314,19 +329,8 @@ class SessionReport(BaseModel):
         default_factory=dict, description="outputs of analyzers added with register_analyzer()"
     )
 
-    def __str__(self) -> str:
-        from obsdeco.rendering import render_text
 
-        return render_text(self)
-
-    def to_markdown(self) -> str:
-        """The report as Markdown."""
-        from obsdeco.rendering import render_markdown
-
-        return render_markdown(self)
-
-
-class ProjectReport(BaseModel):
+class ProjectReport(_Rendered):
     """A project over a time range, aggregated by the store (see `obsdeco.report()`)."""
 
     project: str | None
@@ -339,14 +343,3 @@ class ProjectReport(BaseModel):
     tokens: TokenBreakdown
     quality: QualityBreakdown
     suggestions: list[Suggestion] = Field(default_factory=list)
-
-    def __str__(self) -> str:
-        from obsdeco.rendering import render_text
-
-        return render_text(self)
-
-    def to_markdown(self) -> str:
-        """The report as Markdown."""
-        from obsdeco.rendering import render_markdown
-
-        return render_markdown(self)

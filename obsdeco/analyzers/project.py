@@ -14,11 +14,11 @@ from datetime import datetime
 from obsdeco.analyzers.columns import NONE_KEY, CallColumns
 from obsdeco.analyzers.cost_analyzer import PriceTable
 from obsdeco.analyzers.suggestions import ModelUsage, RepeatedRequest, TokenSums, suggest
+from obsdeco.analyzers.token_analyzer import heaviest_operations
 from obsdeco.models import (
     Bottleneck,
     CostBreakdown,
     LatencyBreakdown,
-    OperationTokens,
     ProjectReport,
     QualityBreakdown,
     TimeToFirstToken,
@@ -301,18 +301,7 @@ def build_project_report(
             by_agent={
                 name: _token_counts(group) for name, group in _by(rows, "agent_name").items()
             },
-            heaviest_operations=sorted(
-                (
-                    OperationTokens(
-                        operation=name,
-                        calls=tokens.calls,
-                        total_tokens=tokens.total_tokens,
-                        tokens_per_call=tokens.total_tokens / tokens.calls,
-                    )
-                    for name, tokens in by_operation.items()
-                ),
-                key=lambda item: (-item.total_tokens, item.operation),
-            )[:_TOP],
+            heaviest_operations=heaviest_operations(by_operation),
         ),
         quality=QualityBreakdown(
             calls=counts.calls,

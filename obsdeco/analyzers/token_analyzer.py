@@ -37,10 +37,9 @@ def _by(columns: CallColumns, keys: ObjectArray) -> dict[str, TokenCounts]:
     return {str(name): token_counts(columns, keys == name) for name in names}
 
 
-def analyze_tokens(columns: CallColumns) -> TokenBreakdown:
-    totals = token_counts(columns)
-    by_operation = _by(columns, columns.operation)
-    heaviest = sorted(
+def heaviest_operations(by_operation: dict[str, TokenCounts]) -> list[OperationTokens]:
+    """Operations ranked by total tokens, the heaviest first."""
+    ranked = sorted(
         (
             OperationTokens(
                 operation=name,
@@ -52,6 +51,11 @@ def analyze_tokens(columns: CallColumns) -> TokenBreakdown:
         ),
         key=lambda item: (-item.total_tokens, item.operation),
     )
+    return ranked[:_TOP_OPERATIONS]
+
+
+def analyze_tokens(columns: CallColumns) -> TokenBreakdown:
+    totals = token_counts(columns)
     return TokenBreakdown(
         prompt_tokens=totals.prompt_tokens,
         completion_tokens=totals.completion_tokens,
@@ -62,5 +66,5 @@ def analyze_tokens(columns: CallColumns) -> TokenBreakdown:
         calls_with_unknown_tokens=totals.unknown_calls,
         by_model=_by(columns, columns.model),
         by_agent=_by(columns, columns.agent),
-        heaviest_operations=heaviest[:_TOP_OPERATIONS],
+        heaviest_operations=heaviest_operations(_by(columns, columns.operation)),
     )

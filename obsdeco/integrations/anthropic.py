@@ -108,29 +108,17 @@ class AnthropicIntegration(ProviderIntegration):
     provider: ClassVar[ModelProvider] = ModelProvider.ANTHROPIC
     endpoints: ClassVar[Mapping[str, str]] = {"/v1/messages": MESSAGES}
 
-    def __init__(self, collector: Any = None) -> None:
-        super().__init__(collector)
+    def sdk_types(self) -> tuple[type, type, tuple[type, ...]]:
         import anthropic
         from anthropic import _response
 
-        self._stream_type = anthropic.Stream
-        self._async_stream_type = anthropic.AsyncStream
-        self._raw_types = (_response.BaseAPIResponse,)
+        return anthropic.Stream, anthropic.AsyncStream, (_response.BaseAPIResponse,)
 
     def response_facts(self, api: str, response: Any) -> ResponseFacts:
         return _message_facts(response)
 
     def stream_accumulator(self, api: str, recorder: CallRecorder) -> StreamAccumulator:
         return _MessageStream()
-
-    def is_stream(self, result: Any) -> bool:
-        return isinstance(result, self._stream_type)
-
-    def is_async_stream(self, result: Any) -> bool:
-        return isinstance(result, self._async_stream_type)
-
-    def is_raw_response(self, result: Any) -> bool:
-        return isinstance(result, self._raw_types)
 
     def wrap_message(
         self,

@@ -395,7 +395,7 @@ class ProviderIntegration:
     """The shared seam logic; subclasses describe one provider's SDK.
 
     Subclasses set `provider` and `endpoints` (request path to API name) and implement
-    `response_facts`, `stream_accumulator`, `is_stream` and `is_raw_response`.
+    `sdk_types`, `response_facts` and `stream_accumulator`.
     """
 
     provider: ClassVar[ModelProvider]
@@ -403,6 +403,7 @@ class ProviderIntegration:
 
     def __init__(self, collector: MetricsCollector | None = None) -> None:
         self.collector = collector
+        self._stream_type, self._async_stream_type, self._raw_types = self.sdk_types()
 
     # --- what a provider module supplies ----------------------------------------------------
 
@@ -419,14 +420,18 @@ class ProviderIntegration:
             return ResponseFacts()
         return self.response_facts(api, http_response.json())
 
-    def is_stream(self, result: Any) -> bool:
+    def sdk_types(self) -> tuple[type, type, tuple[type, ...]]:
+        """The SDK's sync stream class, async stream class, and raw response classes."""
         raise NotImplementedError
+
+    def is_stream(self, result: Any) -> bool:
+        return isinstance(result, self._stream_type)
 
     def is_async_stream(self, result: Any) -> bool:
-        raise NotImplementedError
+        return isinstance(result, self._async_stream_type)
 
     def is_raw_response(self, result: Any) -> bool:
-        raise NotImplementedError
+        return isinstance(result, self._raw_types)
 
     def prepare(self, recorder: CallRecorder, options: Any) -> Any:
         """Adjust a streamed request before it is sent (by default: not at all)."""

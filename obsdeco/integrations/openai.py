@@ -8,7 +8,7 @@ detail the response does not carry stays None (unknown).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from obsdeco.config import get_settings
@@ -27,26 +27,25 @@ RESPONSES = "responses"
 EMBEDDINGS = "embeddings"
 
 
-def _chat_usage(facts: ResponseFacts, usage: Any) -> None:
-    if usage is None:
-        return
-    facts.prompt_tokens = field(usage, "prompt_tokens")
-    facts.completion_tokens = field(usage, "completion_tokens")
-    prompt_details = field(usage, "prompt_tokens_details")
-    facts.cached_tokens = field(prompt_details, "cached_tokens")
-    facts.cache_creation_tokens = field(prompt_details, "cache_write_tokens")
-    facts.reasoning_tokens = field(field(usage, "completion_tokens_details"), "reasoning_tokens")
+def _usage_reader(input_name: str, output_name: str) -> Callable[[ResponseFacts, Any], None]:
+    """Reads a usage object whose counts are `<input_name>` and `<output_name>`, with their
+    `*_details` (chat completions say prompt/completion, the Responses API input/output)."""
+
+    def read(facts: ResponseFacts, usage: Any) -> None:
+        if usage is None:
+            return
+        facts.prompt_tokens = field(usage, input_name)
+        facts.completion_tokens = field(usage, output_name)
+        input_details = field(usage, f"{input_name}_details")
+        facts.cached_tokens = field(input_details, "cached_tokens")
+        facts.cache_creation_tokens = field(input_details, "cache_write_tokens")
+        facts.reasoning_tokens = field(field(usage, f"{output_name}_details"), "reasoning_tokens")
+
+    return read
 
 
-def _responses_usage(facts: ResponseFacts, usage: Any) -> None:
-    if usage is None:
-        return
-    facts.prompt_tokens = field(usage, "input_tokens")
-    facts.completion_tokens = field(usage, "output_tokens")
-    input_details = field(usage, "input_tokens_details")
-    facts.cached_tokens = field(input_details, "cached_tokens")
-    facts.cache_creation_tokens = field(input_details, "cache_write_tokens")
-    facts.reasoning_tokens = field(field(usage, "output_tokens_details"), "reasoning_tokens")
+_chat_usage = _usage_reader("prompt_tokens", "completion_tokens")
+_responses_usage = _usage_reader("input_tokens", "output_tokens")
 
 
 def _chat_facts(response: Any) -> ResponseFacts:
@@ -142,14 +141,12 @@ class OpenAIIntegration(ProviderIntegration):
         EMBEDDINGS: _embeddings_facts,
     }
 
-    def __init__(self, collector: Any = None) -> None:
-        super().__init__(collector)
+    def sdk_types(self) -> tuple[type, type, tuple[type, ...]]:
         import openai
         from openai import _legacy_response, _response
 
-        self._stream_type = openai.Stream
-        self._async_stream_type = openai.AsyncStream
-        self._raw_types = (_legacy_response.LegacyAPIResponse, _response.BaseAPIResponse)
+        raw = (_legacy_response.LegacyAPIResponse, _response.BaseAPIResponse)
+        return openai.Stream, openai.AsyncStream, raw
 
     def response_facts(self, api: str, response: Any) -> ResponseFacts:
         return self._facts[api](response)  # type: ignore[no-any-return]
@@ -158,15 +155,6 @@ class OpenAIIntegration(ProviderIntegration):
         if api == RESPONSES:
             return _ResponsesStream()
         return _ChatStream(recorder.hide_usage_chunk)
-
-    def is_stream(self, result: Any) -> bool:
-        return isinstance(result, self._stream_type)
-
-    def is_async_stream(self, result: Any) -> bool:
-        return isinstance(result, self._async_stream_type)
-
-    def is_raw_response(self, result: Any) -> bool:
-        return isinstance(result, self._raw_types)
 
     def prepare(self, recorder: CallRecorder, options: Any) -> Any:
         """With `request_stream_usage`, ask a chat stream for its usage (and hide that chunk)."""

@@ -269,15 +269,9 @@ class SQLAlchemyStorage:
         limit: int = 50,
         offset: int = 0,
     ) -> list[SessionSummary]:
-        statement = select(sessions)
-        if project is not None:
-            statement = statement.where(sessions.c.project_name == project)
-        if since is not None:
-            statement = statement.where(sessions.c.started_at >= since)
-        if until is not None:
-            statement = statement.where(sessions.c.started_at < until)
         statement = (
-            statement.order_by(sessions.c.started_at.desc(), sessions.c.id.desc())
+            _sessions_filtered(select(sessions), project, since, until)
+            .order_by(sessions.c.started_at.desc(), sessions.c.id.desc())
             .limit(limit)
             .offset(offset)
         )
@@ -411,13 +405,9 @@ class SQLAlchemyStorage:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> int:
-        statement = select(func.count()).select_from(sessions)
-        if project is not None:
-            statement = statement.where(sessions.c.project_name == project)
-        if since is not None:
-            statement = statement.where(sessions.c.started_at >= since)
-        if until is not None:
-            statement = statement.where(sessions.c.started_at < until)
+        statement = _sessions_filtered(
+            select(func.count()).select_from(sessions), project, since, until
+        )
         with self._connect() as connection:
             return int(connection.execute(statement).scalar_one())
 
@@ -444,6 +434,18 @@ def _group_column(key: GroupKey) -> ColumnElement[Any]:
     if key == "long_prompt":
         return func.coalesce(llm_calls.c.prompt_tokens, 0) >= LONG_PROMPT_TOKENS
     return llm_calls.c[key]
+
+
+def _sessions_filtered(
+    statement: Select[Any], project: str | None, since: datetime | None, until: datetime | None
+) -> Select[Any]:
+    if project is not None:
+        statement = statement.where(sessions.c.project_name == project)
+    if since is not None:
+        statement = statement.where(sessions.c.started_at >= since)
+    if until is not None:
+        statement = statement.where(sessions.c.started_at < until)
+    return statement
 
 
 def _filtered(statement: Select[Any], where: CallFilter) -> Select[Any]:
