@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -102,24 +103,43 @@ class CallColumns:
         total = np.nan_to_num(self.prompt_tokens) + np.nan_to_num(self.completion_tokens)
         return np.where(both_unknown, np.nan, total)
 
+    def groups(self, column: str) -> Groups:
+        """The factorised name column (`provider`, `model`, `agent`, `operation`, ...)."""
+        cache = self.__dict__.setdefault("_groups", {})
+        if column not in cache:
+            cache[column] = Groups.of(getattr(self, column))
+        return cache[column]  # type: ignore[no-any-return]
+
     @cached_property
     def tokens_unknown(self) -> BoolArray:
         """Calls where the provider did not report prompt or completion tokens."""
         return np.isnan(self.prompt_tokens) | np.isnan(self.completion_tokens)
 
 
-def group_sums(keys: ObjectArray, values: FloatArray) -> dict[str, float]:
-    """Sum `values` per distinct key (NaN values add nothing), keys in sorted order."""
-    if keys.size == 0:
-        return {}
-    names, inverse = np.unique(keys.astype(str), return_inverse=True)
-    sums = np.bincount(inverse, weights=np.nan_to_num(values), minlength=names.size)
-    return {str(name): float(total) for name, total in zip(names, sums, strict=True)}
+@dataclass(frozen=True, slots=True)
+class Groups:
+    """A name column factorised once: sorted distinct names, and each call's index into them."""
 
+    names: list[str]
+    codes: npt.NDArray[np.intp]
 
-def group_counts(keys: ObjectArray) -> dict[str, int]:
-    """How many entries each distinct key has, keys in sorted order."""
-    if keys.size == 0:
-        return {}
-    names, counts = np.unique(keys.astype(str), return_counts=True)
-    return {str(name): int(count) for name, count in zip(names, counts, strict=True)}
+    @classmethod
+    def of(cls, values: ObjectArray) -> Groups:
+        names = sorted(set(values.tolist()))
+        position = {name: index for index, name in enumerate(names)}
+        codes = np.array([position[value] for value in values.tolist()], dtype=np.intp)
+        return cls(names, codes)
+
+    def members(self) -> list[tuple[str, BoolArray]]:
+        """Each name with the mask of its calls."""
+        return [(name, self.codes == code) for code, name in enumerate(self.names)]
+
+    def sums(self, values: FloatArray) -> dict[str, float]:
+        """`values` summed per name (NaN adds nothing)."""
+        totals = np.bincount(self.codes, weights=np.nan_to_num(values), minlength=len(self.names))
+        return {name: float(total) for name, total in zip(self.names, totals, strict=True)}
+
+    def counts(self, rows: BoolArray) -> dict[str, int]:
+        """How many of the selected calls each name has (names without any left out)."""
+        found = np.bincount(self.codes[rows], minlength=len(self.names))
+        return {name: int(n) for name, n in zip(self.names, found, strict=True) if n}

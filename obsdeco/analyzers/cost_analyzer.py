@@ -20,7 +20,7 @@ from genai_prices import __version__ as genai_prices_version
 from genai_prices import data_snapshot
 from genai_prices.types import ModelPrice, TieredPrices
 
-from obsdeco.analyzers.columns import CallColumns, FloatArray, group_sums
+from obsdeco.analyzers.columns import CallColumns, FloatArray
 from obsdeco.models import CostBreakdown
 
 PRICE_SNAPSHOT = f"genai-prices {genai_prices_version} (bundled snapshot)"
@@ -214,10 +214,10 @@ def analyze_cost(columns: CallColumns, costs: FloatArray, price_source: str) -> 
     )
     return CostBreakdown(
         total_usd=float(np.nansum(costs)),
-        by_model=group_sums(columns.model, costs),
-        by_provider=group_sums(columns.provider, costs),
-        by_agent=group_sums(columns.agent, costs),
-        by_operation=group_sums(columns.operation, costs),
+        by_model=columns.groups("model").sums(costs),
+        by_provider=columns.groups("provider").sums(costs),
+        by_agent=columns.groups("agent").sums(costs),
+        by_operation=columns.groups("operation").sums(costs),
         unpriced_models=unpriced_models,
         unpriced_calls=int(unpriced.sum()),
         price_source=price_source,

@@ -7,22 +7,22 @@ from typing import Literal
 
 import numpy as np
 
-from obsdeco.analyzers.columns import CallColumns, ObjectArray, group_sums
+from obsdeco.analyzers.columns import CallColumns, Groups
 from obsdeco.models import AgentSpan, AgentTime, Bottleneck, LatencyBreakdown, TimeToFirstToken
 
 _TOP_BOTTLENECKS = 5
 
 
 def _bottlenecks(
-    kind: Literal["agent", "operation"], keys: ObjectArray, latency: np.ndarray, total_ms: float
+    kind: Literal["agent", "operation"], groups: Groups, latency: np.ndarray, total_ms: float
 ) -> list[Bottleneck]:
     ranked = []
-    for name in np.unique(keys.astype(str)):
-        values = latency[keys == name]
+    for name, rows in groups.members():
+        values = latency[rows]
         ranked.append(
             Bottleneck(
                 kind=kind,
-                name=str(name),
+                name=name,
                 calls=int(values.size),
                 total_ms=float(values.sum()),
                 share=float(values.sum() / total_ms) if total_ms else 0.0,
@@ -34,7 +34,7 @@ def _bottlenecks(
 
 
 def _agent_time(columns: CallColumns, spans: Sequence[AgentSpan]) -> list[AgentTime]:
-    llm_ms = group_sums(columns.agent, columns.latency_ms)
+    llm_ms = columns.groups("agent").sums(columns.latency_ms) if columns.size else {}
     wall: dict[str, list[float]] = {}
     for span in spans:
         wall.setdefault(span.agent_name, []).append(span.duration_ms)
@@ -73,8 +73,8 @@ def analyze_latency(columns: CallColumns, spans: Sequence[AgentSpan]) -> Latency
         total_ms=total,
         time_to_first_token=first_token,
         bottlenecks=[
-            *_bottlenecks("agent", columns.agent, latency, total),
-            *_bottlenecks("operation", columns.operation, latency, total),
+            *_bottlenecks("agent", columns.groups("agent"), latency, total),
+            *_bottlenecks("operation", columns.groups("operation"), latency, total),
         ],
         agent_time=_agent_time(columns, spans),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from obsdeco.analyzers.columns import CallColumns, group_counts
+from obsdeco.analyzers.columns import CallColumns
 from obsdeco.models import QualityBreakdown
 
 
@@ -17,7 +17,7 @@ def analyze_quality(columns: CallColumns) -> QualityBreakdown:
         calls=columns.size,
         errors=errors,
         success_rate=1.0 - errors / columns.size if columns.size else 1.0,
-        errors_by_type=group_counts(columns.error_type[failed]),
-        errors_by_model=group_counts(columns.model[failed]),
+        errors_by_type=columns.groups("error_type").counts(failed) if errors else {},
+        errors_by_model=columns.groups("model").counts(failed) if errors else {},
         avg_tokens_per_call=float(known.mean()) if known.size else None,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from obsdeco.analyzers.columns import BoolArray, CallColumns, ObjectArray
+from obsdeco.analyzers.columns import BoolArray, CallColumns
 from obsdeco.models import OperationTokens, TokenBreakdown, TokenCounts
 
 _TOP_OPERATIONS = 5
@@ -32,9 +32,10 @@ def token_counts(columns: CallColumns, rows: BoolArray | None = None) -> TokenCo
     )
 
 
-def _by(columns: CallColumns, keys: ObjectArray) -> dict[str, TokenCounts]:
-    names = np.unique(keys.astype(str)) if columns.size else []
-    return {str(name): token_counts(columns, keys == name) for name in names}
+def _by(columns: CallColumns, column: str) -> dict[str, TokenCounts]:
+    if not columns.size:
+        return {}
+    return {name: token_counts(columns, rows) for name, rows in columns.groups(column).members()}
 
 
 def heaviest_operations(by_operation: dict[str, TokenCounts]) -> list[OperationTokens]:
@@ -64,7 +65,7 @@ def analyze_tokens(columns: CallColumns) -> TokenBreakdown:
         reasoning_tokens=totals.reasoning_tokens,
         total_tokens=totals.total_tokens,
         calls_with_unknown_tokens=totals.unknown_calls,
-        by_model=_by(columns, columns.model),
-        by_agent=_by(columns, columns.agent),
-        heaviest_operations=heaviest_operations(_by(columns, columns.operation)),
+        by_model=_by(columns, "model"),
+        by_agent=_by(columns, "agent"),
+        heaviest_operations=heaviest_operations(_by(columns, "operation")),
     )
