@@ -280,8 +280,9 @@ def _safe_hash(body: Mapping[str, Any] | None) -> str | None:
 def _record_later(recorder: CallRecorder, facts: FactsSource) -> None:
     """For a stream or response dropped without being closed: record from the writer thread,
     not from the garbage collector (which may run while this thread holds a lock obsdeco
-    needs)."""
-    pipeline.defer(lambda: recorder.record(facts))
+    needs). Nothing to do if the call was already recorded."""
+    if not recorder.ended:
+        pipeline.defer(lambda: recorder.record(facts))
 
 
 def _observe_event(accumulator: StreamAccumulator, event: Any) -> bool:
