@@ -54,16 +54,6 @@ def session_scope(session: Session) -> Iterator[Session]:
         _current_session.reset(token)
 
 
-@contextmanager
-def agent_scope(frame: AgentFrame) -> Iterator[AgentFrame]:
-    """Make `frame` the innermost active agent for the duration of the block."""
-    token = _current_agent.set(frame)
-    try:
-        yield frame
-    finally:
-        _current_agent.reset(token)
-
-
 def propagating(function: Callable[P, R]) -> Callable[P, R]:
     """`function` bound to the caller's obsdeco session and agent, wherever it later runs.
 

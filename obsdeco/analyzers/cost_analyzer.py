@@ -158,11 +158,6 @@ class PriceTable:
         one = [np.array([value]) for value in (prompt, cached, written, completion)]
         return float(TokenColumns(*one, np.array([largest_prompt])).cost(prices)[0])
 
-    @staticmethod
-    def price_with(columns: CallColumns, prices: UnitPrices) -> FloatArray:
-        """USD per call if every call had been priced at `prices` (for what-if estimates)."""
-        return TokenColumns.of(columns).cost(prices)
-
 
 @dataclass(frozen=True, slots=True)
 class TokenColumns:

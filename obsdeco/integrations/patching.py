@@ -140,8 +140,3 @@ def unpatch_all() -> None:
             setattr(installed.owner, installed.name, installed.original)
         _installed.clear()
         _implicit_capture = False
-
-
-def is_patched() -> bool:
-    """Whether `patch_all()` is in effect."""
-    return _implicit_capture
