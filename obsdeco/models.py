@@ -102,6 +102,10 @@ class LLMCall(BaseModel):
     error_message: str | None = None
     finish_reason: str | None = None
     tool_call_count: int | None = Field(default=None, ge=0)
+    retries: int = Field(default=0, ge=0, description="attempts the SDK retried within the call")
+    rate_limited_retries: int = Field(
+        default=0, ge=0, description="how many of those retries followed a rate limit (429)"
+    )
     cost_usd: float | None = None
     request_hash: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -285,6 +289,8 @@ class TokenBreakdown(BaseModel):
 class QualityBreakdown(BaseModel):
     calls: int = 0
     errors: int = 0
+    retries: int = Field(default=0, description="attempts the SDKs retried within calls")
+    rate_limited_retries: int = 0
     success_rate: float = 1.0
     errors_by_type: dict[str, int] = Field(default_factory=dict)
     errors_by_model: dict[str, int] = Field(default_factory=dict)

@@ -78,6 +78,10 @@ def _sections(report: SessionReport | ProjectReport) -> list[tuple[str, list[tup
                 ),
                 ("reasoning tokens", f"{tokens.reasoning_tokens:,}"),
                 ("success rate", f"{quality.success_rate:.1%}"),
+                (
+                    "SDK retries",
+                    f"{quality.retries:,} ({quality.rate_limited_retries:,} after rate limits)",
+                ),
             ],
         ),
         (

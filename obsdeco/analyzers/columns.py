@@ -81,6 +81,14 @@ class CallColumns:
         return self._counts("reasoning_tokens")
 
     @cached_property
+    def retries(self) -> FloatArray:
+        return np.array([f["retries"] for f in self._fields], dtype=np.float64)
+
+    @cached_property
+    def rate_limited_retries(self) -> FloatArray:
+        return np.array([f["rate_limited_retries"] for f in self._fields], dtype=np.float64)
+
+    @cached_property
     def latency_ms(self) -> FloatArray:
         return np.array([f["latency_ms"] for f in self._fields], dtype=np.float64)
 

@@ -135,6 +135,7 @@ def _usages(rows: list[CallAggregate]) -> list[ModelUsage]:
             ModelUsage(group["provider"], group["model"], group["requested_model"]),
         )
         usage.calls += row.calls
+        usage.rate_limited_calls += row.rate_limited_calls
         if not group["success"]:
             usage.failed += row.calls
             usage.rate_limited += row.calls if group["error_type"] == "rate_limit" else 0
@@ -306,6 +307,8 @@ def build_project_report(
         quality=QualityBreakdown(
             calls=counts.calls,
             errors=errors,
+            retries=sum(row.retries for row in rows),
+            rate_limited_retries=sum(row.rate_limited_retries for row in rows),
             success_rate=1.0 - errors / counts.calls if counts.calls else 1.0,
             errors_by_type=_error_counts(failed),
             errors_by_model={

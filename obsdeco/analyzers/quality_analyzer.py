@@ -16,6 +16,8 @@ def analyze_quality(columns: CallColumns) -> QualityBreakdown:
     return QualityBreakdown(
         calls=columns.size,
         errors=errors,
+        retries=int(columns.retries.sum()) if columns.size else 0,
+        rate_limited_retries=int(columns.rate_limited_retries.sum()) if columns.size else 0,
         success_rate=1.0 - errors / columns.size if columns.size else 1.0,
         errors_by_type=columns.groups("error_type").counts(failed) if errors else {},
         errors_by_model=columns.groups("model").counts(failed) if errors else {},

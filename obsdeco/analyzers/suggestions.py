@@ -92,6 +92,9 @@ class ModelUsage:
     calls: int = 0
     failed: int = 0
     rate_limited: int = 0
+    """Calls that failed with a rate limit."""
+    rate_limited_calls: int = 0
+    """Calls that met at least one rate limit: failed with one, or retried by the SDK after one."""
     succeeded: TokenSums = field(default_factory=TokenSums)
     """Successful calls with known tokens (what a cheaper model would have answered)."""
     long_prompts: TokenSums = field(default_factory=TokenSums)
@@ -257,14 +260,16 @@ def error_rates(usages: Sequence[ModelUsage]) -> list[Suggestion]:
         if usage.calls < MIN_CALLS_FOR_A_PATTERN:
             continue
         model = [f"provider={usage.provider}", f"model={usage.model}"]
-        if usage.rate_limited / usage.calls >= HIGH_RATE_LIMIT_RATE:
+        limits = usage.rate_limited_calls
+        if limits / usage.calls >= HIGH_RATE_LIMIT_RATE:
             suggestions.append(
                 Suggestion(
                     kind="rate_limits",
                     message=(
-                        f"{usage.rate_limited} of {usage.calls} calls to {usage.provider} "
-                        f"{usage.model} were rate limited: raise the limit, spread the load, "
-                        "or back off with jitter"
+                        f"{limits} of {usage.calls} calls to {usage.provider} {usage.model} hit a "
+                        f"rate limit ({usage.rate_limited} failed; the others were retried by the "
+                        "SDK at the cost of latency): raise the limit, spread the load, or back "
+                        "off with jitter"
                     ),
                     evidence=[*model, *usage.rate_limited_evidence],
                 )
@@ -332,6 +337,7 @@ def usages_from_calls(calls: Sequence[LLMCall], columns: CallColumns) -> list[Mo
         rows = (columns.provider == provider) & (columns.model == model)
         failed = rows & ~columns.success
         limited = failed & (columns.error_type == "rate_limit")
+        met_limits = limited | (rows & (columns.rate_limited_retries > 0))
         succeeded, long_prompts = rows & columns.success & known, rows & known & long
         first = int(np.flatnonzero(rows)[0])
         usages.append(
@@ -342,11 +348,12 @@ def usages_from_calls(calls: Sequence[LLMCall], columns: CallColumns) -> list[Mo
                 calls=int(np.count_nonzero(rows)),
                 failed=int(np.count_nonzero(failed)),
                 rate_limited=int(np.count_nonzero(limited)),
+                rate_limited_calls=int(np.count_nonzero(met_limits)),
                 succeeded=_sums(columns, succeeded),
                 long_prompts=_sums(columns, long_prompts),
                 succeeded_evidence=ids(succeeded),
                 long_prompt_evidence=ids(long_prompts),
-                rate_limited_evidence=ids(limited),
+                rate_limited_evidence=ids(met_limits),
                 other_failure_evidence=ids(failed & ~limited),
             )
         )

@@ -143,6 +143,20 @@ class Attribution:
 
 _explicit: ContextVar[Attribution | None] = ContextVar("obsdeco_explicit_call", default=None)
 
+_in_flight: ContextVar[CallRecorder | None] = ContextVar("obsdeco_call_in_flight", default=None)
+
+
+def note_retry(response: Any) -> None:
+    """Count an SDK retry against the call in flight in this context (if obsdeco observes it).
+
+    `response` is the failed attempt's HTTP response (None for a timeout or connection error).
+    """
+    recorder = _in_flight.get()
+    if recorder is not None:
+        recorder.retries += 1
+        if getattr(response, "status_code", None) == 429:
+            recorder.rate_limited_retries += 1
+
 
 FactsSource = ResponseFacts | Callable[[], ResponseFacts] | None
 
@@ -170,6 +184,8 @@ class CallRecorder(PendingCall):
         "hide_usage_chunk",
         "operation",
         "provider",
+        "rate_limited_retries",
+        "retries",
         "session",
         "started",
         "started_wall",
@@ -195,6 +211,8 @@ class CallRecorder(PendingCall):
         self.agent_name = agent_name or (agent.name if agent else None)
         self.operation = operation or (agent.operation if agent else None)
         self.hide_usage_chunk = False
+        self.retries = 0
+        self.rate_limited_retries = 0
         self.first_token_at: float | None = None
         self.facts_source: FactsSource = None
         self.error: BaseException | None = None
@@ -253,6 +271,8 @@ class CallRecorder(PendingCall):
             "error_message": None if error is None else str(error)[:_MAX_ERROR_MESSAGE],
             "finish_reason": facts.finish_reason,
             "tool_call_count": facts.tool_call_count,
+            "retries": self.retries,
+            "rate_limited_retries": self.rate_limited_retries,
             "cost_usd": None,
             "request_hash": _safe_hash(self.body),
             "metadata": {},
@@ -474,11 +494,14 @@ class ProviderIntegration:
             return wrapped(*args, **kwargs)
         if recorder.streamed:
             options = self._prepared(recorder, options)
+        token = _in_flight.set(recorder)
         try:
             result = wrapped(cast_to, options, *rest, **kwargs)
         except BaseException as error:
             recorder.record(None, error)
             raise
+        finally:
+            _in_flight.reset(token)
         return self._observed(recorder, result)
 
     async def async_request(
@@ -491,11 +514,14 @@ class ProviderIntegration:
             return await wrapped(*args, **kwargs)
         if recorder.streamed:
             options = self._prepared(recorder, options)
+        token = _in_flight.set(recorder)
         try:
             result = await wrapped(cast_to, options, *rest, **kwargs)
         except BaseException as error:
             recorder.record(None, error)
             raise
+        finally:
+            _in_flight.reset(token)
         return self._observed(recorder, result)
 
     def _prepared(self, recorder: CallRecorder, options: Any) -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 import wrapt
 
 from obsdeco.context import propagating
-from obsdeco.integrations.base import ProviderIntegration, explicit_attribution
+from obsdeco.integrations.base import ProviderIntegration, explicit_attribution, note_retry
 
 logger = logging.getLogger("obsdeco.patching")
 
@@ -72,6 +72,23 @@ def _seam_wrappers(
     return sync_request, async_request
 
 
+def _count_retry(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
+    _guarded_note_retry(kwargs.get("response"))
+    return wrapped(*args, **kwargs)
+
+
+async def _count_async_retry(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> Any:
+    _guarded_note_retry(kwargs.get("response"))
+    return await wrapped(*args, **kwargs)
+
+
+def _guarded_note_retry(response: Any) -> None:
+    try:
+        note_retry(response)
+    except Exception:
+        logger.debug("obsdeco could not count a retry", exc_info=True)
+
+
 def ensure_seam(integration_cls: type[ProviderIntegration]) -> bool:
     """Install one provider's request seam (if its SDK is installed); True if it is in place."""
     module, (sync_path, async_path) = _seam_targets(integration_cls)
@@ -93,6 +110,10 @@ def ensure_seam(integration_cls: type[ProviderIntegration]) -> bool:
         installed_async = _install(
             async_path, getattr(base_client, "AsyncAPIClient", None), "request", async_wrapper
         )
+        # Retries are counted where the SDK waits before one; without it, they go uncounted.
+        for path, wrapper in ((sync_path, _count_retry), (async_path, _count_async_retry)):
+            owner = getattr(base_client, path.rsplit(".", 1)[-1], None)
+            _install(f"{path}._sleep_for_retry", owner, "_sleep_for_retry", wrapper)
         return installed_sync or installed_async
 
 

@@ -78,6 +78,10 @@ class CallAggregate:
     reasoning_tokens: int
     total_latency_ms: float
     largest_prompt_tokens: int = 0
+    retries: int = 0
+    rate_limited_retries: int = 0
+    rate_limited_calls: int = 0
+    """Calls that failed with a rate limit or were retried by their SDK after one."""
 
 
 @dataclass(frozen=True, slots=True)

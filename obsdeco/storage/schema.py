@@ -103,6 +103,8 @@ llm_calls = Table(
     Column("error_message", Text),
     Column("finish_reason", String(64)),
     Column("tool_call_count", Integer),
+    Column("retries", Integer, nullable=False, default=0),
+    Column("rate_limited_retries", Integer, nullable=False, default=0),
     Column("request_hash", String(64)),
     Column("metadata", JSONDocument, nullable=False),
     Index("ix_llm_calls_session", "session_id", "timestamp"),

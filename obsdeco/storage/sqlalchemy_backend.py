@@ -22,6 +22,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -321,9 +322,19 @@ class SQLAlchemyStorage:
                     "cache_creation_tokens",
                     "reasoning_tokens",
                     "latency_ms",
+                    "retries",
+                    "rate_limited_retries",
                 )
             ),
             func.max(llm_calls.c.prompt_tokens).label("largest_prompt"),
+            func.count()
+            .filter(
+                or_(
+                    and_(llm_calls.c.success.is_(False), llm_calls.c.error_type == "rate_limit"),
+                    llm_calls.c.rate_limited_retries > 0,
+                )
+            )
+            .label("rate_limited_calls"),
         ]
         statement = _filtered(select(*keys, *sums), where)
         if keys:
@@ -344,6 +355,9 @@ class SQLAlchemyStorage:
                 reasoning_tokens=int(row.reasoning_tokens),
                 total_latency_ms=float(row.latency_ms),
                 largest_prompt_tokens=int(row.largest_prompt or 0),
+                retries=int(row.retries),
+                rate_limited_retries=int(row.rate_limited_retries),
+                rate_limited_calls=int(row.rate_limited_calls),
             )
             for row in rows
             if row.calls
