@@ -34,6 +34,9 @@ from obsdeco.storage import SessionState
 from obsdeco.writer import SessionEnd
 
 _RECENT_SESSIONS = 256
+_RECENT_CALLS = 50_000
+"""Ended sessions stay in memory (for their in-process reports) up to these many sessions and
+calls; older ones are read back from storage."""
 
 
 @dataclass(slots=True)
@@ -53,6 +56,7 @@ class _SessionRegistry:
         self._lock = threading.Lock()
         self.active: dict[str, _LiveSession] = {}
         self._recent: OrderedDict[str, _LiveSession] = OrderedDict()
+        self._recent_calls = 0
 
     def start(self, session: Session) -> _LiveSession:
         live = _LiveSession(session)
@@ -65,8 +69,12 @@ class _SessionRegistry:
             live = self.active.pop(session_id, None)
             if live is not None:
                 self._recent[session_id] = live
-                while len(self._recent) > _RECENT_SESSIONS:
-                    self._recent.popitem(last=False)
+                self._recent_calls += len(live.calls)
+                while len(self._recent) > _RECENT_SESSIONS or (
+                    self._recent_calls > _RECENT_CALLS and len(self._recent) > 1
+                ):
+                    _, evicted = self._recent.popitem(last=False)
+                    self._recent_calls -= len(evicted.calls)
             return live
 
     def clear(self) -> None:
@@ -74,6 +82,7 @@ class _SessionRegistry:
         with self._lock:
             self.active.clear()
             self._recent.clear()
+            self._recent_calls = 0
 
     def find(self, session_id: str) -> _LiveSession | None:
         live = self.active.get(session_id)

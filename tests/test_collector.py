@@ -301,3 +301,21 @@ def test_unknown_session_report_is_a_lookup_error(configured):
 def test_version_is_exposed():
     assert obsdeco.__version__
     assert sys.modules["obsdeco"].__all__
+
+
+def test_ended_sessions_stay_in_memory_within_a_call_budget(configured, monkeypatch):
+    monkeypatch.setattr("obsdeco.collector._RECENT_CALLS", 5)
+    obsdeco.configure(project="test", database_url=configured, sample_rate=0.0)
+    collector = MetricsCollector("budget")
+    sessions = []
+    for _ in range(3):
+        session = collector.start_session()
+        for _ in range(3):
+            collector.record_llm_call(session, provider="openai", model_name="gpt-4o", latency_ms=1)
+        collector.end_session(session)
+        sessions.append(session)
+
+    # 9 calls over a budget of 5: the oldest sessions go (unsampled, so not in storage either)
+    with pytest.raises(LookupError):
+        collector.get_report(sessions[0])
+    assert collector.get_report(sessions[2]).totals.calls == 3
