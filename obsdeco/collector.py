@@ -99,7 +99,7 @@ def keep(session: Session, record: LLMCall | PendingCall | AgentSpan) -> None:
     """Add a record to its session: in memory (while the session is among the active or
     recent ones), and to storage. A call that arrives after its session ended (a stream read
     after the session function returned) also refreshes the session's stored aggregates."""
-    live = sessions_in_memory.active.get(session.id) or sessions_in_memory.find(session.id)
+    live = sessions_in_memory.find(session.id)
     if live is not None:
         if type(record) is AgentSpan:
             live.spans.append(record)

@@ -26,7 +26,13 @@ from obsdeco.models import (
     TokenCounts,
     Totals,
 )
-from obsdeco.storage.base import CallAggregate, CallFilter, GroupKey, StorageBackend
+from obsdeco.storage.base import (
+    LONG_PROMPT_TOKENS,
+    CallAggregate,
+    CallFilter,
+    GroupKey,
+    StorageBackend,
+)
 
 _GROUPS: tuple[GroupKey, ...] = (
     "provider",
@@ -53,26 +59,39 @@ def _sums(row: CallAggregate) -> TokenSums:
     )
 
 
+def _group_cost(prices: PriceTable, row: CallAggregate) -> float | None:
+    """USD of a group of calls of one model from its token sums (None: unpriced, or a price
+    tier is crossed)."""
+    group, sums = row.group, _sums(row)
+    return prices.price_sums(
+        (group["provider"], group["model"], group["requested_model"]),
+        sums.prompt,
+        sums.cached,
+        sums.written,
+        sums.completion,
+        sums.largest_prompt,
+    )
+
+
 class _Costs:
-    """Prices group rows from their sums, or call by call where a price tier is crossed."""
+    """Prices group rows from their sums, or call by call where a price tier is crossed, and
+    notes what could not be priced."""
 
     def __init__(self, backend: StorageBackend, where: CallFilter, prices: PriceTable) -> None:
         self._backend, self._where, self._prices = backend, where, prices
         self.unpriced_models: set[str] = set()
-        self._one_by_one: dict[tuple[str, str, str], float] | None = None
+        self.unpriced_calls = 0
 
     def of(self, row: CallAggregate) -> float:
         group = row.group
-        key = (group["provider"], group["model"], group["requested_model"])
         if not group["tokens_known"]:
+            self.unpriced_calls += row.calls
             return 0.0
-        if self._prices.lookup(*key) is None:
-            self.unpriced_models.add(key[1])
+        if self._prices.lookup(group["provider"], group["model"], group["requested_model"]) is None:
+            self.unpriced_models.add(group["model"])
+            self.unpriced_calls += row.calls
             return 0.0
-        sums = _sums(row)
-        cost = self._prices.price_sums(
-            key, sums.prompt, sums.cached, sums.written, sums.completion, sums.largest_prompt
-        )
+        cost = _group_cost(self._prices, row)
         return cost if cost is not None else self._priced_one_by_one(row)
 
     def _priced_one_by_one(self, row: CallAggregate) -> float:
@@ -92,7 +111,7 @@ class _Costs:
             and call.error_type == group["error_type"]
             and call.prompt_tokens is not None
             and call.completion_tokens is not None
-            and (call.prompt_tokens >= 1_024) == group["long_prompt"]
+            and (call.prompt_tokens >= LONG_PROMPT_TOKENS) == group["long_prompt"]
         ]
         return float(self._prices.price_calls(CallColumns(calls)).sum())
 
@@ -166,15 +185,7 @@ def _repeats(
         group = row.group
         if not group["request_hash"] or not group["success"] or not group["tokens_known"]:
             continue
-        sums = _sums(row)
-        cost = prices.price_sums(
-            (group["provider"], group["model"], group["requested_model"]),
-            sums.prompt,
-            sums.cached,
-            sums.written,
-            sums.completion,
-            sums.largest_prompt,
-        )
+        cost = _group_cost(prices, row)
         repeat_cost = None if cost is None else cost * (row.calls - 1) / row.calls
         repeats.append(RepeatedRequest(group["request_hash"], row.calls, repeat_cost))
     return repeats
@@ -278,15 +289,7 @@ def build_project_report(
             by_agent=cost_by("agent_name"),
             by_operation=cost_by("operation"),
             unpriced_models=sorted(costs.unpriced_models),
-            unpriced_calls=sum(row.calls for row in rows if not row.group["tokens_known"])
-            + sum(
-                row.calls
-                for row in known
-                if prices.lookup(
-                    row.group["provider"], row.group["model"], row.group["requested_model"]
-                )
-                is None
-            ),
+            unpriced_calls=costs.unpriced_calls,
             price_source=prices.source,
         ),
         latency=latency,
