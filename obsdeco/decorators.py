@@ -262,12 +262,27 @@ def _instrument(function: F, make_scope: Callable[[], _Scope], with_report: bool
     return observed_function  # type: ignore[return-value]
 
 
+def _decorated_or_named(
+    decorator: str, function: object, name: str | None
+) -> tuple[Any, str | None]:
+    """(function, name) of a decorator called bare, with keywords, or with the name first."""
+    if function is None or callable(function):
+        return function, name
+    if isinstance(function, str):
+        if name is not None:
+            raise TypeError(f"{decorator}() got two names: {function!r} and name={name!r}")
+        return None, function
+    raise TypeError(f"{decorator}() takes a function or a name, got {type(function).__name__}")
+
+
 @overload
 def observe_session(function: F, /) -> F: ...
 
 
 @overload
 def observe_session(
+    positional_name: str | None = None,
+    /,
     *,
     name: str | None = None,
     project: str | None = None,
@@ -277,7 +292,7 @@ def observe_session(
 
 
 def observe_session(
-    function: F | None = None,
+    function: F | str | None = None,
     /,
     *,
     name: str | None = None,
@@ -292,7 +307,9 @@ def observe_session(
     while it runs. If the function raises, the session ends with status "error" and the
     exception propagates unchanged. With `return_report=True` the function returns
     `SessionResult(value, report)` (not allowed on generators: read `get_report()` instead).
+    The name may also come first: `@observe_session("handle-ticket")`.
     """
+    function, name = _decorated_or_named("observe_session", function, name)
     collector = MetricsCollector(project)
 
     def decorate(target: F) -> F:
@@ -316,11 +333,17 @@ def observe_agent(function: F, /) -> F: ...
 
 
 @overload
-def observe_agent(*, name: str | None = None, operation: str | None = None) -> Callable[[F], F]: ...
+def observe_agent(
+    positional_name: str | None = None,
+    /,
+    *,
+    name: str | None = None,
+    operation: str | None = None,
+) -> Callable[[F], F]: ...
 
 
 def observe_agent(
-    function: F | None = None,
+    function: F | str | None = None,
     /,
     *,
     name: str | None = None,
@@ -330,8 +353,9 @@ def observe_agent(
 
     The innermost active agent gets each call; agents nest, and each run is stored as an agent
     span (wall time, parent agent) in the active session. A bare `@observe_agent` is named after
-    the function.
+    the function; the name may also come first: `@observe_agent("Researcher")`.
     """
+    function, name = _decorated_or_named("observe_agent", function, name)
     collector = MetricsCollector()
 
     def decorate(target: F) -> F:

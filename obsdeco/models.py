@@ -264,6 +264,11 @@ class LatencyBreakdown(BaseModel):
     time_to_first_token: TimeToFirstToken | None = None
     bottlenecks: list[Bottleneck] = Field(default_factory=list)
     agent_time: list[AgentTime] = Field(default_factory=list)
+    percentiles_exact: bool = Field(
+        default=True,
+        description="False when the percentiles were estimated from hourly histograms "
+        "(project reports over more than 50,000 calls), each within 1% of the exact value",
+    )
 
 
 class OperationTokens(BaseModel):

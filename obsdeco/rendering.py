@@ -88,7 +88,7 @@ def _sections(report: SessionReport | ProjectReport) -> list[tuple[str, list[tup
             "Latency",
             [
                 (
-                    "p50 / p95 / p99",
+                    "p50 / p95 / p99" + ("" if latency.percentiles_exact else " (within 1%)"),
                     " / ".join(_ms(v) for v in (latency.p50_ms, latency.p95_ms, latency.p99_ms)),
                 ),
                 ("average", _ms(latency.avg_ms)),
@@ -116,6 +116,17 @@ def _sections(report: SessionReport | ProjectReport) -> list[tuple[str, list[tup
                     f"{b.share:.0%} of LLM time, p95 {_ms(b.p95_ms)}, {_calls(b.calls)}",
                 )
                 for b in latency.bottlenecks
+            ],
+        ),
+        (
+            "Agent time",
+            [
+                (
+                    agent.agent_name,
+                    f"{agent.invocations:,} runs, wall {_ms(agent.wall_ms)}, "
+                    f"in LLM calls {_ms(agent.llm_ms)}",
+                )
+                for agent in latency.agent_time
             ],
         ),
         ("Errors by type", [(name, str(count)) for name, count in quality.errors_by_type.items()]),

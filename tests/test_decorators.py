@@ -306,3 +306,25 @@ def test_calls_outside_any_session_are_never_lost(patched, openai_client):
     session = implicit_session()
     assert session.name.startswith("implicit:")
     assert len(obsdeco.get_calls(session.id)) == 2
+
+
+def test_the_name_may_come_first(configured):
+    @obsdeco.observe_agent("Researcher")
+    def research() -> None:
+        pass
+
+    @obsdeco.observe_session("handle-ticket", return_report=True)
+    def job() -> None:
+        research()
+
+    result = job()
+
+    assert result.report.session.name == "handle-ticket"
+    assert [agent.agent_name for agent in result.report.latency.agent_time] == ["Researcher"]
+
+
+def test_a_name_given_twice_or_a_wrong_argument_is_refused():
+    with pytest.raises(TypeError, match=r"observe_agent\(\) got two names: 'a' and name='b'"):
+        obsdeco.observe_agent("a", name="b")
+    with pytest.raises(TypeError, match=r"observe_session\(\) takes a function or a name, got int"):
+        obsdeco.observe_session(3)  # type: ignore[call-overload]

@@ -1,21 +1,30 @@
 """Project reports over a time range, with the aggregation done by the store.
 
-The store returns sums per (provider, model, agent, operation, outcome) group, quantiles, and
-the repeated request hashes; only those few rows reach Python, never the calls themselves (but
-for the rare calls whose prompt crosses a price tier, which are priced one by one).
+The store returns sums per (provider, model, agent, operation, outcome, repeat) group and
+quantiles, from its hourly rollups where the range allows; only those few rows reach Python,
+never the calls themselves (but for the rare calls whose prompt crosses a price tier, which are
+priced one by one).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 
 from obsdeco.analyzers.columns import NONE_KEY, CallColumns
 from obsdeco.analyzers.cost_analyzer import PriceTable
-from obsdeco.analyzers.suggestions import ModelUsage, RepeatedRequest, TokenSums, suggest
+from obsdeco.analyzers.suggestions import (
+    EVIDENCE_LIMIT,
+    ModelUsage,
+    Repeats,
+    TokenSums,
+    suggest,
+)
 from obsdeco.analyzers.token_analyzer import heaviest_operations
 from obsdeco.models import (
+    AgentTime,
     Bottleneck,
     CostBreakdown,
     LatencyBreakdown,
@@ -44,6 +53,7 @@ _GROUPS: tuple[GroupKey, ...] = (
     "error_type",
     "tokens_known",
     "long_prompt",
+    "repeated",
 )
 _TOP = 5
 
@@ -82,15 +92,16 @@ class _Costs:
         self.unpriced_models: set[str] = set()
         self.unpriced_calls = 0
 
-    def of(self, row: CallAggregate) -> float:
+    def of(self, row: CallAggregate) -> float | None:
+        """USD of the row's calls; None when they cannot be priced."""
         group = row.group
         if not group["tokens_known"]:
             self.unpriced_calls += row.calls
-            return 0.0
+            return None
         if self._prices.lookup(group["provider"], group["model"], group["requested_model"]) is None:
             self.unpriced_models.add(group["model"])
             self.unpriced_calls += row.calls
-            return 0.0
+            return None
         cost = _group_cost(self._prices, row)
         return cost if cost is not None else self._priced_one_by_one(row)
 
@@ -98,7 +109,7 @@ class _Costs:
         group = row.group
         calls = [
             call
-            for call in self._backend.query_calls(self._where)
+            for call in self._backend.query_calls(replace(self._where, repeated=group["repeated"]))
             if (call.provider.value, call.model_key, call.model, call.agent_name, call.operation)
             == (
                 group["provider"],
@@ -166,42 +177,57 @@ def _usages(rows: list[CallAggregate]) -> list[ModelUsage]:
 
 
 def _repeats(
-    backend: StorageBackend, where: CallFilter, prices: PriceTable
-) -> list[RepeatedRequest]:
-    rows = backend.aggregate_calls(
-        where,
-        group_by=(
-            "request_hash",
-            "provider",
-            "model",
-            "requested_model",
-            "success",
-            "tokens_known",
-        ),
-        min_calls=2,
+    backend: StorageBackend,
+    project: str | None,
+    rows: list[CallAggregate],
+    row_cost: dict[int, float | None],
+) -> Repeats:
+    """The calls that repeated an identical earlier request of the project, and their cost."""
+    repeated = [row for row in rows if row.group["repeated"]]
+    if not repeated:
+        return Repeats(0, None, [])
+    priced = [cost for row in repeated if (cost := row_cost[id(row)]) is not None]
+    return Repeats(
+        calls=sum(row.calls for row in repeated),
+        cost_usd=sum(priced) if priced else None,
+        evidence=[
+            f"request_hash={request_hash}: {calls:,} identical calls in the project"
+            for request_hash, calls in backend.most_repeated_requests(project, EVIDENCE_LIMIT)
+        ],
     )
-    repeats = []
-    for row in rows:
-        group = row.group
-        if not group["request_hash"] or not group["success"] or not group["tokens_known"]:
-            continue
-        cost = _group_cost(prices, row)
-        repeat_cost = None if cost is None else cost * (row.calls - 1) / row.calls
-        repeats.append(RepeatedRequest(group["request_hash"], row.calls, repeat_cost))
-    return repeats
+
+
+def _agent_time(
+    backend: StorageBackend, where: CallFilter, rows: list[CallAggregate]
+) -> list[AgentTime]:
+    spans = backend.agent_time(where.project, where.since, where.until)
+    llm_ms = {
+        name: sum(row.total_latency_ms for row in group)
+        for name, group in _by(rows, "agent_name").items()
+    }
+    return [
+        AgentTime(
+            agent_name=name, invocations=invocations, wall_ms=wall_ms, llm_ms=llm_ms.get(name, 0.0)
+        )
+        for name, (invocations, wall_ms) in sorted(spans.items())
+    ]
 
 
 def _latency(
     backend: StorageBackend, where: CallFilter, rows: list[CallAggregate]
 ) -> LatencyBreakdown:
-    overall = backend.quantiles(where, "latency_ms", (0.5, 0.95, 0.99)).get(None)
+    agent_time = _agent_time(backend, where, rows)
+    latency = backend.quantiles(
+        where, "latency_ms", (0.5, 0.95, 0.99), (None, "agent_name", "operation")
+    )
+    overall = latency[None].get(None)
     if overall is None:
-        return LatencyBreakdown()
+        return LatencyBreakdown(agent_time=agent_time)
     total = sum(row.total_latency_ms for row in rows)
-    first_token = backend.quantiles(where, "time_to_first_token_ms", (0.5, 0.95)).get(None)
+    first_token = backend.quantiles(where, "time_to_first_token_ms", (0.5, 0.95))[None].get(None)
     bottlenecks = []
     for kind, key in (("agent", "agent_name"), ("operation", "operation")):
-        p95 = backend.quantiles(where, "latency_ms", (0.95,), group_by=key)  # type: ignore[arg-type]
+        p95 = latency[key]  # type: ignore[index]
         ranked = []
         for name, group_rows in _by(rows, key).items():
             spent = sum(row.total_latency_ms for row in group_rows)
@@ -213,7 +239,7 @@ def _latency(
                     calls=sum(row.calls for row in group_rows),
                     total_ms=spent,
                     share=spent / total if total else 0.0,
-                    p95_ms=found.values[0] if found else 0.0,
+                    p95_ms=found.values[1] if found else 0.0,
                 )
             )
         ranked.sort(key=lambda item: (-item.total_ms, item.name))
@@ -236,6 +262,8 @@ def _latency(
             else None
         ),
         bottlenecks=bottlenecks,
+        agent_time=agent_time,
+        percentiles_exact=overall.exact and (first_token is None or first_token.exact),
     )
 
 
@@ -254,12 +282,13 @@ def build_project_report(
 
     def cost_by(key: str) -> dict[str, float]:
         return {
-            name: sum(row_cost[id(row)] for row in group) for name, group in _by(rows, key).items()
+            name: sum(row_cost[id(row)] or 0.0 for row in group)
+            for name, group in _by(rows, key).items()
         }
 
     counts = _token_counts(rows)
     errors = sum(row.calls for row in rows if not row.group["success"])
-    total_cost = sum(row_cost.values())
+    total_cost = sum(cost or 0.0 for cost in row_cost.values())
     latency = _latency(backend, where, rows)
     by_operation = {name: _token_counts(group) for name, group in _by(rows, "operation").items()}
     failed = [row for row in rows if not row.group["success"]]
@@ -324,5 +353,7 @@ def build_project_report(
                 else None
             ),
         ),
-        suggestions=suggest(_usages(rows), _repeats(backend, where, prices), latency, prices),
+        suggestions=suggest(
+            _usages(rows), _repeats(backend, project, rows, row_cost), latency, prices
+        ),
     )

@@ -106,11 +106,16 @@ class ModelUsage:
 
 
 @dataclass(frozen=True, slots=True)
-class RepeatedRequest:
-    request_hash: str
-    count: int
-    repeat_cost_usd: float | None
-    """What the repeats (all but the first) cost; None when their model has no price."""
+class Repeats:
+    """Successful calls that repeated an identical earlier successful request."""
+
+    calls: int
+    cost_usd: float | None
+    """What they cost; None when none of them could be priced."""
+    evidence: list[str]
+    """The most repeated requests, most repeated first."""
+    distinct: int | None = None
+    """How many distinct requests were repeated, where known."""
 
 
 def _cost(prices: UnitPrices | None, sums: TokenSums) -> float | None:
@@ -157,26 +162,20 @@ def cheaper_model(usages: Sequence[ModelUsage], prices: PriceTable) -> list[Sugg
     return suggestions
 
 
-def duplicate_requests(repeats: Sequence[RepeatedRequest]) -> list[Suggestion]:
+def duplicate_requests(repeats: Repeats) -> list[Suggestion]:
     """(b) Identical requests (same request_hash) a response cache would have served."""
-    repeats = [repeat for repeat in repeats if repeat.count > 1]
-    if not repeats:
+    if not repeats.calls:
         return []
-    repeated_calls = sum(repeat.count - 1 for repeat in repeats)
-    ranked = sorted(repeats, key=lambda repeat: (-repeat.count, repeat.request_hash))
-    known = [repeat.repeat_cost_usd for repeat in repeats if repeat.repeat_cost_usd is not None]
+    distinct = "" if repeats.distinct is None else f" ({repeats.distinct} distinct requests)"
     return [
         Suggestion(
             kind="response_cache",
             message=(
-                f"{repeated_calls} calls repeated an identical earlier request "
-                f"({len(repeats)} distinct requests); a response cache would have served them"
+                f"{repeats.calls} calls repeated an identical earlier request{distinct}; "
+                "a response cache would have served them"
             ),
-            estimated_savings_usd=sum(known) if known else None,
-            evidence=[
-                f"request_hash={repeat.request_hash} x{repeat.count}"
-                for repeat in ranked[:EVIDENCE_LIMIT]
-            ],
+            estimated_savings_usd=repeats.cost_usd,
+            evidence=repeats.evidence[:EVIDENCE_LIMIT],
         )
     ]
 
@@ -292,7 +291,7 @@ def error_rates(usages: Sequence[ModelUsage]) -> list[Suggestion]:
 
 def suggest(
     usages: Sequence[ModelUsage],
-    repeats: Sequence[RepeatedRequest],
+    repeats: Repeats,
     latency: LatencyBreakdown,
     prices: PriceTable,
 ) -> list[Suggestion]:
@@ -360,27 +359,24 @@ def usages_from_calls(calls: Sequence[LLMCall], columns: CallColumns) -> list[Mo
     return usages
 
 
-def repeats_from_calls(calls: Sequence[LLMCall], costs: FloatArray) -> list[RepeatedRequest]:
-    """Successful calls grouped by request hash, with the cost of all but the first."""
+def repeats_from_calls(calls: Sequence[LLMCall], costs: FloatArray) -> Repeats:
+    """Successful calls grouped by request hash; every call after the first is a repeat."""
     rows = [index for index, call in enumerate(calls) if call.request_hash and call.success]
     if not rows:
-        return []
+        return Repeats(0, None, [])
     hashes = np.array([calls[index].request_hash for index in rows], dtype=str)
-    names, first, inverse, counts = np.unique(
-        hashes, return_index=True, return_inverse=True, return_counts=True
+    names, first, counts = np.unique(hashes, return_index=True, return_counts=True)
+    repeated = np.ones(len(rows), dtype=bool)
+    repeated[first] = False
+    repeat_costs = costs[rows][repeated]
+    priced = repeat_costs[~np.isnan(repeat_costs)]
+    ranked = sorted(
+        ((int(count), str(name)) for name, count in zip(names, counts, strict=True) if count > 1),
+        key=lambda item: (-item[0], item[1]),
     )
-    inverse = inverse.reshape(-1)
-    row_costs = costs[rows]
-    priced = ~np.isnan(row_costs)
-    repeat_costs = np.where(priced, row_costs, 0.0)
-    repeat_costs[first] = 0.0
-    per_hash = np.bincount(inverse, weights=repeat_costs, minlength=names.size)
-    priced_per_hash = np.bincount(inverse, weights=priced, minlength=names.size)
-    return [
-        RepeatedRequest(
-            str(names[group]),
-            int(counts[group]),
-            float(per_hash[group]) if priced_per_hash[group] else None,
-        )
-        for group in np.flatnonzero(counts > 1)
-    ]
+    return Repeats(
+        calls=int(repeated.sum()),
+        cost_usd=float(priced.sum()) if priced.size else None,
+        evidence=[f"request_hash={name} x{count}" for count, name in ranked],
+        distinct=len(ranked),
+    )

@@ -25,10 +25,12 @@ GroupKey = Literal[
     "request_hash",
     "tokens_known",
     "long_prompt",
+    "repeated",
 ]
 """What calls can be grouped by. "model" is the returned model, else the requested one;
 "tokens_known" is whether both prompt and completion counts were reported; "long_prompt" is
-whether the prompt had at least `LONG_PROMPT_TOKENS` tokens."""
+whether the prompt had at least `LONG_PROMPT_TOKENS` tokens; "repeated" is whether an identical
+successful request was stored earlier in the project."""
 
 LONG_PROMPT_TOKENS = 1_024
 """Prompts this long can use provider prompt caching (the OpenAI and Anthropic minimum)."""
@@ -62,6 +64,7 @@ class CallFilter:
     session_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    repeated: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,8 @@ class Quantiles:
     count: int
     mean: float
     values: list[float]
+    exact: bool = True
+    """False when estimated from histograms, each value within `RELATIVE_ACCURACY` (1%)."""
 
 
 @runtime_checkable
@@ -127,10 +132,16 @@ class StorageBackend(Protocol):
         where: CallFilter,
         column: Literal["latency_ms", "time_to_first_token_ms"],
         quantiles: Sequence[float],
-        group_by: GroupKey | None = None,
-    ) -> dict[str | None, Quantiles]:
-        """Per group (None when not grouped): the count, mean and quantiles of the non-null
-        values of `column`, interpolated linearly as numpy.percentile does by default."""
+        groupings: Sequence[GroupKey | None] = (None,),
+    ) -> dict[GroupKey | None, dict[str | None, Quantiles]]:
+        """For each grouping (None: all calls as one group), per group: the count, mean and
+        quantiles of the non-null values of `column`, interpolated linearly as
+        numpy.percentile does by default. Over many calls a backend may estimate the quantiles
+        (`Quantiles.exact` False) within 1%."""
+
+    def most_repeated_requests(self, project: str | None, limit: int) -> list[tuple[str, int]]:
+        """The identical successful requests made more than once in a project (in any project
+        for None), as (request_hash, calls) over all time, the most frequent first."""
 
     def count_sessions(
         self,
@@ -139,6 +150,15 @@ class StorageBackend(Protocol):
         until: datetime | None = None,
     ) -> int:
         """Sessions started in [since, until)."""
+
+    def agent_time(
+        self,
+        project: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, tuple[int, float]]:
+        """Per agent name: the invocations started in [since, until) and their summed wall
+        time in milliseconds."""
 
     def close(self) -> None:
         """Release connections."""

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -13,11 +14,14 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
     TypeDecorator,
+    false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -106,6 +110,14 @@ llm_calls = Table(
     Column("retries", Integer, nullable=False, default=0),
     Column("rate_limited_retries", Integer, nullable=False, default=0),
     Column("request_hash", String(64)),
+    Column(
+        "repeated",
+        Boolean,
+        nullable=False,
+        default=False,
+        server_default=false(),
+        comment="an identical successful request was stored earlier in the project",
+    ),
     Column("metadata", JSONDocument, nullable=False),
     Index("ix_llm_calls_session", "session_id", "timestamp"),
     Index("ix_llm_calls_project_timestamp", "project_name", "timestamp"),
@@ -125,4 +137,58 @@ agent_spans = Table(
     Column("success", Boolean, nullable=False),
     Column("error_type", String(200)),
     Index("ix_agent_spans_session", "session_id", "started_at"),
+)
+
+
+_DIMENSION = {"primary_key": True}
+
+call_rollups = Table(
+    "call_rollups",
+    metadata,
+    Column("project_name", String(200), **_DIMENSION),
+    Column("hour", UTCDateTime, **_DIMENSION),
+    Column("provider", String(32), **_DIMENSION),
+    Column("model", String(200), **_DIMENSION),
+    Column("requested_model", String(200), **_DIMENSION),
+    Column("agent_name", String(200), **_DIMENSION),
+    Column("operation", String(200), **_DIMENSION),
+    Column("success", Boolean, **_DIMENSION),
+    Column("error_type", String(200), **_DIMENSION),
+    Column("tokens_known", Boolean, **_DIMENSION),
+    Column("long_prompt", Boolean, **_DIMENSION),
+    Column("repeated", Boolean, **_DIMENSION),
+    Column("calls", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("cache_creation_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("largest_prompt_tokens", BigInteger, nullable=False),
+    Column("retries", BigInteger, nullable=False),
+    Column("rate_limited_retries", BigInteger, nullable=False),
+    Column("rate_limited_calls", BigInteger, nullable=False),
+    Column("first_token_calls", BigInteger, nullable=False),
+    Column("first_token_ms", Float, nullable=False),
+    Column("latency_histogram", LargeBinary, nullable=False),
+    Column("first_token_histogram", LargeBinary, nullable=False),
+    comment="calls summed per hour and report dimension; '' stands for a missing agent, "
+    "operation or error type",
+)
+
+request_hashes = Table(
+    "request_hashes",
+    metadata,
+    Column("project_name", String(200), primary_key=True),
+    Column("request_hash", String(64), primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+    Index(
+        "ix_request_hashes_repeated",
+        "project_name",
+        "calls",
+        sqlite_where=text("calls > 1"),
+        postgresql_where=text("calls > 1"),
+    ),
+    comment="successful calls per identical request, to tell repeats at write time",
+    sqlite_with_rowid=False,
 )

@@ -6,7 +6,8 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any, Literal
@@ -22,14 +23,17 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     or_,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 from obsdeco.models import AgentSpan, LLMCall, ModelProvider, Session, SessionRecord, SessionSummary
+from obsdeco.storage import rollups
 from obsdeco.storage.base import (
     LONG_PROMPT_TOKENS,
     CallAggregate,
@@ -39,9 +43,18 @@ from obsdeco.storage.base import (
     SessionState,
     WriteBatch,
 )
-from obsdeco.storage.schema import agent_spans, llm_calls, metadata, sessions
+from obsdeco.storage.histogram import Histogram
+from obsdeco.storage.schema import (
+    agent_spans,
+    call_rollups,
+    llm_calls,
+    metadata,
+    request_hashes,
+    sessions,
+)
 
-_CALL_COLUMNS = tuple(column.name for column in llm_calls.columns)
+_CALL_COLUMNS = tuple(column.name for column in llm_calls.columns if column.name != "repeated")
+_STORED_COLUMNS = (*_CALL_COLUMNS, "repeated")
 _SESSION_FIELDS = (
     "id",
     "project_name",
@@ -105,16 +118,19 @@ _PROVIDER = _CALL_COLUMNS.index("provider")
 _METADATA = _CALL_COLUMNS.index("metadata")
 
 
-def _call_row(call: LLMCall, encode_time: Callable[[datetime], Any]) -> list[Any]:
-    """The call's column values in table order, encoded for the driver."""
+def _call_row(call: LLMCall, repeated: bool, encode_time: Callable[[datetime], Any]) -> list[Any]:
+    """The call's column values in `_STORED_COLUMNS` order, encoded for the driver."""
     values = list(_call_values(call.__dict__))
     values[_TIMESTAMP] = encode_time(values[_TIMESTAMP])
     values[_PROVIDER] = values[_PROVIDER].value
     values[_METADATA] = _json_text(values[_METADATA])
+    values.append(repeated)
     return values
 
 
-def _insert_calls_sqlite(connection: Connection, calls: list[LLMCall]) -> None:
+def _insert_calls_sqlite(
+    connection: Connection, calls: list[LLMCall], repeated: list[bool]
+) -> None:
     """Multi-row INSERTs, as many rows per statement as SQLite's variable limit allows.
 
     One statement per chunk (rather than executemany) runs in a single sqlite3_step, so the
@@ -122,15 +138,16 @@ def _insert_calls_sqlite(connection: Connection, calls: list[LLMCall]) -> None:
     """
     driver_connection = connection.connection.driver_connection
     limit = driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    width = len(_CALL_COLUMNS)
+    width = len(_STORED_COLUMNS)
     per_statement = max(1, limit // width)
     cursor = driver_connection.cursor()
     try:
         for start in range(0, len(calls), per_statement):
             chunk = calls[start : start + per_statement]
             values: list[Any] = []
-            for call in chunk:
+            for call, is_repeat in zip(chunk, repeated[start : start + per_statement], strict=True):
                 values.extend(_call_values(call.__dict__))
+                values.append(is_repeat)
             for row in range(0, len(values), width):
                 values[row + _TIMESTAMP] = _sqlite_time(values[row + _TIMESTAMP])
                 values[row + _PROVIDER] = values[row + _PROVIDER].value
@@ -142,19 +159,21 @@ def _insert_calls_sqlite(connection: Connection, calls: list[LLMCall]) -> None:
 
 @lru_cache(maxsize=8)
 def _sqlite_insert_sql(rows: int) -> str:
-    row = f"({', '.join('?' * len(_CALL_COLUMNS))})"
-    return f"INSERT INTO llm_calls ({', '.join(_CALL_COLUMNS)}) VALUES {', '.join([row] * rows)}"
+    row = f"({', '.join('?' * len(_STORED_COLUMNS))})"
+    return f"INSERT INTO llm_calls ({', '.join(_STORED_COLUMNS)}) VALUES {', '.join([row] * rows)}"
 
 
-def _insert_calls_postgres(connection: Connection, calls: list[LLMCall]) -> None:
+def _insert_calls_postgres(
+    connection: Connection, calls: list[LLMCall], repeated: list[bool]
+) -> None:
     """COPY: PostgreSQL's bulk path, inside the batch's transaction."""
     driver_connection = connection.connection.driver_connection
     with (
         driver_connection.cursor() as cursor,
-        cursor.copy(f"COPY llm_calls ({', '.join(_CALL_COLUMNS)}) FROM STDIN") as copy,
+        cursor.copy(f"COPY llm_calls ({', '.join(_STORED_COLUMNS)}) FROM STDIN") as copy,
     ):
-        for call in calls:
-            copy.write_row(_call_row(call, _unchanged))
+        for call, is_repeat in zip(calls, repeated, strict=True):
+            copy.write_row(_call_row(call, is_repeat, _unchanged))
 
 
 def _unchanged(value: datetime) -> datetime:
@@ -177,6 +196,7 @@ def _session_row(state: SessionState) -> dict[str, Any]:
 
 def _call_from_row(row: Any) -> LLMCall:
     values = row._asdict()
+    del values["repeated"]
     values["provider"] = ModelProvider(values["provider"])
     return LLMCall.model_construct(**values)
 
@@ -208,7 +228,28 @@ class SQLAlchemyStorage:
         with self._schema_lock:
             if not self._schema_ready:
                 metadata.create_all(self.engine, checkfirst=True)
+                self._upgrade()
                 self._schema_ready = True
+
+    def _upgrade(self) -> None:
+        """Bring a store written by an earlier obsdeco up to date: the `repeated` column, and
+        rollups of the calls it already holds."""
+        columns = {column["name"] for column in inspect(self.engine).get_columns("llm_calls")}
+        with self.engine.begin() as connection:
+            if "repeated" not in columns:
+                connection.execute(
+                    text("ALTER TABLE llm_calls ADD COLUMN repeated BOOLEAN NOT NULL DEFAULT false")
+                )
+            unrolled = connection.execute(select(call_rollups.c.calls).limit(1)).first() is None
+            if unrolled and connection.execute(select(llm_calls.c.id).limit(1)).first():
+                rollups.rebuild(connection, self._insert)
+
+    def rebuild_rollups(self) -> None:
+        """Recompute repeats and hourly rollups from the stored calls: needed only after calls
+        were inserted other than through obsdeco (a bulk import)."""
+        self._ensure_schema()
+        with self.engine.begin() as connection:
+            rollups.rebuild(connection, self._insert)
 
     def _connect(self) -> Connection:
         self._ensure_schema()
@@ -222,7 +263,11 @@ class SQLAlchemyStorage:
             if batch.sessions:
                 self._upsert_sessions(connection, batch.sessions)
             if batch.calls:
-                self._insert_calls(connection, batch.calls)
+                repeated = rollups.mark_repeats(connection, self._insert, batch.calls)
+                self._insert_calls(connection, batch.calls, repeated)
+                sums: dict[rollups.RollupKey, Any] = {}
+                rollups.accumulate(sums, rollups.call_facts(batch.calls, repeated))
+                rollups.add(connection, sums)
             if batch.spans:
                 connection.execute(insert(agent_spans), [span.model_dump() for span in batch.spans])
 
@@ -309,45 +354,74 @@ class SQLAlchemyStorage:
     def aggregate_calls(
         self, where: CallFilter, group_by: Sequence[GroupKey] = (), min_calls: int = 1
     ) -> list[CallAggregate]:
+        parts = _rolled_up_parts(where, group_by)
+        if parts is None:
+            found = self._aggregate_raw(where, group_by)
+        else:
+            hours, edges = parts
+            found = self._aggregate_rollups(where, hours, group_by)
+            for edge in edges:
+                found += self._aggregate_raw(edge, group_by)
+            found = _merged(found, group_by)
+        return [row for row in found if row.calls >= min_calls]
+
+    def _aggregate_raw(
+        self, where: CallFilter, group_by: Sequence[GroupKey]
+    ) -> list[CallAggregate]:
         keys = [_group_column(key).label(key) for key in group_by]
-        sums = [
-            func.count().label("calls"),
-            func.count().filter(llm_calls.c.success.is_(False)).label("errors"),
-            *(
-                func.coalesce(func.sum(llm_calls.c[name]), 0).label(name)
-                for name in (
-                    "prompt_tokens",
-                    "completion_tokens",
-                    "cached_tokens",
-                    "cache_creation_tokens",
-                    "reasoning_tokens",
-                    "latency_ms",
-                    "retries",
-                    "rate_limited_retries",
-                )
+        calls = llm_calls.c
+        rate_limited = or_(
+            and_(calls.success.is_(False), calls.error_type == "rate_limit"),
+            calls.rate_limited_retries > 0,
+        )
+        statement = _filtered(
+            select(
+                *keys,
+                func.count().label("calls"),
+                func.count().filter(calls.success.is_(False)).label("errors"),
+                *(func.coalesce(func.sum(calls[name]), 0).label(name) for name in _SUMMED),
+                func.max(calls.prompt_tokens).label("largest_prompt"),
+                func.count().filter(rate_limited).label("rate_limited_calls"),
             ),
-            func.max(llm_calls.c.prompt_tokens).label("largest_prompt"),
-            func.count()
-            .filter(
-                or_(
-                    and_(llm_calls.c.success.is_(False), llm_calls.c.error_type == "rate_limit"),
-                    llm_calls.c.rate_limited_retries > 0,
-                )
-            )
-            .label("rate_limited_calls"),
-        ]
-        statement = _filtered(select(*keys, *sums), where)
+            where,
+        )
         if keys:
             statement = statement.group_by(*keys).order_by(*keys)
-        if min_calls > 1:
-            statement = statement.having(func.count() >= min_calls)
+        return self._aggregates(statement, group_by)
+
+    def _aggregate_rollups(
+        self, where: CallFilter, hours: _Hours, group_by: Sequence[GroupKey]
+    ) -> list[CallAggregate]:
+        keys = [call_rollups.c[key].label(key) for key in group_by]
+        rolled = call_rollups.c
+        statement = _hours_filtered(
+            select(
+                *keys,
+                func.sum(rolled.calls).label("calls"),
+                func.coalesce(func.sum(rolled.calls).filter(rolled.success.is_(False)), 0).label(
+                    "errors"
+                ),
+                *(func.sum(rolled[name]).label(name) for name in _SUMMED),
+                func.max(rolled.largest_prompt_tokens).label("largest_prompt"),
+                func.sum(rolled.rate_limited_calls).label("rate_limited_calls"),
+            ),
+            where.project,
+            hours,
+        )
+        if keys:
+            statement = statement.group_by(*keys)
+        return self._aggregates(statement, group_by)
+
+    def _aggregates(
+        self, statement: Select[Any], group_by: Sequence[GroupKey]
+    ) -> list[CallAggregate]:
         with self._connect() as connection:
             rows = connection.execute(statement).all()
         return [
             CallAggregate(
                 group={key: _group_value(key, getattr(row, key)) for key in group_by},
-                calls=row.calls,
-                errors=row.errors,
+                calls=int(row.calls),
+                errors=int(row.errors),
                 prompt_tokens=int(row.prompt_tokens),
                 completion_tokens=int(row.completion_tokens),
                 cached_tokens=int(row.cached_tokens),
@@ -364,6 +438,89 @@ class SQLAlchemyStorage:
         ]
 
     def quantiles(
+        self,
+        where: CallFilter,
+        column: Literal["latency_ms", "time_to_first_token_ms"],
+        quantiles: Sequence[float],
+        groupings: Sequence[GroupKey | None] = (None,),
+    ) -> dict[GroupKey | None, dict[str | None, Quantiles]]:
+        rollup_keys = tuple(key for key in groupings if key is not None)
+        parts = _rolled_up_parts(where, rollup_keys)
+        if parts is not None:
+            histograms = self._histograms(where, column, groupings, *parts)
+            if sum(count for count, _, _ in histograms[groupings[0]].values()) > (
+                rollups.EXACT_PERCENTILES_UP_TO
+            ):
+                return {
+                    grouping: _estimated(found, quantiles) for grouping, found in histograms.items()
+                }
+        return {
+            grouping: self._exact_quantiles(where, column, quantiles, grouping)
+            for grouping in groupings
+        }
+
+    def _histograms(
+        self,
+        where: CallFilter,
+        column: Literal["latency_ms", "time_to_first_token_ms"],
+        groupings: Sequence[GroupKey | None],
+        hours: _Hours,
+        edges: list[CallFilter],
+    ) -> dict[GroupKey | None, dict[Any, tuple[int, float, Histogram]]]:
+        """Per grouping and group: the count, the sum and the histogram of `column`."""
+        rolled = call_rollups.c
+        if column == "latency_ms":
+            count, total, encoded = rolled.calls, rolled.latency_ms, rolled.latency_histogram
+        else:
+            count, total = rolled.first_token_calls, rolled.first_token_ms
+            encoded = rolled.first_token_histogram
+        keys = [key for key in groupings if key is not None]
+        combined: dict[tuple[Any, ...], tuple[int, float, Histogram]] = {}
+
+        def add(names: tuple[Any, ...], calls: int, summed: float, values: Any) -> None:
+            known = combined.get(names) or (0, 0.0, Histogram())
+            if isinstance(values, bytes):
+                known[2].add_encoded(values)
+            else:
+                known[2].add_values(values)
+            combined[names] = (known[0] + calls, known[1] + summed, known[2])
+
+        statement = _hours_filtered(
+            select(*(rolled[key] for key in keys), count, total, encoded).where(count > 0),
+            where.project,
+            hours,
+        )
+        with self._connect() as connection:
+            for row in connection.execute(statement):
+                add(tuple(row[:-3]), row[-3], row[-2], row[-1])
+            values = llm_calls.c[column]
+            for edge in edges:
+                grouped: dict[tuple[Any, ...], list[float]] = {}
+                statement = _filtered(
+                    select(*(_rollup_value(key) for key in keys), values).where(
+                        values.is_not(None)
+                    ),
+                    edge,
+                )
+                for row in connection.execute(statement):
+                    grouped.setdefault(tuple(row[:-1]), []).append(row[-1])
+                for names, edge_values in grouped.items():
+                    add(names, len(edge_values), sum(edge_values), edge_values)
+        found: dict[GroupKey | None, dict[Any, tuple[int, float, Histogram]]] = {}
+        for grouping in groupings:
+            merged = found[grouping] = {}
+            for names, (calls, summed, histogram) in combined.items():
+                name = (
+                    None
+                    if grouping is None
+                    else _group_value(grouping, names[keys.index(grouping)])
+                )
+                known = merged.get(name) or (0, 0.0, Histogram())
+                known[2].merge(histogram)
+                merged[name] = (known[0] + calls, known[1] + summed, known[2])
+        return found
+
+    def _exact_quantiles(
         self,
         where: CallFilter,
         column: Literal["latency_ms", "time_to_first_token_ms"],
@@ -425,15 +582,176 @@ class SQLAlchemyStorage:
         with self._connect() as connection:
             return int(connection.execute(statement).scalar_one())
 
+    def most_repeated_requests(self, project: str | None, limit: int) -> list[tuple[str, int]]:
+        hashes = request_hashes.c
+        statement = (
+            select(hashes.request_hash, hashes.calls)
+            .where(hashes.calls > 1)
+            .order_by(hashes.calls.desc(), hashes.request_hash)
+            .limit(limit)
+        )
+        if project is not None:
+            statement = statement.where(hashes.project_name == project)
+        with self._connect() as connection:
+            return [(row.request_hash, int(row.calls)) for row in connection.execute(statement)]
+
+    def agent_time(
+        self,
+        project: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, tuple[int, float]]:
+        spans = agent_spans.c
+        if self.engine.dialect.name == "postgresql":
+            duration = func.extract("epoch", spans.ended_at - spans.started_at) * 1000.0
+        else:
+            duration = (
+                func.julianday(spans.ended_at) - func.julianday(spans.started_at)
+            ) * 86_400_000.0
+        statement = (
+            select(
+                spans.agent_name,
+                func.count().label("invocations"),
+                func.sum(duration).label("wall_ms"),
+            )
+            .join(sessions, sessions.c.id == spans.session_id)
+            .group_by(spans.agent_name)
+        )
+        if project is not None:
+            statement = statement.where(sessions.c.project_name == project)
+        if since is not None:
+            statement = statement.where(spans.started_at >= since)
+        if until is not None:
+            statement = statement.where(spans.started_at < until)
+        with self._connect() as connection:
+            return {
+                row.agent_name: (int(row.invocations), float(row.wall_ms))
+                for row in connection.execute(statement)
+            }
+
     def close(self) -> None:
         self.engine.dispose()
 
 
 def _group_value(key: GroupKey, value: Any) -> Any:
-    """Booleans come back as 0/1 from SQLite."""
-    if key in ("success", "tokens_known", "long_prompt"):
+    """Booleans come back as 0/1 from SQLite; rollups keep a missing name as ''."""
+    if key in ("success", "tokens_known", "long_prompt", "repeated"):
         return bool(value)
+    if key in rollups.OPTIONAL_TEXT and value == "":
+        return None
     return value
+
+
+_SUMMED = (
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "latency_ms",
+    "retries",
+    "rate_limited_retries",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Hours:
+    """Whole hours [first, end) of a range, read from the rollups; None is unbounded."""
+
+    first: datetime | None
+    end: datetime | None
+
+
+def _rolled_up_parts(
+    where: CallFilter, group_by: Sequence[GroupKey]
+) -> tuple[_Hours, list[CallFilter]] | None:
+    """The whole hours the rollups answer for `where` and the partial hours at its edges, read
+    from the calls; None when the rollups cannot answer (a session, or a key they do not keep).
+    """
+    if where.session_id is not None or where.repeated is not None:
+        return None
+    if not set(group_by) <= set(rollups.DIMENSIONS):
+        return None
+    first = None if where.since is None else _hour_at_or_after(where.since)
+    end = None if where.until is None else rollups.hour_of(where.until)
+    if first is not None and end is not None and first >= end:
+        return None
+    edges = []
+    if where.since is not None and first is not None and where.since < first:
+        edges.append(replace(where, until=first))
+    if where.until is not None and end is not None and end < where.until:
+        edges.append(replace(where, since=end))
+    return _Hours(first, end), edges
+
+
+def _hour_at_or_after(moment: datetime) -> datetime:
+    hour = rollups.hour_of(moment)
+    return hour if hour == moment else hour + timedelta(hours=1)
+
+
+def _hours_filtered(statement: Select[Any], project: str | None, hours: _Hours) -> Select[Any]:
+    if project is not None:
+        statement = statement.where(call_rollups.c.project_name == project)
+    if hours.first is not None:
+        statement = statement.where(call_rollups.c.hour >= hours.first)
+    if hours.end is not None:
+        statement = statement.where(call_rollups.c.hour < hours.end)
+    return statement
+
+
+def _merged(found: list[CallAggregate], group_by: Sequence[GroupKey]) -> list[CallAggregate]:
+    """One aggregate per group from the rollups' and the edges' aggregates of it."""
+    merged: dict[tuple[Any, ...], CallAggregate] = {}
+    for row in found:
+        key = tuple(row.group[name] for name in group_by)
+        known = merged.get(key)
+        if known is None:
+            merged[key] = row
+            continue
+        merged[key] = replace(
+            known,
+            **{name: getattr(known, name) + getattr(row, name) for name in _AGGREGATE_SUMS},
+            largest_prompt_tokens=max(known.largest_prompt_tokens, row.largest_prompt_tokens),
+        )
+    return [merged[key] for key in sorted(merged, key=_none_first)]
+
+
+_AGGREGATE_SUMS = (
+    "calls",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "total_latency_ms",
+    "retries",
+    "rate_limited_retries",
+    "rate_limited_calls",
+)
+
+
+def _none_first(key: tuple[Any, ...]) -> tuple[tuple[bool, Any], ...]:
+    return tuple((value is not None, value) for value in key)
+
+
+def _estimated(
+    histograms: dict[Any, tuple[int, float, Histogram]], quantiles: Sequence[float]
+) -> dict[str | None, Quantiles]:
+    estimated = {}
+    for name, (count, total, found) in histograms.items():
+        if count:
+            estimated[name] = Quantiles(
+                count, total / count, found.percentiles(quantiles), exact=False
+            )
+    return estimated
+
+
+def _rollup_value(key: GroupKey) -> ColumnElement[Any]:
+    """A call's value of `key` as its rollup row holds it."""
+    if key in rollups.OPTIONAL_TEXT:
+        return func.coalesce(llm_calls.c[key], "")
+    return _group_column(key)
 
 
 def _group_column(key: GroupKey) -> ColumnElement[Any]:
@@ -471,4 +789,6 @@ def _filtered(statement: Select[Any], where: CallFilter) -> Select[Any]:
         statement = statement.where(llm_calls.c.timestamp >= where.since)
     if where.until is not None:
         statement = statement.where(llm_calls.c.timestamp < where.until)
+    if where.repeated is not None:
+        statement = statement.where(llm_calls.c.repeated.is_(where.repeated))
     return statement

@@ -1,0 +1,89 @@
+"""Mergeable latency histograms with logarithmic buckets of 1% relative accuracy.
+
+A value x > 0 falls in bucket i = ceil(log(x) / log(GAMMA)) and is represented by the bucket's
+midpoint 2 GAMMA**i / (GAMMA + 1), which is within `RELATIVE_ACCURACY` of every value of the
+bucket (the DDSketch construction). Histograms are stored as sparse (bucket, count) pairs and
+merge by adding counts, so hourly rollups combine into any longer range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+RELATIVE_ACCURACY = 0.01
+GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
+_LOG_GAMMA = math.log(GAMMA)
+SMALLEST_MS = 1e-3
+"""Values below a microsecond (including 0) share the lowest bucket."""
+
+_ENTRY = np.dtype([("bucket", "<i2"), ("count", "<u4")])
+
+
+def bucket_of(value_ms: float) -> int:
+    return math.ceil(math.log(max(value_ms, SMALLEST_MS)) / _LOG_GAMMA)
+
+
+def buckets_of(values_ms: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    return np.ceil(np.log(np.maximum(values_ms, SMALLEST_MS)) / _LOG_GAMMA).astype(np.int64)
+
+
+def encode(counts: dict[int, int]) -> bytes:
+    """Sparse bytes of a bucket -> count mapping."""
+    entries = np.empty(len(counts), dtype=_ENTRY)
+    entries["bucket"] = list(counts)
+    entries["count"] = list(counts.values())
+    return entries.tobytes()
+
+
+def merge_into(counts: dict[int, int], encoded: bytes | None) -> None:
+    """Add an encoded histogram's counts to `counts`."""
+    if not encoded:
+        return
+    entries = np.frombuffer(encoded, dtype=_ENTRY)
+    for bucket, count in zip(entries["bucket"].tolist(), entries["count"].tolist(), strict=True):
+        counts[bucket] = counts.get(bucket, 0) + count
+
+
+class Histogram:
+    """Bucket counts gathered from encoded histograms and raw values, and percentiles from them."""
+
+    def __init__(self) -> None:
+        self._encoded: list[bytes] = []
+        self._raw: list[float] = []
+
+    def add_encoded(self, encoded: bytes | None) -> None:
+        if encoded:
+            self._encoded.append(encoded)
+
+    def add_values(self, values_ms: Iterable[float]) -> None:
+        self._raw.extend(values_ms)
+
+    def merge(self, other: Histogram) -> None:
+        self._encoded += other._encoded
+        self._raw += other._raw
+
+    def percentiles(self, quantiles: Sequence[float]) -> list[float]:
+        """Each quantile interpolated between order statistics as numpy.percentile's default
+        does, every order statistic read as its bucket's midpoint; [] when empty."""
+        entries = np.frombuffer(b"".join(self._encoded), dtype=_ENTRY)
+        raw = buckets_of(np.asarray(self._raw, dtype=np.float64))
+        buckets = np.concatenate([entries["bucket"].astype(np.int64), raw])
+        counts = np.concatenate([entries["count"].astype(np.int64), np.ones(raw.size, np.int64)])
+        if not buckets.size:
+            return []
+        distinct, inverse = np.unique(buckets, return_inverse=True)
+        cumulative = np.cumsum(np.bincount(inverse.reshape(-1), weights=counts))
+        total = int(cumulative[-1])
+        midpoints = 2 * GAMMA ** distinct.astype(np.float64) / (GAMMA + 1)
+        results = []
+        for quantile in quantiles:
+            rank = (total - 1) * quantile
+            below, above = math.floor(rank), math.ceil(rank)
+            low = midpoints[np.searchsorted(cumulative, below, side="right")]
+            high = midpoints[np.searchsorted(cumulative, above, side="right")]
+            results.append(float(low + (rank - below) * (high - low)))
+        return results

@@ -1,0 +1,333 @@
+"""Hourly rollups of calls, kept by the writer in each batch's transaction.
+
+A rollup row sums one hour of one project's calls that share every dimension a project report
+groups by, with histograms of their latency and time to first token (see `histogram`). Reports
+over long ranges read these rows instead of every call; `SQLAlchemyStorage` reads the raw calls
+only for the partial hours at the edges of a range.
+
+Repeats are told at write time: `request_hashes` counts the successful calls per identical
+request, and a call is `repeated` when an identical successful call was stored before it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from operator import attrgetter
+from typing import Any
+
+from sqlalchemy import Connection, Insert, Table, and_, bindparam, delete, func, select, update
+
+from obsdeco.models import LLMCall
+from obsdeco.storage import histogram
+from obsdeco.storage.base import LONG_PROMPT_TOKENS, GroupKey
+from obsdeco.storage.schema import call_rollups, llm_calls, request_hashes
+
+InsertFactory = Callable[[Table], Insert]
+RollupKey = tuple[Any, ...]
+"""(project, hour counted from the epoch, *DIMENSIONS) of one rollup row."""
+
+DIMENSIONS: tuple[GroupKey, ...] = (
+    "provider",
+    "model",
+    "requested_model",
+    "agent_name",
+    "operation",
+    "success",
+    "error_type",
+    "tokens_known",
+    "long_prompt",
+    "repeated",
+)
+"""The group keys a rollup can answer."""
+
+OPTIONAL_TEXT: frozenset[str] = frozenset({"agent_name", "operation", "error_type"})
+"""Dimensions stored as '' when the call has none (a primary key cannot hold NULL)."""
+
+EXACT_PERCENTILES_UP_TO = 50_000
+"""Up to this many calls, percentiles are computed from the calls themselves."""
+
+_KEY_COLUMNS = ("project_name", "hour", *DIMENSIONS)
+
+FACT_COLUMNS = (
+    "project_name",
+    "timestamp",
+    "provider",
+    "model",
+    "response_model",
+    "agent_name",
+    "operation",
+    "success",
+    "error_type",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "latency_ms",
+    "time_to_first_token_ms",
+    "retries",
+    "rate_limited_retries",
+    "repeated",
+)
+"""What a rollup needs of a call, in the order `accumulate` reads it."""
+
+_call_facts = attrgetter(*FACT_COLUMNS[:-1])
+
+
+def hour_of(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _epoch_hour(moment: datetime) -> int:
+    return int(moment.timestamp()) // 3600
+
+
+def _stored_key(key: RollupKey) -> dict[str, Any]:
+    """A rollup key (its hour counted from the epoch) as the row's key columns."""
+    values = dict(zip(_KEY_COLUMNS, key, strict=True))
+    values["hour"] = datetime.fromtimestamp(key[1] * 3600, UTC)
+    return values
+
+
+@dataclass(slots=True)
+class _Sums:
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
+    reasoning_tokens: int = 0
+    latency_ms: float = 0.0
+    largest_prompt_tokens: int = 0
+    retries: int = 0
+    rate_limited_retries: int = 0
+    rate_limited_calls: int = 0
+    first_token_calls: int = 0
+    first_token_ms: float = 0.0
+    latency_buckets: dict[int, int] = field(default_factory=dict)
+    first_token_buckets: dict[int, int] = field(default_factory=dict)
+
+    def merge_row(self, row: Any) -> None:
+        """Add a stored rollup row's sums and histograms."""
+        for name in _SUMMED:
+            setattr(self, name, getattr(self, name) + getattr(row, name))
+        self.largest_prompt_tokens = max(self.largest_prompt_tokens, row.largest_prompt_tokens)
+        histogram.merge_into(self.latency_buckets, row.latency_histogram)
+        histogram.merge_into(self.first_token_buckets, row.first_token_histogram)
+
+    def values(self) -> dict[str, Any]:
+        values = {name: getattr(self, name) for name in (*_SUMMED, "largest_prompt_tokens")}
+        values["latency_histogram"] = histogram.encode(self.latency_buckets)
+        values["first_token_histogram"] = histogram.encode(self.first_token_buckets)
+        return values
+
+
+_SUMMED = (
+    "calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "latency_ms",
+    "retries",
+    "rate_limited_retries",
+    "rate_limited_calls",
+    "first_token_calls",
+    "first_token_ms",
+)
+
+
+def accumulate(into: dict[RollupKey, _Sums], facts: Iterable[Sequence[Any]]) -> None:
+    """Add calls, as tuples in `FACT_COLUMNS` order, to the rollups they belong to."""
+    for (
+        project,
+        timestamp,
+        provider,
+        model,
+        response_model,
+        agent,
+        operation,
+        success,
+        error_type,
+        prompt,
+        completion,
+        cached,
+        written,
+        reasoning,
+        latency,
+        first_token,
+        retries,
+        rate_limited_retries,
+        repeated,
+    ) in facts:
+        tokens_known = prompt is not None and completion is not None
+        key = (
+            project,
+            _epoch_hour(timestamp),
+            provider,
+            response_model or model,
+            model,
+            agent or "",
+            operation or "",
+            bool(success),
+            error_type or "",
+            tokens_known,
+            (prompt or 0) >= LONG_PROMPT_TOKENS,
+            bool(repeated),
+        )
+        sums = into.get(key)
+        if sums is None:
+            sums = into[key] = _Sums()
+        sums.calls += 1
+        sums.prompt_tokens += prompt or 0
+        sums.completion_tokens += completion or 0
+        sums.cached_tokens += cached or 0
+        sums.cache_creation_tokens += written or 0
+        sums.reasoning_tokens += reasoning or 0
+        sums.latency_ms += latency
+        sums.largest_prompt_tokens = max(sums.largest_prompt_tokens, prompt or 0)
+        sums.retries += retries
+        sums.rate_limited_retries += rate_limited_retries
+        if rate_limited_retries or (not success and error_type == "rate_limit"):
+            sums.rate_limited_calls += 1
+        bucket = histogram.bucket_of(latency)
+        sums.latency_buckets[bucket] = sums.latency_buckets.get(bucket, 0) + 1
+        if first_token is not None:
+            sums.first_token_calls += 1
+            sums.first_token_ms += first_token
+            bucket = histogram.bucket_of(first_token)
+            sums.first_token_buckets[bucket] = sums.first_token_buckets.get(bucket, 0) + 1
+
+
+def call_facts(calls: Sequence[LLMCall], repeated: Sequence[bool]) -> Iterable[tuple[Any, ...]]:
+    for call, is_repeat in zip(calls, repeated, strict=True):
+        values = _call_facts(call)
+        yield (*values[:2], call.provider.value, *values[3:], is_repeat)
+
+
+def mark_repeats(
+    connection: Connection, insert: InsertFactory, calls: Sequence[LLMCall]
+) -> list[bool]:
+    """Count the batch's successful requests in `request_hashes`; a call is a repeat when an
+    identical successful call was stored before it (in an earlier batch or earlier in this one).
+    """
+    counted = Counter(
+        (call.project_name, call.request_hash)
+        for call in calls
+        if call.success and call.request_hash
+    )
+    if not counted:
+        return [False] * len(calls)
+    statement = insert(request_hashes)
+    statement = statement.on_conflict_do_update(  # type: ignore[attr-defined]
+        index_elements=["project_name", "request_hash"],
+        set_={"calls": request_hashes.c.calls + statement.excluded.calls},
+    ).returning(
+        request_hashes.c.project_name, request_hashes.c.request_hash, request_hashes.c.calls
+    )
+    stored = connection.execute(
+        statement,
+        [
+            {"project_name": project, "request_hash": request, "calls": count}
+            for (project, request), count in sorted(counted.items())
+        ],
+    ).all()
+    seen = {
+        (row.project_name, row.request_hash)
+        for row in stored
+        if row.calls > counted[(row.project_name, row.request_hash)]
+    }
+    flags = []
+    for call in calls:
+        key = (call.project_name, call.request_hash)
+        if not (call.success and call.request_hash):
+            flags.append(False)
+            continue
+        flags.append(key in seen)
+        seen.add(key)
+    return flags
+
+
+def add(connection: Connection, sums: dict[RollupKey, _Sums]) -> None:
+    """Merge a batch's rollups into the stored ones, locking the rows it changes."""
+    if not sums:
+        return
+    projects = sorted({key[0] for key in sums})
+    hours = sorted({datetime.fromtimestamp(key[1] * 3600, UTC) for key in sums})
+    key_columns = [call_rollups.c[name] for name in _KEY_COLUMNS]
+    stored = connection.execute(
+        select(call_rollups)
+        .where(call_rollups.c.project_name.in_(projects), call_rollups.c.hour.in_(hours))
+        .order_by(*key_columns)
+        .with_for_update()
+    ).all()
+    existing = {}
+    for row in stored:
+        key = (row.project_name, _epoch_hour(row.hour), *row[2 : len(_KEY_COLUMNS)])
+        if key in sums:
+            sums[key].merge_row(row)
+            existing[key] = True
+    new = [_stored_key(key) | sums[key].values() for key in sums if key not in existing]
+    if new:
+        connection.execute(call_rollups.insert(), new)
+    if existing:
+        match = and_(*(column == bindparam(f"key_{column.name}") for column in key_columns))
+        changes = {
+            name: bindparam(name)
+            for name in (
+                *_SUMMED,
+                "largest_prompt_tokens",
+                "latency_histogram",
+                "first_token_histogram",
+            )
+        }
+        connection.execute(
+            update(call_rollups).where(match).values(changes),
+            [
+                {f"key_{name}": value for name, value in _stored_key(key).items()}
+                | sums[key].values()
+                for key in existing
+            ],
+        )
+
+
+def rebuild(connection: Connection, insert: InsertFactory) -> None:
+    """Recompute repeats and rollups from the stored calls (after an upgrade, or after calls
+    were inserted by other means than obsdeco's writer)."""
+    connection.execute(delete(call_rollups))
+    connection.execute(delete(request_hashes))
+    identical = (llm_calls.c.project_name, llm_calls.c.request_hash)
+    counted = llm_calls.c.success.is_(True) & llm_calls.c.request_hash.is_not(None)
+    ranked = (
+        select(
+            llm_calls.c.id,
+            func.row_number()
+            .over(partition_by=identical, order_by=(llm_calls.c.timestamp, llm_calls.c.id))
+            .label("rank"),
+        )
+        .where(counted)
+        .subquery()
+    )
+    repeats = select(ranked.c.id).where(ranked.c.rank > 1)
+    connection.execute(
+        update(llm_calls).where(llm_calls.c.repeated.is_(True)).values(repeated=False)
+    )
+    connection.execute(update(llm_calls).where(llm_calls.c.id.in_(repeats)).values(repeated=True))
+    connection.execute(
+        insert(request_hashes).from_select(
+            ["project_name", "request_hash", "calls"],
+            select(*identical, func.count()).where(counted).group_by(*identical),
+        )
+    )
+    sums: dict[RollupKey, _Sums] = {}
+    facts = connection.execute(
+        select(*(llm_calls.c[name] for name in FACT_COLUMNS)).execution_options(yield_per=50_000)
+    )
+    accumulate(sums, facts)
+    rows = [_stored_key(key) | total.values() for key, total in sums.items()]
+    for start in range(0, len(rows), 5_000):
+        connection.execute(call_rollups.insert(), rows[start : start + 5_000])
