@@ -182,8 +182,11 @@ class Writer:
         self._abandoned = True
         self._retry_now.set()
         lost = self._in_flight
-        while self._queue:
-            item = self._queue.popleft()
+        while True:
+            try:
+                item = self._queue.popleft()
+            except IndexError:  # the writer thread may take the last item meanwhile
+                break
             if isinstance(item, _FlushMarker):
                 item.done.set()
             else:

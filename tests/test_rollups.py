@@ -241,7 +241,8 @@ def test_calls_imported_by_sql_are_counted_after_rebuild_rollups(configured):
                 "INSERT INTO llm_calls (id, session_id, project_name, timestamp, provider, model,"
                 " latency_ms, streamed, success, retries, rate_limited_retries, metadata,"
                 " prompt_tokens, completion_tokens)"
-                " SELECT 'z' || substr(id, 2), session_id, project_name, timestamp, provider, model,"
+                " SELECT 'z' || substr(id, 2), session_id, project_name, timestamp, provider,"
+                " model,"
                 " latency_ms, streamed, success, retries, rate_limited_retries, metadata,"
                 " prompt_tokens, completion_tokens FROM llm_calls"
             )

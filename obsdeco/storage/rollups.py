@@ -209,9 +209,51 @@ def call_facts(calls: Sequence[LLMCall], repeated: Sequence[bool]) -> Iterable[t
         yield (*values[:2], call.provider.value, *values[3:], is_repeat)
 
 
-def mark_repeats(
-    connection: Connection, insert: InsertFactory, calls: Sequence[LLMCall]
-) -> list[bool]:
+_UPSERT_COUNTS = (
+    "INSERT INTO request_hashes (project_name, request_hash, calls) {rows} "
+    "ON CONFLICT (project_name, request_hash) "
+    "DO UPDATE SET calls = request_hashes.calls + excluded.calls "
+    "RETURNING project_name, request_hash, calls"
+)
+
+
+def _counted_before(
+    connection: Connection, counted: dict[tuple[str, str], int]
+) -> list[tuple[str, str, int]]:
+    """Add the counts to `request_hashes`; the stored (project, request, calls) after it.
+
+    Straight through the driver: this runs for every batch, and one statement per chunk of
+    rows costs a fraction of SQLAlchemy's executemany with RETURNING.
+    """
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if connection.dialect.name == "postgresql":
+            projects, requests = zip(*counted, strict=True)
+            cursor.execute(
+                _UPSERT_COUNTS.format(
+                    rows="SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])"
+                ),
+                (list(projects), list(requests), list(counted.values())),
+            )
+            return cursor.fetchall()
+        stored = []
+        items = list(counted.items())
+        for start in range(0, len(items), 10_000):
+            chunk = items[start : start + 10_000]
+            values = [
+                value for (project, request), calls in chunk for value in (project, request, calls)
+            ]
+            cursor.execute(
+                _UPSERT_COUNTS.format(rows="VALUES " + ", ".join(["(?, ?, ?)"] * len(chunk))),
+                values,
+            )
+            stored += cursor.fetchall()
+        return stored
+    finally:
+        cursor.close()
+
+
+def mark_repeats(connection: Connection, calls: Sequence[LLMCall]) -> list[bool]:
     """Count the batch's successful requests in `request_hashes`; a call is a repeat when an
     identical successful call was stored before it (in an earlier batch or earlier in this one).
     """
@@ -222,24 +264,10 @@ def mark_repeats(
     )
     if not counted:
         return [False] * len(calls)
-    statement = insert(request_hashes)
-    statement = statement.on_conflict_do_update(  # type: ignore[attr-defined]
-        index_elements=["project_name", "request_hash"],
-        set_={"calls": request_hashes.c.calls + statement.excluded.calls},
-    ).returning(
-        request_hashes.c.project_name, request_hashes.c.request_hash, request_hashes.c.calls
-    )
-    stored = connection.execute(
-        statement,
-        [
-            {"project_name": project, "request_hash": request, "calls": count}
-            for (project, request), count in sorted(counted.items())
-        ],
-    ).all()
     seen = {
-        (row.project_name, row.request_hash)
-        for row in stored
-        if row.calls > counted[(row.project_name, row.request_hash)]
+        (project, request)
+        for project, request, stored in _counted_before(connection, counted)
+        if stored > counted[(project, request)]
     }
     flags = []
     for call in calls:

@@ -263,7 +263,7 @@ class SQLAlchemyStorage:
             if batch.sessions:
                 self._upsert_sessions(connection, batch.sessions)
             if batch.calls:
-                repeated = rollups.mark_repeats(connection, self._insert, batch.calls)
+                repeated = rollups.mark_repeats(connection, batch.calls)
                 self._insert_calls(connection, batch.calls, repeated)
                 sums: dict[rollups.RollupKey, Any] = {}
                 rollups.accumulate(sums, rollups.call_facts(batch.calls, repeated))
