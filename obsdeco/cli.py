@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -64,7 +67,47 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--format", choices=("text", "json", "markdown"), default="text", help="default: text"
     )
+
+    dashboard = commands.add_parser(
+        "dashboard", help="serve the Streamlit dashboard (needs the 'dashboard' extra)"
+    )
+    dashboard.add_argument(
+        "--database-url", dest="dashboard_database_url", help="the store to show"
+    )
+    dashboard.add_argument("--port", type=int, default=8501, help="default: 8501")
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
     return parser
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    """Run `streamlit run` on the app, with the store passed through OBSDECO_DATABASE_URL."""
+    if importlib.util.find_spec("streamlit") is None:
+        print(
+            "obsdeco dashboard needs Streamlit: pip install 'obsdeco[dashboard]'", file=sys.stderr
+        )
+        return 2
+    from obsdeco.config import get_settings
+    from obsdeco.dashboard import app
+
+    environment = dict(os.environ, OBSDECO_DATABASE_URL=get_settings().database_url)
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        app.__file__,
+        "--server.port",
+        str(args.port),
+        "--server.address",
+        args.host,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    return subprocess.call(command, env=environment)
 
 
 def _sessions(args: argparse.Namespace) -> int:
@@ -140,10 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import obsdeco
 
     try:
-        obsdeco.configure(database_url=args.database_url)
+        obsdeco.configure(
+            database_url=getattr(args, "dashboard_database_url", None) or args.database_url
+        )
     except ValueError as error:
         parser.error(str(error))
-    return _sessions(args) if args.command == "sessions" else _report(args)
+    commands = {"sessions": _sessions, "report": _report, "dashboard": _dashboard}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -166,10 +166,16 @@ def get_report(session_id: str) -> SessionReport:
 
 
 def report(
-    project: str | None = None, since: datetime | None = None, until: datetime | None = None
+    project: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    *,
+    model: str | None = None,
+    agent: str | None = None,
 ) -> ProjectReport:
     """The report of a project's stored calls in [since, until) (every project if None),
-    aggregated by the store; records still queued are flushed first."""
+    aggregated by the store; records still queued are flushed first. `model` and `agent`
+    narrow it to one model (as reports name them) or one agent."""
     for name, moment in (("since", since), ("until", until)):
         if moment is not None and moment.tzinfo is None:
             raise ValueError(
@@ -177,7 +183,13 @@ def report(
             )
     flush()
     return build_project_report(
-        get_runtime().backend, PriceTable(get_settings().pricing_overrides), project, since, until
+        get_runtime().backend,
+        PriceTable(get_settings().pricing_overrides),
+        project,
+        since,
+        until,
+        model,
+        agent,
     )
 
 

@@ -9,9 +9,9 @@ priced one by one).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from obsdeco.analyzers.columns import NONE_KEY, CallColumns
 from obsdeco.analyzers.cost_analyzer import PriceTable
@@ -28,6 +28,7 @@ from obsdeco.models import (
     Bottleneck,
     CostBreakdown,
     LatencyBreakdown,
+    LLMCall,
     ProjectReport,
     QualityBreakdown,
     TimeToFirstToken,
@@ -106,25 +107,38 @@ class _Costs:
         return cost if cost is not None else self._priced_one_by_one(row)
 
     def _priced_one_by_one(self, row: CallAggregate) -> float:
+        """Price the group's calls one by one, read back from the store."""
         group = row.group
+        where = replace(self._where, repeated=group.get("repeated"))
+        if "hour" in group:
+            hour_end = group["hour"] + timedelta(hours=1)
+            where = replace(
+                where,
+                since=max(group["hour"], where.since or group["hour"]),
+                until=min(hour_end, where.until or hour_end),
+            )
+        keys = [key for key in group if key in _CALL_VALUE]
         calls = [
             call
-            for call in self._backend.query_calls(replace(self._where, repeated=group["repeated"]))
-            if (call.provider.value, call.model_key, call.model, call.agent_name, call.operation)
-            == (
-                group["provider"],
-                group["model"],
-                group["requested_model"],
-                group["agent_name"],
-                group["operation"],
-            )
-            and call.success == group["success"]
-            and call.error_type == group["error_type"]
-            and call.prompt_tokens is not None
+            for call in self._backend.query_calls(where)
+            if call.prompt_tokens is not None
             and call.completion_tokens is not None
-            and (call.prompt_tokens >= LONG_PROMPT_TOKENS) == group["long_prompt"]
+            and all(_CALL_VALUE[key](call) == group[key] for key in keys)
         ]
         return float(self._prices.price_calls(CallColumns(calls)).sum())
+
+
+_CALL_VALUE: dict[str, Callable[[LLMCall], object]] = {
+    "provider": lambda call: call.provider.value,
+    "model": lambda call: call.model_key,
+    "requested_model": lambda call: call.model,
+    "agent_name": lambda call: call.agent_name,
+    "operation": lambda call: call.operation,
+    "success": lambda call: call.success,
+    "error_type": lambda call: call.error_type,
+    "long_prompt": lambda call: (call.prompt_tokens or 0) >= LONG_PROMPT_TOKENS,
+}
+"""A call's value of each group key that `CallFilter` does not already narrow to."""
 
 
 def _token_counts(rows: Iterable[CallAggregate]) -> TokenCounts:
@@ -267,18 +281,43 @@ def _latency(
     )
 
 
+_PRICING_GROUPS: tuple[GroupKey, ...] = (
+    "provider",
+    "model",
+    "requested_model",
+    "tokens_known",
+    "long_prompt",
+)
+"""The fewest keys a group can be priced by."""
+
+
+def priced_groups(
+    backend: StorageBackend,
+    where: CallFilter,
+    prices: PriceTable,
+    group_by: tuple[GroupKey, ...] = _GROUPS,
+) -> tuple[list[CallAggregate], dict[int, float | None], _Costs]:
+    """The calls' sums per group of `group_by` (with at least the keys pricing needs), each
+    group's cost keyed by the row's id (None: unpriced), and what could not be priced."""
+    missing = [key for key in _PRICING_GROUPS if key not in group_by]
+    rows = backend.aggregate_calls(where, group_by=(*group_by, *missing))
+    costs = _Costs(backend, where, prices)
+    return rows, {id(row): costs.of(row) for row in rows}, costs
+
+
 def build_project_report(
     backend: StorageBackend,
     prices: PriceTable,
     project: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    model: str | None = None,
+    agent: str | None = None,
 ) -> ProjectReport:
-    """Every breakdown of a project's calls in [since, until), aggregated by the store."""
-    where = CallFilter(project=project, since=since, until=until)
-    rows = backend.aggregate_calls(where, group_by=_GROUPS)
-    costs = _Costs(backend, where, prices)
-    row_cost = {id(row): costs.of(row) for row in rows}
+    """Every breakdown of a project's calls in [since, until) (of one model or agent, if
+    given), aggregated by the store."""
+    where = CallFilter(project=project, since=since, until=until, model=model, agent=agent)
+    rows, row_cost, costs = priced_groups(backend, where, prices)
 
     def cost_by(key: str) -> dict[str, float]:
         return {

@@ -26,11 +26,18 @@ GroupKey = Literal[
     "tokens_known",
     "long_prompt",
     "repeated",
+    "hour",
 ]
 """What calls can be grouped by. "model" is the returned model, else the requested one;
 "tokens_known" is whether both prompt and completion counts were reported; "long_prompt" is
 whether the prompt had at least `LONG_PROMPT_TOKENS` tokens; "repeated" is whether an identical
-successful request was stored earlier in the project."""
+successful request was stored earlier in the project; "hour" is the UTC hour the call started
+in."""
+
+SessionOrder = Literal[
+    "started_at", "name", "duration_ms", "call_count", "total_tokens", "cost_usd", "status"
+]
+"""What sessions can be listed by."""
 
 LONG_PROMPT_TOKENS = 1_024
 """Prompts this long can use provider prompt caching (the OpenAI and Anthropic minimum)."""
@@ -65,6 +72,9 @@ class CallFilter:
     since: datetime | None = None
     until: datetime | None = None
     repeated: bool | None = None
+    model: str | None = None
+    """The returned model, else the requested one, as reports key models."""
+    agent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +123,15 @@ class StorageBackend(Protocol):
         until: datetime | None = None,
         limit: int = 50,
         offset: int = 0,
+        search: str | None = None,
+        order_by: SessionOrder = "started_at",
+        descending: bool = True,
+        model: str | None = None,
+        agent: str | None = None,
     ) -> list[SessionSummary]:
-        """Sessions started in [since, until), newest first, with their stored aggregates."""
+        """Sessions started in [since, until) whose name or id contains `search` (any case) and
+        that made a call to `model` / from `agent` when given, ordered by `order_by` (newest
+        first by default), with their stored aggregates."""
 
     def query_calls(
         self, where: CallFilter, limit: int | None = None, offset: int = 0
@@ -148,8 +165,14 @@ class StorageBackend(Protocol):
         project: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        search: str | None = None,
+        model: str | None = None,
+        agent: str | None = None,
     ) -> int:
-        """Sessions started in [since, until)."""
+        """The sessions `query_sessions` would list, counted."""
+
+    def project_names(self) -> list[str]:
+        """Every project with a stored session, sorted."""
 
     def agent_time(
         self,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from sqlalchemy import (
@@ -30,7 +30,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.functions import FunctionElement
 
 from obsdeco.models import AgentSpan, LLMCall, ModelProvider, Session, SessionRecord, SessionSummary
 from obsdeco.storage import rollups
@@ -40,11 +42,13 @@ from obsdeco.storage.base import (
     CallFilter,
     GroupKey,
     Quantiles,
+    SessionOrder,
     SessionState,
     WriteBatch,
 )
 from obsdeco.storage.histogram import Histogram
 from obsdeco.storage.schema import (
+    UTCDateTime,
     agent_spans,
     call_rollups,
     llm_calls,
@@ -314,10 +318,23 @@ class SQLAlchemyStorage:
         until: datetime | None = None,
         limit: int = 50,
         offset: int = 0,
+        search: str | None = None,
+        order_by: SessionOrder = "started_at",
+        descending: bool = True,
+        model: str | None = None,
+        agent: str | None = None,
     ) -> list[SessionSummary]:
+        if order_by not in get_args(SessionOrder):
+            raise ValueError(f"cannot order sessions by {order_by!r}")
+        order = [sessions.c[order_by], sessions.c.id]
         statement = (
-            _sessions_filtered(select(sessions), project, since, until)
-            .order_by(sessions.c.started_at.desc(), sessions.c.id.desc())
+            _sessions_filtered(select(sessions), project, since, until, search, model, agent)
+            .order_by(
+                *(
+                    column.desc().nulls_last() if descending else column.asc().nulls_last()
+                    for column in order
+                )
+            )
             .limit(limit)
             .offset(offset)
         )
@@ -405,7 +422,7 @@ class SQLAlchemyStorage:
                 func.max(rolled.largest_prompt_tokens).label("largest_prompt"),
                 func.sum(rolled.rate_limited_calls).label("rate_limited_calls"),
             ),
-            where.project,
+            where,
             hours,
         )
         if keys:
@@ -487,7 +504,7 @@ class SQLAlchemyStorage:
 
         statement = _hours_filtered(
             select(*(rolled[key] for key in keys), count, total, encoded).where(count > 0),
-            where.project,
+            where,
             hours,
         )
         with self._connect() as connection:
@@ -575,12 +592,26 @@ class SQLAlchemyStorage:
         project: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        search: str | None = None,
+        model: str | None = None,
+        agent: str | None = None,
     ) -> int:
         statement = _sessions_filtered(
-            select(func.count()).select_from(sessions), project, since, until
+            select(func.count()).select_from(sessions),
+            project,
+            since,
+            until,
+            search,
+            model,
+            agent,
         )
         with self._connect() as connection:
             return int(connection.execute(statement).scalar_one())
+
+    def project_names(self) -> list[str]:
+        statement = select(sessions.c.project_name).distinct().order_by(sessions.c.project_name)
+        with self._connect() as connection:
+            return list(connection.execute(statement).scalars())
 
     def most_repeated_requests(self, project: str | None, limit: int) -> list[tuple[str, int]]:
         hashes = request_hashes.c
@@ -670,7 +701,7 @@ def _rolled_up_parts(
     """
     if where.session_id is not None or where.repeated is not None:
         return None
-    if not set(group_by) <= set(rollups.DIMENSIONS):
+    if not set(group_by) <= {*rollups.DIMENSIONS, "hour"}:
         return None
     first = None if where.since is None else _hour_at_or_after(where.since)
     end = None if where.until is None else rollups.hour_of(where.until)
@@ -689,9 +720,13 @@ def _hour_at_or_after(moment: datetime) -> datetime:
     return hour if hour == moment else hour + timedelta(hours=1)
 
 
-def _hours_filtered(statement: Select[Any], project: str | None, hours: _Hours) -> Select[Any]:
-    if project is not None:
-        statement = statement.where(call_rollups.c.project_name == project)
+def _hours_filtered(statement: Select[Any], where: CallFilter, hours: _Hours) -> Select[Any]:
+    if where.project is not None:
+        statement = statement.where(call_rollups.c.project_name == where.project)
+    if where.model is not None:
+        statement = statement.where(call_rollups.c.model == where.model)
+    if where.agent is not None:
+        statement = statement.where(call_rollups.c.agent_name == where.agent)
     if hours.first is not None:
         statement = statement.where(call_rollups.c.hour >= hours.first)
     if hours.end is not None:
@@ -754,7 +789,28 @@ def _rollup_value(key: GroupKey) -> ColumnElement[Any]:
     return _group_column(key)
 
 
+class _UTCHour(FunctionElement[datetime]):
+    """The UTC hour a timestamp falls in."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(_UTCHour, "sqlite")
+def _utc_hour_sqlite(element: _UTCHour, compiler: Any, **kw: Any) -> str:
+    # SQLite keeps naive UTC text "YYYY-MM-DD HH:MM:SS.ffffff".
+    return f"substr({compiler.process(element.clauses, **kw)}, 1, 13) || ':00:00.000000'"
+
+
+@compiles(_UTCHour, "postgresql")
+def _utc_hour_postgresql(element: _UTCHour, compiler: Any, **kw: Any) -> str:
+    moment = compiler.process(element.clauses, **kw)
+    return f"(date_trunc('hour', {moment} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
+
+
 def _group_column(key: GroupKey) -> ColumnElement[Any]:
+    if key == "hour":
+        return _UTCHour(llm_calls.c.timestamp)
     if key == "model":
         return func.coalesce(llm_calls.c.response_model, llm_calls.c.model)
     if key == "requested_model":
@@ -769,8 +825,28 @@ def _group_column(key: GroupKey) -> ColumnElement[Any]:
 
 
 def _sessions_filtered(
-    statement: Select[Any], project: str | None, since: datetime | None, until: datetime | None
+    statement: Select[Any],
+    project: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    search: str | None = None,
+    model: str | None = None,
+    agent: str | None = None,
 ) -> Select[Any]:
+    if model is not None or agent is not None:
+        made = _filtered(
+            select(llm_calls.c.id).where(llm_calls.c.session_id == sessions.c.id),
+            CallFilter(model=model, agent=agent),
+        )
+        statement = statement.where(made.exists())
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        statement = statement.where(
+            or_(
+                sessions.c.name.ilike(pattern, escape="\\"),
+                sessions.c.id.ilike(pattern, escape="\\"),
+            )
+        )
     if project is not None:
         statement = statement.where(sessions.c.project_name == project)
     if since is not None:
@@ -791,4 +867,8 @@ def _filtered(statement: Select[Any], where: CallFilter) -> Select[Any]:
         statement = statement.where(llm_calls.c.timestamp < where.until)
     if where.repeated is not None:
         statement = statement.where(llm_calls.c.repeated.is_(where.repeated))
+    if where.model is not None:
+        statement = statement.where(_group_column("model") == where.model)
+    if where.agent is not None:
+        statement = statement.where(llm_calls.c.agent_name == where.agent)
     return statement

@@ -1,0 +1,1 @@
+"""The Streamlit dashboard (`obsdeco dashboard`); needs the `dashboard` extra."""
