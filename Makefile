@@ -40,6 +40,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/report.py
+	$(BIN)/python benchmarks/dashboard.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache obsdeco.db obsdeco-demo.db

@@ -202,6 +202,14 @@ def _redacted(url: str) -> str:
 # --- pages ------------------------------------------------------------------------------------
 
 
+def _count(value: int) -> str:
+    """Thousands separators; millions and billions shortened so that a KPI fits its column."""
+    for size, unit in ((1_000_000_000, "B"), (1_000_000, "M")):
+        if value >= 10 * size:
+            return f"{value / size:,.1f} {unit}"
+    return f"{value:,}"
+
+
 def _usd(value: float) -> str:
     return f"${value:,.4f}" if value < 100 else f"${value:,.2f}"
 
@@ -224,7 +232,7 @@ def overview_page(url: str, filters: data.Filters) -> None:
     )
     columns[1].metric("Calls", f"{kpis.calls:,}", _delta(kpis.calls, before.calls))
     columns[2].metric(
-        "Tokens", f"{kpis.total_tokens:,}", _delta(kpis.total_tokens, before.total_tokens)
+        "Tokens", _count(kpis.total_tokens), _delta(kpis.total_tokens, before.total_tokens)
     )
     columns[3].metric(
         "Success rate",
