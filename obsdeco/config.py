@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
+import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -36,6 +39,39 @@ class Settings(BaseModel):
     max_queue_size: int = Field(default=50_000, ge=1)
     batch_size: int = Field(default=2_000, ge=1)
     flush_at_exit_timeout_s: float = Field(default=10.0, ge=0.0)
+    content_max_chars: int = Field(default=20_000, ge=1)
+    """Captured prompts and completions are cut to this many characters, the cut marked."""
+    pii_patterns: dict[str, str] = Field(default_factory=dict)
+    """Extra scrubbing: NAME -> regular expression, matches replaced by <NAME>."""
+    scrubber: Callable[[str], str] | None = None
+    """Your own scrubbing (Presidio, house rules), run after the built-in rules."""
+    metadata_allow: tuple[str, ...] | None = None
+    """Glob patterns: only metadata keys matching one are stored (None: every key)."""
+    metadata_deny: tuple[str, ...] = ()
+    """Glob patterns: metadata keys matching one are never stored."""
+    encryption_key: SecretStr | None = None
+    """32 bytes, URL-safe base64: captured content and metadata are encrypted with AES-GCM."""
+
+    @field_validator("pii_patterns")
+    @classmethod
+    def _compiled_patterns(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, pattern in value.items():
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+                raise ValueError(f"pii_patterns name {name!r} must be a word such as ORDER_ID")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"pii_patterns[{name!r}] is not a regular expression: {exc}"
+                ) from None
+        return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _usable_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            key_bytes(value.get_secret_value())
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -97,6 +133,25 @@ def _parse_json(raw: str) -> Any:
     return json.loads(raw)
 
 
+def _parse_list(raw: str) -> list[str]:
+    """Comma-separated patterns."""
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def key_bytes(key: str) -> bytes:
+    """The 32 bytes of an encryption key given as URL-safe base64."""
+    try:
+        raw = base64.urlsafe_b64decode(key.encode() + b"=" * (-len(key) % 4))
+    except (ValueError, binascii.Error):
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(
+            "encryption_key must be 32 random bytes in URL-safe base64, e.g. from python -c "
+            '"import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())"'
+        )
+    return raw
+
+
 _ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "project": str,
     "database_url": str,
@@ -108,6 +163,11 @@ _ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "max_queue_size": int,
     "batch_size": int,
     "flush_at_exit_timeout_s": float,
+    "content_max_chars": int,
+    "pii_patterns": _parse_json,
+    "metadata_allow": _parse_list,
+    "metadata_deny": _parse_list,
+    "encryption_key": str,
 }
 
 
@@ -135,7 +195,12 @@ def build_settings(environ: Mapping[str, str] | None = None, **options: Any) -> 
     try:
         return Settings(**values)
     except ValidationError as exc:
-        raise ValueError(f"invalid obsdeco configuration: {exc}") from None
+        # Each problem by option name, without the values given: one of them may be a key.
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ValueError(f"invalid obsdeco configuration: {problems}") from None
 
 
 class _SettingsHolder:
@@ -179,6 +244,12 @@ def configure(
     max_queue_size: int | None = None,
     batch_size: int | None = None,
     flush_at_exit_timeout_s: float | None = None,
+    content_max_chars: int | None = None,
+    pii_patterns: Mapping[str, str] | None = None,
+    scrubber: Callable[[str], str] | None = None,
+    metadata_allow: Sequence[str] | None = None,
+    metadata_deny: Sequence[str] | None = None,
+    encryption_key: str | None = None,
 ) -> Settings:
     """Replace the whole obsdeco configuration.
 
@@ -197,6 +268,12 @@ def configure(
         max_queue_size=max_queue_size,
         batch_size=batch_size,
         flush_at_exit_timeout_s=flush_at_exit_timeout_s,
+        content_max_chars=content_max_chars,
+        pii_patterns=pii_patterns,
+        scrubber=scrubber,
+        metadata_allow=metadata_allow,
+        metadata_deny=metadata_deny,
+        encryption_key=encryption_key,
     )
     settings_holder.replace(settings)
     return settings

@@ -109,6 +109,14 @@ class LLMCall(BaseModel):
     cost_usd: float | None = None
     request_hash: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    prompt: str | None = Field(
+        default=None,
+        description="the request's messages as JSON; only with capture_content, scrubbed",
+    )
+    completion: str | None = Field(
+        default=None,
+        description='the answer as JSON {"text", "tool_calls"}; only with capture_content',
+    )
 
     @model_validator(mode="after")
     def _parts_within_totals(self) -> LLMCall:

@@ -20,7 +20,8 @@ from pydantic import BaseModel
 from obsdeco.analyzers import PriceTable, session_totals
 from obsdeco.config import Settings, get_settings, settings_holder
 from obsdeco.models import Session
-from obsdeco.storage import StorageBackend, open_backend
+from obsdeco.privacy.store import open_store
+from obsdeco.storage import StorageBackend
 from obsdeco.writer import Record, Writer, WriterCounters, wait_all
 
 logger = logging.getLogger("obsdeco")
@@ -47,6 +48,10 @@ class Stats(BaseModel):
     dropped_rejected: int
     dropped_at_exit: int
     write_retries: int
+    metadata_values_converted: int
+    """Metadata values JSON cannot hold, stored as text."""
+    metadata_values_dropped: int
+    """Metadata values that could not be stored at all (NaN, infinity, unserialisable)."""
     unsampled_sessions: int
     unsampled_records: int
     queue_bound: int
@@ -73,7 +78,7 @@ class _Pipeline:
                 if current is not None:
                     current.writer.stop()
                     self._retired.append(current.writer)
-                backend = open_backend(settings.database_url)
+                backend = open_store(settings, self.counters.add_metadata_fixes)
                 writer = Writer(
                     backend,
                     self.counters,
@@ -125,6 +130,8 @@ class _Pipeline:
                 dropped_rejected=counters.dropped_rejected,
                 dropped_at_exit=counters.dropped_at_exit,
                 write_retries=counters.write_retries,
+                metadata_values_converted=counters.metadata_values_converted,
+                metadata_values_dropped=counters.metadata_values_dropped,
                 unsampled_sessions=self.unsampled_sessions,
                 unsampled_records=self.unsampled_records,
                 queue_bound=get_settings().max_queue_size,

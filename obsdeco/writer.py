@@ -65,11 +65,18 @@ class WriterCounters:
     dropped_rejected: int = 0
     dropped_at_exit: int = 0
     write_retries: int = 0
+    metadata_values_converted: int = 0
+    metadata_values_dropped: int = 0
     last_error: str | None = None
 
     def add(self, name: str, amount: int) -> None:
         with self.lock:
             setattr(self, name, getattr(self, name) + amount)
+
+    def add_metadata_fixes(self, converted: int, dropped: int) -> None:
+        with self.lock:
+            self.metadata_values_converted += converted
+            self.metadata_values_dropped += dropped
 
 
 class _FlushMarker:

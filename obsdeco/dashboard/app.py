@@ -20,7 +20,8 @@ import streamlit as st
 from obsdeco.analyzers import PriceTable
 from obsdeco.config import get_settings
 from obsdeco.dashboard import data
-from obsdeco.storage import StorageBackend, open_backend
+from obsdeco.privacy.store import open_store
+from obsdeco.storage import StorageBackend
 from obsdeco.storage.base import SessionOrder
 
 PAGES = ("Overview", "Sessions", "Models & agents")
@@ -39,7 +40,7 @@ PASSWORD_VARIABLE = "OBSDECO_DASHBOARD_PASSWORD"
 
 @st.cache_resource
 def _backend(url: str) -> StorageBackend:
-    return open_backend(url)
+    return open_store(get_settings().model_copy(update={"database_url": url}))
 
 
 def _prices() -> PriceTable:

@@ -8,6 +8,7 @@ cache read part and `cache_creation_tokens` the cache write part. Thinking token
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -16,6 +17,8 @@ from obsdeco.integrations.base import (
     ProviderIntegration,
     ResponseFacts,
     StreamAccumulator,
+    capturing,
+    completion_json,
     explicit_call,
     field,
 )
@@ -67,7 +70,23 @@ def _message_facts(message: Any) -> ResponseFacts:
     usage = _Usage()
     usage.update(field(message, "usage"))
     usage.apply(facts)
+    if capturing():
+        facts.completion = lambda: _message_completion(field(message, "content") or [])
     return facts
+
+
+def _message_completion(blocks: list[Any]) -> str | None:
+    return completion_json(
+        "".join(field(block, "text") or "" for block in blocks if field(block, "type") == "text"),
+        [
+            {
+                "name": field(block, "name"),
+                "arguments": json.dumps(field(block, "input"), ensure_ascii=False, default=str),
+            }
+            for block in blocks
+            if field(block, "type") == "tool_use"
+        ],
+    )
 
 
 class _MessageStream(StreamAccumulator):
@@ -78,10 +97,32 @@ class _MessageStream(StreamAccumulator):
         super().__init__()
         self._usage = _Usage()
         self.facts.tool_call_count = 0
+        self._text: list[str] = []
+        self._calls: dict[int, dict[str, str]] = {}
+        if self.capture:
+            self.facts.completion = self._completion
+
+    def _completion(self) -> str | None:
+        return completion_json("".join(self._text), list(self._calls.values()))
+
+    def _keep_content(self, kind: str, event: Any) -> None:
+        if kind == "content_block_start":
+            block = getattr(event, "content_block", None)
+            if getattr(block, "type", None) == "tool_use":
+                self._calls[event.index] = {"name": block.name, "arguments": ""}
+            return
+        delta = getattr(event, "delta", None)
+        delta_type = getattr(delta, "type", None)
+        if delta_type == "text_delta":
+            self._text.append(delta.text)
+        elif delta_type == "input_json_delta" and event.index in self._calls:
+            self._calls[event.index]["arguments"] += delta.partial_json
 
     def observe(self, event: Any) -> bool:
         # Runs once per event: plain getattr on the SDK's event objects.
         kind = getattr(event, "type", None)
+        if self.capture and kind in ("content_block_delta", "content_block_start"):
+            self._keep_content(kind, event)
         if kind == "content_block_delta":
             return False
         if kind == "message_start":

@@ -30,6 +30,7 @@ import wrapt
 from pydantic import ValidationError
 
 from obsdeco.collector import MetricsCollector, implicit_session, keep
+from obsdeco.config import get_settings
 from obsdeco.context import current_agent, current_session
 from obsdeco.models import LLMCall, ModelProvider, PendingCall, new_id
 from obsdeco.runtime import pipeline
@@ -120,13 +121,31 @@ class ResponseFacts:
     reasoning_tokens: int | None = None
     finish_reason: str | None = None
     tool_call_count: int | None = None
+    completion: Callable[[], str | None] | None = None
+    """Builds the answer's text and tool calls as JSON; set only with capture_content."""
+
+
+def completion_json(text: str, tool_calls: list[dict[str, str]]) -> str | None:
+    """The stored form of an answer: {"text", "tool_calls": [{"name", "arguments"}]}."""
+    if not text and not tool_calls:
+        return None
+    return json.dumps({"text": text, "tool_calls": tool_calls}, ensure_ascii=False)
+
+
+def capturing() -> bool:
+    return get_settings().capture_content
 
 
 class StreamAccumulator:
-    """Collects facts from stream events; `observe` returns True for an event to hide."""
+    """Collects facts from stream events; `observe` returns True for an event to hide.
+
+    With capture_content, `capture` is True and the accumulator also gathers the answer's text
+    and tool calls, which `facts.completion` turns into JSON when the record is built.
+    """
 
     def __init__(self) -> None:
         self.facts = ResponseFacts()
+        self.capture = capturing()
 
     def observe(self, event: Any) -> bool:
         raise NotImplementedError
@@ -277,6 +296,9 @@ class CallRecorder(PendingCall):
             "request_hash": _safe_hash(self.body),
             "metadata": {},
         }
+        if capturing():
+            fields["prompt"] = _prompt_of(self.body)
+            fields["completion"] = _completion_of(facts)
         try:
             return LLMCall.model_validate(fields)
         except ValidationError:
@@ -290,6 +312,23 @@ def _read_facts(source: FactsSource) -> ResponseFacts:
     if isinstance(source, ResponseFacts):
         return source
     return source()
+
+
+_PROMPT_KEYS = ("system", "instructions", "messages", "input", "prompt")
+
+
+@guarded()
+def _prompt_of(body: Mapping[str, Any] | None) -> str | None:
+    """The request's content (system prompt, messages, input) as JSON."""
+    if not body:
+        return None
+    content = {key: body[key] for key in _PROMPT_KEYS if body.get(key) is not None}
+    return json.dumps(content, ensure_ascii=False, default=str) if content else None
+
+
+@guarded()
+def _completion_of(facts: ResponseFacts) -> str | None:
+    return None if facts.completion is None else facts.completion()
 
 
 @guarded()

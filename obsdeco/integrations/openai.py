@@ -17,6 +17,8 @@ from obsdeco.integrations.base import (
     ProviderIntegration,
     ResponseFacts,
     StreamAccumulator,
+    capturing,
+    completion_json,
     explicit_call,
     field,
 )
@@ -57,7 +59,35 @@ def _chat_facts(response: Any) -> ResponseFacts:
     facts.tool_call_count = sum(
         len(field(field(choice, "message"), "tool_calls") or []) for choice in choices
     )
+    if capturing():
+        facts.completion = lambda: _chat_completion(choices)
     return facts
+
+
+def _chat_completion(choices: list[Any]) -> str | None:
+    messages = [field(choice, "message") for choice in choices]
+    return completion_json(
+        "\n\n".join(field(message, "content") or "" for message in messages),
+        [
+            {
+                "name": field(field(call, "function"), "name"),
+                "arguments": field(field(call, "function"), "arguments"),
+            }
+            for message in messages
+            for call in field(message, "tool_calls") or []
+        ],
+    )
+
+
+def _responses_completion(output: list[Any]) -> str | None:
+    text = []
+    calls = []
+    for item in output:
+        if field(item, "type") == "message":
+            text += [field(part, "text") or "" for part in field(item, "content") or []]
+        elif field(item, "type") == "function_call":
+            calls.append({"name": field(item, "name"), "arguments": field(item, "arguments")})
+    return completion_json("".join(text), calls)
 
 
 def _responses_facts(response: Any) -> ResponseFacts:
@@ -65,9 +95,10 @@ def _responses_facts(response: Any) -> ResponseFacts:
     _responses_usage(facts, field(response, "usage"))
     incomplete = field(response, "incomplete_details")
     facts.finish_reason = field(incomplete, "reason") or field(response, "status")
-    facts.tool_call_count = sum(
-        1 for item in field(response, "output") or [] if str(field(item, "type")).endswith("_call")
-    )
+    output = field(response, "output") or []
+    facts.tool_call_count = sum(1 for item in output if str(field(item, "type")).endswith("_call"))
+    if capturing():
+        facts.completion = lambda: _responses_completion(output)
     return facts
 
 
@@ -88,6 +119,27 @@ class _ChatStream(StreamAccumulator):
         self._hide_usage_chunk = hide_usage_chunk
         self._tool_calls: set[tuple[int, int]] = set()
         self.facts.tool_call_count = 0
+        self._text: list[str] = []
+        self._calls: dict[tuple[int, int], dict[str, str]] = {}
+        if self.capture:
+            self.facts.completion = self._completion
+
+    def _completion(self) -> str | None:
+        return completion_json("".join(self._text), list(self._calls.values()))
+
+    def _keep_content(self, choice: Any) -> None:
+        delta = choice.delta
+        content = getattr(delta, "content", None)
+        if content:
+            self._text.append(content)
+        for tool_call in getattr(delta, "tool_calls", None) or []:
+            kept = self._calls.setdefault(
+                (choice.index, tool_call.index), {"name": "", "arguments": ""}
+            )
+            function = tool_call.function
+            if function is not None:
+                kept["name"] += function.name or ""
+                kept["arguments"] += function.arguments or ""
 
     def observe(self, event: Any) -> bool:
         # Runs once per chunk: plain getattr on the SDK's chunk objects, nothing else.
@@ -100,6 +152,8 @@ class _ChatStream(StreamAccumulator):
                 reason = choice.finish_reason
                 if reason is not None:
                     facts.finish_reason = reason
+                if self.capture:
+                    self._keep_content(choice)
                 tool_calls = getattr(choice.delta, "tool_calls", None)
                 if tool_calls:
                     for tool_call in tool_calls:

@@ -119,6 +119,8 @@ llm_calls = Table(
         comment="an identical successful request was stored earlier in the project",
     ),
     Column("metadata", JSONDocument, nullable=False),
+    Column("prompt", Text, comment="captured only with capture_content; scrubbed, maybe encrypted"),
+    Column("completion", Text, comment="captured only with capture_content"),
     Index("ix_llm_calls_session", "session_id", "timestamp"),
     Index("ix_llm_calls_project_timestamp", "project_name", "timestamp"),
     Index("ix_llm_calls_timestamp", "timestamp"),

@@ -141,7 +141,8 @@ def _insert_calls_sqlite(
     driver releases the GIL once per chunk instead of once per row.
     """
     driver_connection = connection.connection.driver_connection
-    limit = driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    getlimit = getattr(driver_connection, "getlimit", None)  # sqlcipher3 has none
+    limit = 999 if getlimit is None else getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     width = len(_STORED_COLUMNS)
     per_statement = max(1, limit // width)
     cursor = driver_connection.cursor()
@@ -236,14 +237,20 @@ class SQLAlchemyStorage:
                 self._schema_ready = True
 
     def _upgrade(self) -> None:
-        """Bring a store written by an earlier obsdeco up to date: the `repeated` column, and
+        """Bring a store written by an earlier obsdeco up to date: the columns added since, and
         rollups of the calls it already holds."""
         columns = {column["name"] for column in inspect(self.engine).get_columns("llm_calls")}
+        added = {
+            "repeated": "BOOLEAN NOT NULL DEFAULT false",
+            "prompt": "TEXT",
+            "completion": "TEXT",
+        }
         with self.engine.begin() as connection:
-            if "repeated" not in columns:
-                connection.execute(
-                    text("ALTER TABLE llm_calls ADD COLUMN repeated BOOLEAN NOT NULL DEFAULT false")
-                )
+            for name, definition in added.items():
+                if name not in columns:
+                    connection.execute(
+                        text(f"ALTER TABLE llm_calls ADD COLUMN {name} {definition}")
+                    )
             unrolled = connection.execute(select(call_rollups.c.calls).limit(1)).first() is None
             if unrolled and connection.execute(select(llm_calls.c.id).limit(1)).first():
                 rollups.rebuild(connection, self._insert)
