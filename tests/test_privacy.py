@@ -19,7 +19,9 @@ import sqlalchemy
 import obsdeco
 from obsdeco.collector import sessions_in_memory
 from obsdeco.privacy.encryption import EncryptionError
+from obsdeco.privacy.policy import ContentPolicy
 from obsdeco.privacy.scrub import Scrubber
+from obsdeco.storage import WriteBatch
 from obsdeco.testing import Reply, fixture_request
 from tests.helpers import in_async_session, in_session
 
@@ -399,3 +401,27 @@ def test_postgresql_tls_options_pass_through(postgres_url):
     obsdeco.configure(database_url=url.render_as_string(hide_password=False))
     assert obsdeco.get_settings().database_url.endswith("sslmode=prefer")
     assert obsdeco.report().totals.calls == 0
+
+
+def test_a_batch_written_again_is_not_cut_or_scrubbed_again():
+    seen: list[str] = []
+    settings = obsdeco.config.build_settings(
+        capture_content=True, content_max_chars=5, scrubber=lambda text: seen.append(text) or text
+    )
+    policy = ContentPolicy(settings)
+    call = obsdeco.LLMCall(
+        session_id="s",
+        project_name="p",
+        provider="openai",
+        model="m",
+        latency_ms=1.0,
+        prompt="abcdefgh",
+    )
+    batch = WriteBatch(calls=[call])
+
+    policy.apply(batch)
+    policy.apply(batch)
+    policy.apply(WriteBatch(calls=[call]))
+
+    assert call.prompt == "abcde…[truncated 3 characters]"
+    assert seen == ["abcde…[truncated 3 characters]"]

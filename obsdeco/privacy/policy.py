@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import weakref
 from fnmatch import fnmatchcase
 from typing import Any
 
 from obsdeco.config import Settings
+from obsdeco.models import LLMCall
 from obsdeco.privacy.scrub import Scrubber
 from obsdeco.storage.base import WriteBatch
 
@@ -38,14 +40,21 @@ class ContentPolicy:
         self._deny = settings.metadata_deny
         self.converted = 0
         self.dropped = 0
+        self._done: weakref.WeakValueDictionary[int, LLMCall] = weakref.WeakValueDictionary()
 
     def apply(self, batch: WriteBatch) -> None:
+        """Idempotent: a batch the writer retries, or splits, is not cut or scrubbed twice."""
+        done = self._done
         for call in batch.calls:
-            if self._capture:
-                call.prompt = self._content(call.prompt)
-                call.completion = self._content(call.completion)
-            else:
-                call.prompt = call.completion = None
+            if done.get(id(call)) is call:
+                continue
+            done[id(call)] = call
+            if call.prompt is not None or call.completion is not None:
+                if self._capture:
+                    call.prompt = self._content(call.prompt)
+                    call.completion = self._content(call.completion)
+                else:
+                    call.prompt = call.completion = None
             if call.metadata:
                 call.metadata = self.metadata(call.metadata)
         for state in batch.sessions:
