@@ -3,6 +3,7 @@ percentiles estimated from histograms over many calls, and stores written before
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -12,7 +13,7 @@ import sqlalchemy
 import obsdeco
 from obsdeco.analyzers import PriceTable, build_report
 from obsdeco.models import LLMCall
-from obsdeco.storage import SQLAlchemyStorage, histogram, rollups
+from obsdeco.storage import SQLAlchemyStorage, WriteBatch, histogram, rollups
 
 BASE = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -256,3 +257,42 @@ def test_calls_imported_by_sql_are_counted_after_rebuild_rollups(configured):
 
     assert after.totals.calls == 2 * before.totals.calls
     assert after.totals.prompt_tokens == 2 * before.totals.prompt_tokens
+
+
+def test_writers_of_several_processes_add_to_the_same_hour(configured):
+    """Two stores (two engines, as two processes have) write the same new rollup rows at once."""
+    stores = [SQLAlchemyStorage(configured) for _ in range(2)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def write(store: SQLAlchemyStorage) -> None:
+        try:
+            start.wait()
+            for _ in range(20):
+                calls = [
+                    LLMCall(
+                        session_id="s" * 32,
+                        project_name="race",
+                        provider="openai",
+                        model="gpt-4o",
+                        latency_ms=10.0,
+                        prompt_tokens=1,
+                        completion_tokens=1,
+                        timestamp=BASE,
+                    )
+                    for _ in range(50)
+                ]
+                store.write(WriteBatch(calls=calls))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in stores:
+        store.close()
+
+    assert errors == []
+    assert obsdeco.report("race").totals.calls == 2_000

@@ -280,10 +280,19 @@ def mark_repeats(connection: Connection, calls: Sequence[LLMCall]) -> list[bool]
     return flags
 
 
-def add(connection: Connection, sums: dict[RollupKey, _Sums]) -> None:
-    """Merge a batch's rollups into the stored ones, locking the rows it changes."""
+def add(connection: Connection, insert: InsertFactory, sums: dict[RollupKey, _Sums]) -> None:
+    """Merge a batch's rollups into the stored ones.
+
+    The rows are first made to exist (an insert that skips existing keys), then locked and
+    updated, so that writers of several processes adding to the same new hour never collide.
+    """
     if not sums:
         return
+    empty = _Sums().values()
+    connection.execute(
+        insert(call_rollups).on_conflict_do_nothing(),  # type: ignore[attr-defined]
+        [_stored_key(key) | empty for key in sums],
+    )
     projects = sorted({key[0] for key in sums})
     hours = sorted({datetime.fromtimestamp(key[1] * 3600, UTC) for key in sums})
     key_columns = [call_rollups.c[name] for name in _KEY_COLUMNS]
@@ -293,34 +302,27 @@ def add(connection: Connection, sums: dict[RollupKey, _Sums]) -> None:
         .order_by(*key_columns)
         .with_for_update()
     ).all()
-    existing = {}
     for row in stored:
         key = (row.project_name, _epoch_hour(row.hour), *row[2 : len(_KEY_COLUMNS)])
         if key in sums:
             sums[key].merge_row(row)
-            existing[key] = True
-    new = [_stored_key(key) | sums[key].values() for key in sums if key not in existing]
-    if new:
-        connection.execute(call_rollups.insert(), new)
-    if existing:
-        match = and_(*(column == bindparam(f"key_{column.name}") for column in key_columns))
-        changes = {
-            name: bindparam(name)
-            for name in (
-                *_SUMMED,
-                "largest_prompt_tokens",
-                "latency_histogram",
-                "first_token_histogram",
-            )
-        }
-        connection.execute(
-            update(call_rollups).where(match).values(changes),
-            [
-                {f"key_{name}": value for name, value in _stored_key(key).items()}
-                | sums[key].values()
-                for key in existing
-            ],
+    match = and_(*(column == bindparam(f"key_{column.name}") for column in key_columns))
+    changes = {
+        name: bindparam(name)
+        for name in (
+            *_SUMMED,
+            "largest_prompt_tokens",
+            "latency_histogram",
+            "first_token_histogram",
         )
+    }
+    connection.execute(
+        update(call_rollups).where(match).values(changes),
+        [
+            {f"key_{name}": value for name, value in _stored_key(key).items()} | total.values()
+            for key, total in sums.items()
+        ],
+    )
 
 
 def rebuild(connection: Connection, insert: InsertFactory) -> None:

@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.functions import FunctionElement
@@ -232,9 +233,20 @@ class SQLAlchemyStorage:
             return
         with self._schema_lock:
             if not self._schema_ready:
-                metadata.create_all(self.engine, checkfirst=True)
+                self._create_schema()
                 self._upgrade()
                 self._schema_ready = True
+
+    def _create_schema(self) -> None:
+        """Create the missing tables; another process creating them at the same moment makes
+        one attempt fail, and the next finds them."""
+        for attempt in range(3):
+            try:
+                metadata.create_all(self.engine, checkfirst=True)
+                return
+            except DBAPIError:
+                if attempt == 2:
+                    raise
 
     def _upgrade(self) -> None:
         """Bring a store written by an earlier obsdeco up to date: the columns added since, and
@@ -278,7 +290,7 @@ class SQLAlchemyStorage:
                 self._insert_calls(connection, batch.calls, repeated)
                 sums: dict[rollups.RollupKey, Any] = {}
                 rollups.accumulate(sums, rollups.call_facts(batch.calls, repeated))
-                rollups.add(connection, sums)
+                rollups.add(connection, self._insert, sums)
             if batch.spans:
                 connection.execute(insert(agent_spans), [span.model_dump() for span in batch.spans])
 
