@@ -177,6 +177,25 @@ def test_all_projects_and_an_empty_range(seeded):
     assert [info.value for info in nothing.info] == ["No calls in this range."]
 
 
+def test_live_refresh_is_kept_in_the_url_and_new_calls_appear(seeded):
+    import streamlit as st
+
+    app = _run(project="shop", range="24h", refresh="5")
+    assert app.sidebar.toggle[0].value is True
+    assert app.sidebar.select_slider[0].value == 5
+    assert _metrics(app)["Calls"][0] == "5"
+
+    shop = obsdeco.MetricsCollector("shop")
+    late = shop.start_session("late")
+    _record(shop, late)
+    shop.end_session(late)
+    obsdeco.flush()
+    st.cache_data.clear()  # what the cache's 10 s time-to-live does
+    app.run()
+
+    assert _metrics(app)["Calls"][0] == "6"
+
+
 def test_an_empty_store_says_how_to_start(sqlite_url):
     obsdeco.configure(database_url=sqlite_url)
 
