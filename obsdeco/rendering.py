@@ -123,7 +123,8 @@ def _sections(report: SessionReport | ProjectReport) -> list[tuple[str, list[tup
             [
                 (
                     agent.agent_name,
-                    f"{agent.invocations:,} runs, wall {_ms(agent.wall_ms)}, "
+                    f"{agent.invocations:,} run{'' if agent.invocations == 1 else 's'}, "
+                    f"wall {_ms(agent.wall_ms)}, "
                     f"in LLM calls {_ms(agent.llm_ms)}",
                 )
                 for agent in latency.agent_time
