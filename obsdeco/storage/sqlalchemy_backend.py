@@ -17,8 +17,10 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Float,
     Select,
     and_,
+    cast,
     create_engine,
     event,
     func,
@@ -238,14 +240,17 @@ class SQLAlchemyStorage:
                 self._schema_ready = True
 
     def _create_schema(self) -> None:
-        """Create the missing tables; another process creating them at the same moment makes
-        one attempt fail, and the next finds them."""
-        for attempt in range(3):
+        """Create the missing tables. Another process creating them at the same moment makes an
+        attempt fail on a table it has just made; each retry finds one more made."""
+        attempts = len(metadata.tables) + sum(
+            len(table.indexes) for table in metadata.tables.values()
+        )
+        for attempt in range(attempts + 1):
             try:
                 metadata.create_all(self.engine, checkfirst=True)
                 return
             except DBAPIError:
-                if attempt == 2:
+                if attempt == attempts:
                     raise
 
     def _upgrade(self) -> None:
@@ -655,9 +660,7 @@ class SQLAlchemyStorage:
         if self.engine.dialect.name == "postgresql":
             duration = func.extract("epoch", spans.ended_at - spans.started_at) * 1000.0
         else:
-            duration = (
-                func.julianday(spans.ended_at) - func.julianday(spans.started_at)
-            ) * 86_400_000.0
+            duration = _sqlite_milliseconds(spans.ended_at) - _sqlite_milliseconds(spans.started_at)
         statement = (
             select(
                 spans.agent_name,
@@ -806,6 +809,14 @@ def _rollup_value(key: GroupKey) -> ColumnElement[Any]:
     if key in rollups.OPTIONAL_TEXT:
         return func.coalesce(llm_calls.c[key], "")
     return _group_column(key)
+
+
+def _sqlite_milliseconds(moment: ColumnElement[Any]) -> ColumnElement[float]:
+    """Milliseconds since the epoch of SQLite's "YYYY-MM-DD HH:MM:SS.ffffff" text, to the
+    microsecond (julianday() keeps only milliseconds)."""
+    seconds = cast(func.strftime("%s", moment), Float)
+    fraction = cast(func.substr(moment, 20), Float)
+    return (seconds + fraction) * 1000.0
 
 
 class _UTCHour(FunctionElement[datetime]):
