@@ -424,4 +424,40 @@ def test_a_batch_written_again_is_not_cut_or_scrubbed_again():
     policy.apply(WriteBatch(calls=[call]))
 
     assert call.prompt == "abcde…[truncated 3 characters]"
-    assert seen == ["abcde…[truncated 3 characters]"]
+    assert seen == ["abcdefgh"]  # scrubbed once, before the cut
+
+
+def _policy_on(prompt: str, **options) -> obsdeco.LLMCall:
+    call = obsdeco.LLMCall(
+        session_id="s",
+        project_name="p",
+        provider="openai",
+        model="m",
+        latency_ms=1.0,
+        prompt=prompt,
+        success=False,
+        error_message=f"401: invalid key {OPENAI_KEY}",
+    )
+    policy = ContentPolicy(obsdeco.config.build_settings(capture_content=True, **options))
+    policy.apply(WriteBatch(calls=[call]))
+    return call
+
+
+def test_a_failing_scrubber_leaves_no_content_rather_than_raw_content(caplog):
+    def broken(text: str) -> str:
+        raise RuntimeError("scrubber down")
+
+    call = _policy_on("john@corp.example.com", scrubber=broken)
+
+    assert call.prompt is None
+    assert "obsdeco scrubbing failed" in caplog.text
+
+
+def test_secrets_cut_in_two_are_still_scrubbed_and_error_messages_lose_secrets():
+    block = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADAN" + "A" * 200 + "\n-----END PRIVATE KEY-----"
+
+    call = _policy_on("x" * 20 + block + "\x00 tail", content_max_chars=40)
+
+    # Scrubbed before the cut (the block spans it), and the NUL PostgreSQL refuses is gone.
+    assert call.prompt == "x" * 20 + "<PRIVATE_KEY> tail"
+    assert call.error_message == "401: invalid key <API_KEY>"

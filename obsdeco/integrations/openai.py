@@ -119,19 +119,21 @@ class _ChatStream(StreamAccumulator):
         self._hide_usage_chunk = hide_usage_chunk
         self._tool_calls: set[tuple[int, int]] = set()
         self.facts.tool_call_count = 0
-        self._text: list[str] = []
+        self._text: dict[int, list[str]] = {}
         self._calls: dict[tuple[int, int], dict[str, str]] = {}
         if self.capture:
             self.facts.completion = self._completion
 
     def _completion(self) -> str | None:
-        return completion_json("".join(self._text), list(self._calls.values()))
+        """The choices' texts one after the other, as a non-streamed completion shows them."""
+        text = "\n\n".join("".join(self._text[index]) for index in sorted(self._text))
+        return completion_json(text, list(self._calls.values()))
 
     def _keep_content(self, choice: Any) -> None:
         delta = choice.delta
         content = getattr(delta, "content", None)
         if content:
-            self._text.append(content)
+            self._text.setdefault(choice.index, []).append(content)
         for tool_call in getattr(delta, "tool_calls", None) or []:
             kept = self._calls.setdefault(
                 (choice.index, tool_call.index), {"name": "", "arguments": ""}

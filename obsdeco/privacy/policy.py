@@ -1,9 +1,10 @@
 """What of a batch may be stored: applied on the writer thread, in place, before storage.
 
 Without `capture_content` no prompt or completion is kept, whatever was recorded. With it, each
-is cut to `content_max_chars` (the cut marked) and scrubbed (`scrub_pii`, `pii_patterns`,
-`scrubber`). Metadata keys pass `metadata_allow` / `metadata_deny`; values JSON cannot hold are
-converted to text, or dropped when even that fails, and counted.
+is scrubbed (`scrub_pii`, `pii_patterns`, `scrubber`) and cut to `content_max_chars` (the cut
+marked). Error messages, kept whatever the settings, lose any PII or secret they quote.
+Metadata keys pass `metadata_allow` / `metadata_deny`; values JSON cannot hold are converted to
+text, or dropped when even that fails, and counted.
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ from obsdeco.storage.base import WriteBatch
 logger = logging.getLogger("obsdeco")
 
 TRUNCATION_MARK = "…[truncated {} characters]"
+_SCRUB_MARGIN = 16_384
+"""Characters scrubbed past the cut: more than a private key block."""
+
+
+def _readable(text: str) -> str:
+    """Without NUL characters and lone surrogates, which PostgreSQL and UTF-8 refuse."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 class ContentPolicy:
@@ -38,8 +48,10 @@ class ContentPolicy:
         )
         self._allow = settings.metadata_allow
         self._deny = settings.metadata_deny
+        self._secrets = Scrubber()
         self.converted = 0
         self.dropped = 0
+        self.scrub_failures = 0
         self._done: weakref.WeakValueDictionary[int, LLMCall] = weakref.WeakValueDictionary()
 
     def apply(self, batch: WriteBatch) -> None:
@@ -48,26 +60,43 @@ class ContentPolicy:
         for call in batch.calls:
             if done.get(id(call)) is call:
                 continue
-            done[id(call)] = call
             if call.prompt is not None or call.completion is not None:
                 if self._capture:
-                    call.prompt = self._content(call.prompt)
-                    call.completion = self._content(call.completion)
+                    self._capture_content(call)
                 else:
                     call.prompt = call.completion = None
+            if call.error_message:
+                call.error_message = _readable(self._secrets(call.error_message))
             if call.metadata:
                 call.metadata = self.metadata(call.metadata)
+            done[id(call)] = call
         for state in batch.sessions:
             if state.session.metadata:
                 state.session.metadata = self.metadata(state.session.metadata)
 
+    def _capture_content(self, call: LLMCall) -> None:
+        """Scrub, then cut; a scrubber that fails leaves no content rather than raw content."""
+        try:
+            call.prompt = self._content(call.prompt)
+            call.completion = self._content(call.completion)
+        except Exception:
+            call.prompt = call.completion = None
+            self.scrub_failures += 1
+            if self.scrub_failures == 1:
+                logger.exception("obsdeco scrubbing failed: the call is stored without content")
+
     def _content(self, text: str | None) -> str | None:
         if text is None:
             return None
-        if len(text) > self._max_chars:
-            cut = len(text) - self._max_chars
-            text = text[: self._max_chars] + TRUNCATION_MARK.format(cut)
-        return self._scrub(text) if self._scrub is not None else text
+        limit = self._max_chars
+        # Scrubbed before the cut, so that no secret is cut in two; past this margin nothing
+        # can reach back into what is kept.
+        text = text[: limit + _SCRUB_MARGIN]
+        if self._scrub is not None:
+            text = self._scrub(text)
+        if len(text) > limit:
+            text = text[:limit] + TRUNCATION_MARK.format(len(text) - limit)
+        return _readable(text)
 
     def metadata(self, values: dict[str, Any]) -> dict[str, Any]:
         """The keys the filters let through, with JSON-ready values."""
@@ -84,15 +113,16 @@ class ContentPolicy:
 
     def _json_ready(self, key: str, value: Any) -> Any:
         try:
-            json.dumps(value, allow_nan=False)
-            return value
-        except (TypeError, ValueError):
+            if "\\u0000" not in json.dumps(value, allow_nan=False):
+                return value
+        except (TypeError, ValueError, RecursionError):
             pass
         if isinstance(value, float) and not math.isfinite(value):
             return self._drop(key, value)
         try:
-            converted = json.loads(json.dumps(value, default=str, allow_nan=False))
-        except (TypeError, ValueError):
+            text = json.dumps(value, default=str, allow_nan=False).replace("\\u0000", "")
+            converted = json.loads(_readable(text))
+        except (TypeError, ValueError, RecursionError):
             return self._drop(key, value)
         self.converted += 1
         if self.converted == 1:

@@ -97,14 +97,41 @@ _NUMBER_CHECKS: dict[str, tuple[str, Callable[[re.Match[str]], bool]]] = {
 # Everything made of digits is looked for only inside runs of the characters it is written
 # with: finding those runs is one fast scan (the pattern starts with a character class).
 _CANDIDATE_RUN = re.compile(r"[\d+(A-Z][\dA-Z ().+-]{6,}")
+_NUMBER_PATTERNS = {
+    "card": r"\d(?:[ -]?\d){12,18}",
+    "ssn": r"\d{3}-\d{2}-\d{4}",
+    "ipv4": r"\d{1,3}(?:\.\d{1,3}){3}",
+    "phone": r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}"
+    r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}[.-]\d{3}[.-]\d{4})(?!\d)",
+    "iban": r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?",
+}
 _NUMBERS = re.compile(
-    r"(?P<card>\d(?:[ -]?\d){12,18})"
-    r"|(?P<ssn>\d{3}-\d{2}-\d{4})"
-    r"|(?P<ipv4>\d{1,3}(?:\.\d{1,3}){3})"
-    r"|(?P<phone>(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}"
-    r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}[.-]\d{3}[.-]\d{4})(?!\d))"
-    r"|(?P<iban>[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)"
+    "|".join(f"(?P<{name}>{pattern})" for name, pattern in _NUMBER_PATTERNS.items())
 )
+_ALTERNATIVES = [(name, re.compile(pattern)) for name, pattern in _NUMBER_PATTERNS.items()]
+
+
+def _number_at(text: str, match: re.Match[str], end: int) -> tuple[int, str] | None:
+    """Where a number starting at `match` ends and its placeholder, trying each kind in turn
+    and, when a longer run of digits fails its check, the shorter runs within it."""
+    start = match.start()
+    for name, pattern in _ALTERNATIVES:
+        found = pattern.match(text, start, end)
+        if found is None:
+            continue
+        placeholder, check = _NUMBER_CHECKS[name]
+        ends = [found.end()]
+        if name == "card":
+            ends += [
+                index
+                for index in range(found.end() - 1, start, -1)
+                if text[index] in " -" and text[index - 1].isdigit()
+            ]
+        for stop in ends:
+            candidate = pattern.fullmatch(text, start, stop)
+            if candidate is not None and check(candidate):
+                return candidate.end(), placeholder
+    return None
 
 
 def _replace_numbers(text: str) -> str:
@@ -112,10 +139,17 @@ def _replace_numbers(text: str) -> str:
     cursor = 0
     for run in _CANDIDATE_RUN.finditer(text):
         for match in _NUMBERS.finditer(text, run.start(), run.end()):
+            if match.start() < cursor:
+                continue
             placeholder, check = _NUMBER_CHECKS[match.lastgroup or ""]
-            if match.start() >= cursor and check(match):
+            if check(match):
                 pieces += [text[cursor : match.start()], placeholder]
                 cursor = match.end()
+                continue
+            found = _number_at(text, match, run.end())
+            if found is not None:
+                pieces += [text[cursor : match.start()], found[1]]
+                cursor = found[0]
     return "".join(pieces) + text[cursor:] if pieces else text
 
 
@@ -224,15 +258,12 @@ def _replace_near_anchors(rule: Rule, text: str) -> str:
     cursor = 0
     found = text.find(anchor)
     while found != -1:
-        match = rule.pattern.search(text, max(cursor, found - reach), found + reach)
-        if (
-            match is not None
-            and match.start() <= found < match.end()
-            and (check is None or check(match))
-        ):
-            pieces += [text[cursor : match.start()], rule.placeholder]
-            cursor = match.end()
-            found = text.find(anchor, cursor)
-        else:
-            found = text.find(anchor, found + 1)
+        for match in rule.pattern.finditer(text, max(cursor, found - reach), found + reach):
+            if match.start() > found:
+                break
+            if found < match.end() and (check is None or check(match)):
+                pieces += [text[cursor : match.start()], rule.placeholder]
+                cursor = match.end()
+                break
+        found = text.find(anchor, max(cursor, found + 1))
     return "".join(pieces) + text[cursor:] if pieces else text
