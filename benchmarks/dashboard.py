@@ -11,54 +11,18 @@ writes benchmarks/results/dashboard.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import sqlalchemy
+from common import POSTGRES_URL, environment, seed_store, write_results
 from streamlit.testing.v1 import AppTest
 
 import obsdeco
-from obsdeco.storage import SQLAlchemyStorage
-from obsdeco.storage.schema import metadata
-
-sys.path.insert(0, str(Path(__file__).parent))
-from report import POSTGRES_URL, _seed_sql
 
 APP = str(Path(__file__).parents[1] / "dashboard" / "app.py")
 PAGES = ("Overview", "Sessions", "Models & agents")
-
-_SESSIONS_SQL = """
-    INSERT INTO sessions (id, project_name, name, started_at, ended_at, status, metadata,
-        call_count, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens,
-        total_tokens, total_latency_ms, error_count)
-    SELECT session_id, 'bench', 'job', min(timestamp), max(timestamp), 'ok', '{}', count(*),
-        sum(prompt_tokens), sum(completion_tokens), sum(cached_tokens), 0,
-        sum(prompt_tokens + completion_tokens), sum(latency_ms), count(*) - count(error_type)
-    FROM llm_calls GROUP BY session_id
-"""
-
-
-def seed(url: str, rows: int) -> float:
-    engine = sqlalchemy.create_engine(url)
-    metadata.drop_all(engine)
-    metadata.create_all(engine)
-    started = time.perf_counter()
-    with engine.begin() as connection:
-        connection.execute(sqlalchemy.text(_seed_sql(engine.dialect.name, rows)))
-        connection.execute(sqlalchemy.text(_SESSIONS_SQL))
-        if engine.dialect.name == "postgresql":
-            connection.execute(sqlalchemy.text("ANALYZE"))
-    engine.dispose()
-    storage = SQLAlchemyStorage(url)
-    storage.rebuild_rollups()
-    storage.close()
-    return time.perf_counter() - started
 
 
 def load(page: str) -> float:
@@ -77,7 +41,7 @@ def load(page: str) -> float:
 
 
 def pages(url: str, rows: int, repeats: int) -> dict[str, object]:
-    seeded = seed(url, rows)
+    seeded = sum(seed_store(url, rows, sessions=True))
     obsdeco.configure(database_url=url)
     load(PAGES[0])  # imports and the engine's first connection
     return {
@@ -93,10 +57,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
-    results: dict[str, object] = {
-        "python": sys.version.split()[0],
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-    }
+    results = environment()
     with tempfile.TemporaryDirectory() as folder:
         results["sqlite"] = pages(f"sqlite:///{folder}/dashboard.db", args.calls, args.repeats)
         if not args.skip_postgres:
@@ -109,10 +70,7 @@ def main() -> int:
             for store in ("sqlite", "postgres")
         ]
         print(f"{page:<34} {cells[0]}  {cells[1]}")
-    out = Path(__file__).parent / "results" / "dashboard.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwritten to {out}")
+    write_results("dashboard", results)
     return 0
 
 

@@ -10,23 +10,17 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import json
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
+
+from common import POSTGRES_URL, environment, write_results
 
 import obsdeco
 from obsdeco.runtime import get_runtime
 
-POSTGRES_URL = os.environ.get(
-    "OBSDECO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 UNREACHABLE_URL = "postgresql+psycopg://postgres@127.0.0.1:1/unreachable"
 
 
@@ -218,10 +212,7 @@ def main() -> int:
     parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
 
-    results: dict[str, object] = {
-        "python": sys.version.split()[0],
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-    }
+    results = environment()
     with tempfile.TemporaryDirectory() as folder:
         sqlite_url = f"sqlite:///{folder}/bench.db"
         results["caller_cost_sqlite"] = caller_cost(sqlite_url, args.caller_calls, args.burst)
@@ -295,10 +286,7 @@ def main() -> int:
     for label, value in rows:
         print(f"{label.ljust(width)}  {value}")
 
-    out = Path(__file__).parent / "results" / "ingest.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwritten to {out}")
+    write_results("ingest", results)
     return 0
 
 

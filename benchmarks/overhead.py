@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,12 +25,14 @@ from typing import Any
 
 import httpx2
 import openai
+from common import environment, write_results
 
 import obsdeco
 
 FIXTURES = Path(
     os.environ.get("OBSDECO_FIXTURES", Path(__file__).parents[2] / "shared" / "fixtures")
 )
+
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 SHORT_STREAM, LONG_STREAM = 10, 410
 
@@ -283,8 +283,7 @@ def main() -> int:
         print("openinference-instrumentation-openai not installed: comparison skipped")
 
     results: dict[str, object] = {
-        "python": sys.version.split()[0],
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        **environment(),
         "openai": openai.__version__,
         "blocks": args.blocks,
         "block_size": args.block_size,
@@ -335,10 +334,7 @@ def main() -> int:
             f"{ratio['per_chunk']:.1f}x per chunk"
         )
 
-    out = Path(__file__).parent / "results" / "overhead.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwritten to {out}")
+    write_results("overhead", results)
     return 0
 
 

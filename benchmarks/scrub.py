@@ -11,14 +11,11 @@ table and writes benchmarks/results/scrub.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
+
+from common import environment, write_results
 
 from obsdeco.config import build_settings
 from obsdeco.models import LLMCall
@@ -121,8 +118,7 @@ def main() -> int:
     clean = text(args.megabytes, False, rng)
     dirty = text(args.megabytes, True, rng)
     results = {
-        "python": sys.version.split()[0],
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        **environment(),
         "megabytes": args.megabytes,
         "clean_mb_s": megabytes_per_second(scrub, clean),
         "pii_mb_s": megabytes_per_second(scrub, dirty),
@@ -132,10 +128,7 @@ def main() -> int:
     print(f"scrub, prose without PII           {results['clean_mb_s']:8.1f} MB/s")
     print(f"scrub, a PII item every ~200 chars {results['pii_mb_s']:8.1f} MB/s")
     print(f"policy per captured call (3 KB)    {results['policy_us_per_call_3kb']:8.0f} us")
-    out = Path(__file__).parent / "results" / "scrub.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwritten to {out}")
+    write_results("scrub", results)
     return 0
 
 
