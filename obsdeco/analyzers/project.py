@@ -38,24 +38,13 @@ from obsdeco.models import (
 )
 from obsdeco.storage.base import (
     LONG_PROMPT_TOKENS,
+    REPORT_GROUPS,
     CallAggregate,
     CallFilter,
     GroupKey,
     StorageBackend,
 )
 
-_GROUPS: tuple[GroupKey, ...] = (
-    "provider",
-    "model",
-    "requested_model",
-    "agent_name",
-    "operation",
-    "success",
-    "error_type",
-    "tokens_known",
-    "long_prompt",
-    "repeated",
-)
 _TOP = 5
 
 
@@ -295,7 +284,7 @@ def priced_groups(
     backend: StorageBackend,
     where: CallFilter,
     prices: PriceTable,
-    group_by: tuple[GroupKey, ...] = _GROUPS,
+    group_by: tuple[GroupKey, ...] = REPORT_GROUPS,
 ) -> tuple[list[CallAggregate], dict[int, float | None], _Costs]:
     """The calls' sums per group of `group_by` (with at least the keys pricing needs), each
     group's cost keyed by the row's id (None: unpriced), and what could not be priced."""

@@ -39,6 +39,20 @@ SessionOrder = Literal[
 ]
 """What sessions can be listed by."""
 
+REPORT_GROUPS: tuple[GroupKey, ...] = (
+    "provider",
+    "model",
+    "requested_model",
+    "agent_name",
+    "operation",
+    "success",
+    "error_type",
+    "tokens_known",
+    "long_prompt",
+    "repeated",
+)
+"""What a project report groups calls by; a store may keep sums per hour over these."""
+
 LONG_PROMPT_TOKENS = 1_024
 """Prompts this long can use provider prompt caching (the OpenAI and Anthropic minimum)."""
 

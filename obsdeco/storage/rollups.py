@@ -22,26 +22,12 @@ from sqlalchemy import Connection, Insert, Table, and_, bindparam, delete, func,
 
 from obsdeco.models import LLMCall
 from obsdeco.storage import histogram
-from obsdeco.storage.base import LONG_PROMPT_TOKENS, GroupKey
+from obsdeco.storage.base import LONG_PROMPT_TOKENS, REPORT_GROUPS
 from obsdeco.storage.schema import call_rollups, llm_calls, request_hashes
 
 InsertFactory = Callable[[Table], Insert]
 RollupKey = tuple[Any, ...]
-"""(project, hour counted from the epoch, *DIMENSIONS) of one rollup row."""
-
-DIMENSIONS: tuple[GroupKey, ...] = (
-    "provider",
-    "model",
-    "requested_model",
-    "agent_name",
-    "operation",
-    "success",
-    "error_type",
-    "tokens_known",
-    "long_prompt",
-    "repeated",
-)
-"""The group keys a rollup can answer."""
+"""(project, hour counted from the epoch, *REPORT_GROUPS) of one rollup row."""
 
 OPTIONAL_TEXT: frozenset[str] = frozenset({"agent_name", "operation", "error_type"})
 """Dimensions stored as '' when the call has none (a primary key cannot hold NULL)."""
@@ -49,7 +35,7 @@ OPTIONAL_TEXT: frozenset[str] = frozenset({"agent_name", "operation", "error_typ
 EXACT_PERCENTILES_UP_TO = 50_000
 """Up to this many calls, percentiles are computed from the calls themselves."""
 
-_KEY_COLUMNS = ("project_name", "hour", *DIMENSIONS)
+_KEY_COLUMNS = ("project_name", "hour", *REPORT_GROUPS)
 
 FACT_COLUMNS = (
     "project_name",

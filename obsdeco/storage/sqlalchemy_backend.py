@@ -41,6 +41,7 @@ from obsdeco.models import AgentSpan, LLMCall, ModelProvider, Session, SessionRe
 from obsdeco.storage import rollups
 from obsdeco.storage.base import (
     LONG_PROMPT_TOKENS,
+    REPORT_GROUPS,
     CallAggregate,
     CallFilter,
     GroupKey,
@@ -723,7 +724,7 @@ def _rolled_up_parts(
     """
     if where.session_id is not None or where.repeated is not None:
         return None
-    if not set(group_by) <= {*rollups.DIMENSIONS, "hour"}:
+    if not set(group_by) <= {*REPORT_GROUPS, "hour"}:
         return None
     first = None if where.since is None else _hour_at_or_after(where.since)
     end = None if where.until is None else rollups.hour_of(where.until)
