@@ -78,7 +78,7 @@ class _Pipeline:
                 if current is not None:
                     current.writer.stop()
                     self._retired.append(current.writer)
-                backend = open_store(settings, self.counters.add_metadata_fixes)
+                backend = open_store(settings, self.counters.add)
                 writer = Writer(
                     backend,
                     self.counters,

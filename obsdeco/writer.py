@@ -73,11 +73,6 @@ class WriterCounters:
         with self.lock:
             setattr(self, name, getattr(self, name) + amount)
 
-    def add_metadata_fixes(self, converted: int, dropped: int) -> None:
-        with self.lock:
-            self.metadata_values_converted += converted
-            self.metadata_values_dropped += dropped
-
 
 class _FlushMarker:
     __slots__ = ("done",)

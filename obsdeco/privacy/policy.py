@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import weakref
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -38,7 +39,7 @@ def _readable(text: str) -> str:
 class ContentPolicy:
     """Applies the settings' privacy rules to the records of a batch."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, count: Callable[[str, int], None] | None = None) -> None:
         self._capture = settings.capture_content
         self._max_chars = settings.content_max_chars
         self._scrub = (
@@ -49,6 +50,7 @@ class ContentPolicy:
         self._allow = settings.metadata_allow
         self._deny = settings.metadata_deny
         self._secrets = Scrubber()
+        self._count = count
         self.converted = 0
         self.dropped = 0
         self.scrub_failures = 0
@@ -125,6 +127,8 @@ class ContentPolicy:
         except (TypeError, ValueError, RecursionError):
             return self._drop(key, value)
         self.converted += 1
+        if self._count is not None:
+            self._count("metadata_values_converted", 1)
         if self.converted == 1:
             logger.warning(
                 "obsdeco metadata %r is not JSON (%s): stored as text; see obsdeco.stats()",
@@ -135,6 +139,8 @@ class ContentPolicy:
 
     def _drop(self, key: str, value: Any) -> object:
         self.dropped += 1
+        if self._count is not None:
+            self._count("metadata_values_dropped", 1)
         if self.dropped == 1:
             logger.warning(
                 "obsdeco metadata %r (%s) cannot be stored and was dropped; see obsdeco.stats()",

@@ -25,13 +25,13 @@ class PrivateStorage:
         self,
         inner: StorageBackend,
         settings: Settings,
-        on_policy: Callable[[int, int], None] | None = None,
+        count: Callable[[str, int], None] | None = None,
     ) -> None:
+        """`count(counter, amount)` is told of metadata values converted or dropped."""
         self.inner = inner
-        self._policy = ContentPolicy(settings)
+        self._policy = ContentPolicy(settings, count)
         key = settings.encryption_key
         self._cipher = None if key is None else Cipher(key_bytes(key.get_secret_value()))
-        self._on_policy = on_policy
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -41,14 +41,7 @@ class PrivateStorage:
     def write(self, batch: WriteBatch) -> None:
         """Runs on the writer thread: the rules change the records in place (so that this
         process's reports show what is stored), encryption works on copies."""
-        policy = self._policy
-        converted, dropped = policy.converted, policy.dropped
-        policy.apply(batch)
-        if self._on_policy is not None and (policy.converted, policy.dropped) != (
-            converted,
-            dropped,
-        ):
-            self._on_policy(policy.converted - converted, policy.dropped - dropped)
+        self._policy.apply(batch)
         if self._cipher is not None:
             batch = WriteBatch(
                 sessions=[
@@ -130,7 +123,7 @@ class PrivateStorage:
 
 
 def open_store(
-    settings: Settings, on_policy: Callable[[int, int], None] | None = None
+    settings: Settings, count: Callable[[str, int], None] | None = None
 ) -> StorageBackend:
     """The backend for the settings' database URL, behind their privacy rules."""
-    return PrivateStorage(open_backend(settings.database_url), settings, on_policy)  # type: ignore[return-value]
+    return PrivateStorage(open_backend(settings.database_url), settings, count)  # type: ignore[return-value]
