@@ -41,6 +41,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/report.py
 	$(BIN)/python benchmarks/dashboard.py
+	$(BIN)/python benchmarks/scrub.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache obsdeco.db obsdeco-demo.db
