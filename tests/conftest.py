@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 import obsdeco
 from obsdeco.collector import sessions_in_memory
-from obsdeco.testing import ProviderServer, fixtures_dir
+from obsdeco.testing import ProviderServer
 
 POSTGRES_URL = os.environ.get(
     "OBSDECO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -35,27 +35,6 @@ def _postgres_unreachable_reason() -> str | None:
 
 
 _POSTGRES_SKIP_REASON = _postgres_unreachable_reason()
-
-# The recorded API responses live in shared/fixtures beside the repository (or OBSDECO_FIXTURES).
-_FIXTURE_MODULES = [
-    "test_provider.py",
-    "test_capture_openai.py",
-    "test_capture_anthropic.py",
-    "test_frameworks.py",
-]
-if not fixtures_dir().is_dir():
-    if IN_CI:
-        raise RuntimeError(f"recorded fixtures not found at {fixtures_dir()}; CI needs them")
-    collect_ignore = _FIXTURE_MODULES
-
-
-def pytest_report_header() -> str | None:
-    if fixtures_dir().is_dir():
-        return None
-    return (
-        f"recorded fixtures not found at {fixtures_dir()} (set OBSDECO_FIXTURES): "
-        f"skipping {', '.join(_FIXTURE_MODULES)}"
-    )
 
 
 def require_postgres() -> None:

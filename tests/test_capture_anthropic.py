@@ -1,6 +1,6 @@
 """Implicit capture of the Anthropic SDK (`obsdeco.patch_all()`), sync and async, over real HTTP.
 
-Every recorded Anthropic response in the shared fixtures is replayed by the local provider to the
+Every recorded Anthropic response in the recorded fixtures is replayed by the local provider to the
 real `anthropic` SDK, and the `LLMCall` obsdeco keeps is compared field by field with what the
 fixture says (API.md section 4): prompt_tokens = input_tokens + cache_read_input_tokens +
 cache_creation_input_tokens, cached_tokens = the cache read, cache_creation_tokens = the cache

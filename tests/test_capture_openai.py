@@ -1,10 +1,11 @@
 """Implicit capture of the OpenAI SDK (openai 3.x on httpx2) through `obsdeco.patch_all()`.
 
 Every test drives the real SDK, sync and async, over real HTTP against the local provider
-server, which replays recorded API responses (shared/fixtures/openai) byte for byte. Each test
-checks the one record obsdeco makes of a call (token counts exactly as the fixture reports
-them, None where it reports nothing; timing; errors; attribution) and that the user gets
-exactly what the SDK gives without obsdeco (compared with the same call made unpatched).
+server, which replays recorded API responses (obsdeco/testing/fixtures/openai) byte for
+byte. Each test checks the one record obsdeco makes of a call (token counts exactly as the
+fixture reports them, None where it reports nothing; timing; errors; attribution) and that
+the user gets exactly what the SDK gives without obsdeco (compared with the same call made
+unpatched).
 """
 
 from __future__ import annotations

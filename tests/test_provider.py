@@ -170,7 +170,7 @@ def test_no_resource_warning_from_a_full_lifecycle() -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def test_fixtures_dir_comes_from_the_environment_else_beside_the_repo(
+def test_fixtures_dir_comes_from_the_environment_else_ships_with_obsdeco(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv(FIXTURES_ENV, str(tmp_path))
@@ -179,7 +179,8 @@ def test_fixtures_dir_comes_from_the_environment_else_beside_the_repo(
         Reply.fixture("openai/chat_completion.json")
     monkeypatch.delenv(FIXTURES_ENV)
     repo = Path(__file__).resolve().parents[1]
-    assert fixtures_dir() == repo.parent / "shared" / "fixtures"
+    assert fixtures_dir() == repo / "obsdeco" / "testing" / "fixtures"
+    assert (fixtures_dir() / "SOURCES.md").is_file()
 
 
 def test_fixture_names_with_and_without_extension() -> None:

@@ -15,9 +15,9 @@ Endpoints: ``POST /v1/chat/completions``, ``/v1/responses`` and ``/v1/embeddings
 ``text/event-stream`` with chunked transfer encoding, one HTTP chunk per event, each written as
 soon as it is due, so clients see them arrive over time.
 
-Recorded responses (the fixtures) are read from the folder named by the ``OBSDECO_FIXTURES``
-environment variable, else from ``shared/fixtures`` beside the repository. They are read when a
-reply names them, not before, and replayed byte for byte.
+Recorded responses (the fixtures) ship with obsdeco in ``obsdeco/testing/fixtures`` (their
+sources in its ``SOURCES.md``); the ``OBSDECO_FIXTURES`` environment variable names another
+folder. They are read when a reply names them, not before, and replayed byte for byte.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 FIXTURES_ENV: Final = "OBSDECO_FIXTURES"
-"""Environment variable naming the fixtures folder (else ``<repo>/../shared/fixtures``)."""
+"""Environment variable naming another fixtures folder (else the ones shipped with obsdeco)."""
 
 DEFAULT_TEXT: Final = "Hello! This is a reply from the obsdeco test provider."
 """The assistant text of synthesised replies, unless the server or the reply says otherwise."""
@@ -150,12 +150,11 @@ def count_request_tokens(body: Any) -> int:
 
 
 def fixtures_dir() -> Path:
-    """The fixtures folder: ``$OBSDECO_FIXTURES`` if set, else ``<repo>/../shared/fixtures``."""
+    """The fixtures folder: ``$OBSDECO_FIXTURES`` if set, else the one shipped with obsdeco."""
     configured = os.environ.get(FIXTURES_ENV)
     if configured:
         return Path(configured)
-    repo_root = Path(__file__).resolve().parents[2]
-    return repo_root.parent / "shared" / "fixtures"
+    return Path(__file__).resolve().parent / "fixtures"
 
 
 def fixture_path(name: str) -> Path:
