@@ -204,13 +204,13 @@ def measure(toggle: _Toggle, blocks: int, block_size: int) -> dict[str, float]:
 def seam_time(calls: int) -> float:
     """Median seconds obsdeco itself spends per call inside the patched `request` seam (the
     SDK's own request excluded), measured on the caller's thread."""
-    from obsdeco.integrations.base import ProviderIntegration
+    from obsdeco.integrations.sdk import SDKSeam
 
     client = _client()
     own: list[float] = []
-    original = ProviderIntegration.request
+    original = SDKSeam.request
 
-    def timed(self: ProviderIntegration, wrapped: Any, args: Any, kwargs: Any) -> Any:
+    def timed(self: SDKSeam, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         inner = [0.0]
 
         def sdk(*a: Any, **k: Any) -> Any:
@@ -221,11 +221,11 @@ def seam_time(calls: int) -> float:
                 inner[0] = time.perf_counter() - start
 
         start = time.perf_counter()
-        result = original(self, sdk, args, kwargs)
+        result = original(self, sdk, instance, args, kwargs)
         own.append(time.perf_counter() - start - inner[0])
         return result
 
-    ProviderIntegration.request = timed  # type: ignore[method-assign]
+    SDKSeam.request = timed  # type: ignore[method-assign]
     obsdeco.patch_all()
     try:
         with obsdeco.Observatory("bench").track("seam"):
@@ -233,7 +233,7 @@ def seam_time(calls: int) -> float:
                 _call(client)
     finally:
         obsdeco.unpatch_all()
-        ProviderIntegration.request = original  # type: ignore[method-assign]
+        SDKSeam.request = original  # type: ignore[method-assign]
     return statistics.median(own[calls // 10 :])
 
 
@@ -242,8 +242,9 @@ def chunk_time(chunks: int, repeats: int) -> float:
     replayed from memory (the SDK's own ~100 us of parsing per chunk would drown it)."""
     from openai.types.chat import ChatCompletionChunk
 
-    from obsdeco.integrations.base import CallRecorder, ObservedStream
-    from obsdeco.integrations.openai import _ChatStream
+    from obsdeco.integrations.openai import CHAT, OPENAI
+    from obsdeco.integrations.proxies import ObservedStream
+    from obsdeco.integrations.recorder import CallRecorder
 
     events = [
         ChatCompletionChunk.model_validate_json(line.removeprefix(b"data: "))
@@ -256,10 +257,8 @@ def chunk_time(chunks: int, repeats: int) -> float:
             pass
 
     def observed() -> None:
-        recorder = CallRecorder(
-            obsdeco.ModelProvider.OPENAI, "chat.completions", {"model": "m", "stream": True}
-        )
-        for _ in ObservedStream(iter(events), recorder, _ChatStream(False)):
+        recorder = CallRecorder(OPENAI, CHAT, {"model": "m", "stream": True})
+        for _ in ObservedStream(iter(events), recorder, OPENAI.stream_accumulator(CHAT, False)):
             pass
 
     with obsdeco.Observatory("bench").track("chunks"):

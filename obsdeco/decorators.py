@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from collections.abc import AsyncGenerator, Callable, Generator
 from contextvars import Token
 from datetime import datetime
@@ -25,9 +24,8 @@ from obsdeco.context import (
     current_agent,
     current_session,
 )
+from obsdeco.guard import safely
 from obsdeco.models import Session, SessionReport, new_id, utc_now
-
-logger = logging.getLogger("obsdeco.decorators")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,15 +35,6 @@ class SessionResult(NamedTuple):
 
     value: Any
     report: SessionReport
-
-
-def _safely(action: Callable[[], Any], what: str) -> Any:
-    """Run obsdeco bookkeeping; a fault is logged and never reaches the decorated function."""
-    try:
-        return action()
-    except Exception:
-        logger.exception("obsdeco could not %s (ignored)", what)
-        return None
 
 
 class _SessionScope:
@@ -123,17 +112,17 @@ def _instrument(function: F, make_scope: Callable[[], _Scope], with_report: bool
 
     def open_scope() -> tuple[_Scope, Token[Any] | None]:
         scope = make_scope()
-        _safely(scope.begin, "start a session or agent")
-        return scope, _safely(scope.activate, "activate a session or agent")
+        safely("starting a session or agent", scope.begin)
+        return scope, safely("activating a session or agent", scope.activate)
 
     def close_scope(scope: _Scope, token: Token[Any] | None, error: BaseException | None) -> None:
-        _safely(lambda: scope.deactivate(token), "deactivate a session or agent")
-        _safely(lambda: scope.end(error), "end a session or agent")
+        safely("deactivating a session or agent", lambda: scope.deactivate(token))
+        safely("ending a session or agent", lambda: scope.end(error))
 
     def result(scope: _Scope, value: Any) -> Any:
         if not with_report or not isinstance(scope, _SessionScope) or scope.session is None:
             return value
-        report = _safely(lambda: get_report(scope.session.id), "build the session report")
+        report = safely("building the session report", lambda: get_report(scope.session.id))
         return SessionResult(value, report)
 
     class Steps:
@@ -148,17 +137,17 @@ def _instrument(function: F, make_scope: Callable[[], _Scope], with_report: bool
             if self.scope is None:
                 self.scope, self.token = open_scope()
             else:
-                self.token = _safely(self.scope.activate, "activate a session or agent")
+                self.token = safely("activating a session or agent", self.scope.activate)
 
         def leave(self) -> None:
             scope, token = self.scope, self.token
             if scope is not None:
-                _safely(lambda: scope.deactivate(token), "deactivate a session or agent")
+                safely("deactivating a session or agent", lambda: scope.deactivate(token))
 
         def finish(self, error: BaseException | None) -> None:
             scope = self.scope
             if scope is not None:
-                _safely(lambda: scope.end(error), "end a session or agent")
+                safely("ending a session or agent", lambda: scope.end(error))
 
     if inspect.isasyncgenfunction(function):
 

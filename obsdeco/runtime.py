@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from obsdeco.analyzers import PriceTable, session_totals
 from obsdeco.config import Settings, get_settings, settings_holder
+from obsdeco.guard import internal_faults
 from obsdeco.models import Session
 from obsdeco.privacy.store import open_store
 from obsdeco.storage import StorageBackend
@@ -56,6 +57,8 @@ class Stats(BaseModel):
     unsampled_records: int
     queue_bound: int
     last_error: str | None
+    internal_faults: int
+    """obsdeco faults swallowed so that your code was unaffected (each place logged once)."""
 
 
 class _Pipeline:
@@ -136,6 +139,7 @@ class _Pipeline:
                 unsampled_records=self.unsampled_records,
                 queue_bound=get_settings().max_queue_size,
                 last_error=counters.last_error,
+                internal_faults=internal_faults(),
             )
 
     def flush_at_exit(self) -> None:

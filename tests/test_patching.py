@@ -149,10 +149,10 @@ def _faulty(*_args, **_kwargs):
 @pytest.mark.parametrize(
     "target",
     [
-        "obsdeco.integrations.base.current_agent",  # starting the recorder
-        "obsdeco.integrations.openai.OpenAIIntegration.response_facts",  # reading the response
-        "obsdeco.integrations.base.request_hash",  # building the record (writer thread)
-        "obsdeco.integrations.base.keep",  # handing it to the collector
+        "obsdeco.integrations.recorder.current_agent",  # starting the recorder
+        "obsdeco.integrations.openai.OpenAIFormat.response_facts",  # reading the response
+        "obsdeco.integrations.recorder.request_hash",  # building the record (writer thread)
+        "obsdeco.integrations.recorder.keep",  # handing it to the collector
         "obsdeco.runtime._Pipeline.submit",  # queueing it
     ],
 )
@@ -160,8 +160,9 @@ def test_a_fault_inside_obsdeco_never_reaches_the_call(
     monkeypatch, caplog, patched, provider, openai_client, target
 ):
     unpatched = openai.OpenAI(base_url=provider.openai_base_url, api_key="sk-test", max_retries=0)
-    monkeypatch.setattr("obsdeco.integrations.base._logged_faults", set())
+    monkeypatch.setattr("obsdeco.guard.faults._places", set())
     monkeypatch.setattr(target, _faulty)
+    faults_before = obsdeco.stats().internal_faults
 
     with caplog.at_level(logging.ERROR, logger="obsdeco"):
         response = openai_client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
@@ -176,12 +177,33 @@ def test_a_fault_inside_obsdeco_never_reaches_the_call(
     assert response.choices[0].message == expected.choices[0].message
     assert "".join(filter(None, chunks)) == expected.choices[0].message.content
     assert "injected obsdeco fault" in caplog.text
+    assert obsdeco.stats().internal_faults > faults_before
+
+
+def test_a_fault_is_logged_once_per_place_and_counted_every_time(monkeypatch, caplog):
+    monkeypatch.setattr("obsdeco.guard.faults._places", set())
+    monkeypatch.setattr(obsdeco.MetricsCollector, "start_session", _faulty)
+    before = obsdeco.stats().internal_faults
+
+    @obsdeco.observe_session
+    def handle(value: int) -> int:
+        return value * 2
+
+    with caplog.at_level(logging.ERROR, logger="obsdeco"):
+        assert [handle(n) for n in range(3)] == [0, 2, 4]
+
+    assert [record.getMessage() for record in caplog.records] == [
+        "obsdeco fault in starting a session or agent (ignored; your code is unaffected; later "
+        "faults here are counted in obsdeco.stats().internal_faults, not logged)"
+    ]
+    assert obsdeco.stats().internal_faults == before + 3
 
 
 def test_a_fault_in_stream_observation_keeps_every_chunk(
     monkeypatch, patched, provider, openai_client
 ):
     monkeypatch.setattr("obsdeco.integrations.openai._ChatStream.observe", _faulty)
+    before = obsdeco.stats().internal_faults
 
     def contents() -> list[str | None]:
         stream = openai_client.chat.completions.create(
@@ -193,6 +215,7 @@ def test_a_fault_in_stream_observation_keeps_every_chunk(
     obsdeco.unpatch_all()
     assert observed == contents()
     assert len(observed) > 2
+    assert obsdeco.stats().internal_faults > before
 
 
 def test_a_storage_fault_is_counted_not_raised(monkeypatch, patched, provider, openai_client):
@@ -209,6 +232,7 @@ def test_a_storage_fault_is_counted_not_raised(monkeypatch, patched, provider, o
 
 
 def test_a_fault_in_session_bookkeeping_does_not_break_the_function(monkeypatch, caplog):
+    monkeypatch.setattr("obsdeco.guard.faults._places", set())
     monkeypatch.setattr(obsdeco.MetricsCollector, "start_session", _faulty)
 
     @obsdeco.observe_session

@@ -1,25 +1,28 @@
-"""Provider integrations: the patches behind `patch_all()` and the explicit wrappers.
+"""Provider integrations: the seams behind `patch_all()` and the explicit wrappers.
 
-`base.py` holds what every provider shares; `openai.py` and `anthropic.py` describe one SDK each.
+One module per job: `facts` (the readers' vocabulary), `format` (what a provider format
+supplies), `recorder` (one observed call), `proxies` (observed streams and raw responses),
+`seam` (installing and removing patches), `sdk` (the SDK request seam), `explicit` (the
+`wrap_*` integrations), `patching` (`patch_all`); one module per provider format
+(`openai`, `anthropic`), shared by every seam.
 """
 
-from obsdeco.integrations.anthropic import AnthropicIntegration
-from obsdeco.integrations.base import (
-    CallRecorder,
-    ProviderIntegration,
-    ResponseFacts,
-    StreamAccumulator,
-)
-from obsdeco.integrations.openai import OpenAIIntegration
+from obsdeco.integrations.explicit import AnthropicIntegration, OpenAIIntegration
+from obsdeco.integrations.facts import ResponseFacts, StreamAccumulator, field
+from obsdeco.integrations.format import ProviderFormat
 from obsdeco.integrations.patching import patch_all, unpatch_all
+from obsdeco.integrations.recorder import CallRecorder
+from obsdeco.integrations.sdk import SDKSeam
 
 __all__ = [
     "AnthropicIntegration",
     "CallRecorder",
     "OpenAIIntegration",
-    "ProviderIntegration",
+    "ProviderFormat",
     "ResponseFacts",
+    "SDKSeam",
     "StreamAccumulator",
+    "field",
     "patch_all",
     "unpatch_all",
 ]

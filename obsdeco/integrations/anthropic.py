@@ -1,9 +1,10 @@
-"""Anthropic: messages (plain, beta, streamed, and the `messages.stream()` helpers).
+"""Anthropic's format (messages: plain, beta, streamed) and its SDK.
 
 Anthropic's `input_tokens` excludes cached input, so `prompt_tokens` is
 input_tokens + cache_read_input_tokens + cache_creation_input_tokens; `cached_tokens` is the
 cache read part and `cache_creation_tokens` the cache write part. Thinking tokens are inside
-`output_tokens` and not reported apart, so `reasoning_tokens` stays None (unknown).
+`output_tokens`; `usage.output_tokens_details.thinking_tokens` (where the API reports it) is
+`reasoning_tokens`, else None (unknown).
 """
 
 from __future__ import annotations
@@ -12,16 +13,15 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from obsdeco.integrations.base import (
-    CallRecorder,
-    ProviderIntegration,
+from obsdeco.integrations.facts import (
     ResponseFacts,
     StreamAccumulator,
     capturing,
     completion_json,
-    explicit_call,
     field,
 )
+from obsdeco.integrations.format import ProviderFormat
+from obsdeco.integrations.sdk import SDKSeam
 from obsdeco.models import ModelProvider
 
 MESSAGES = "messages"
@@ -30,13 +30,14 @@ MESSAGES = "messages"
 class _Usage:
     """Anthropic usage, merged as stream events update it (later values win)."""
 
-    __slots__ = ("cache_read", "cache_write", "input", "output")
+    __slots__ = ("cache_read", "cache_write", "input", "output", "thinking")
 
     def __init__(self) -> None:
         self.input: int | None = None
         self.cache_read: int | None = None
         self.cache_write: int | None = None
         self.output: int | None = None
+        self.thinking: int | None = None
 
     def update(self, usage: Any) -> None:
         if usage is None:
@@ -50,6 +51,9 @@ class _Usage:
             value = field(usage, name)
             if value is not None:
                 setattr(self, attribute, value)
+        thinking = field(field(usage, "output_tokens_details"), "thinking_tokens")
+        if thinking is not None:
+            self.thinking = thinking
 
     def apply(self, facts: ResponseFacts) -> None:
         if self.input is not None:
@@ -57,6 +61,7 @@ class _Usage:
         facts.cached_tokens = self.cache_read
         facts.cache_creation_tokens = self.cache_write
         facts.completion_tokens = self.output
+        facts.reasoning_tokens = self.thinking
 
 
 def _message_facts(message: Any) -> ResponseFacts:
@@ -106,35 +111,35 @@ class _MessageStream(StreamAccumulator):
         return completion_json("".join(self._text), list(self._calls.values()))
 
     def _keep_content(self, kind: str, event: Any) -> None:
+        index = field(event, "index")
         if kind == "content_block_start":
-            block = getattr(event, "content_block", None)
-            if getattr(block, "type", None) == "tool_use":
-                self._calls[event.index] = {"name": block.name, "arguments": ""}
+            block = field(event, "content_block")
+            if field(block, "type") == "tool_use":
+                self._calls[index] = {"name": field(block, "name"), "arguments": ""}
             return
-        delta = getattr(event, "delta", None)
-        delta_type = getattr(delta, "type", None)
+        delta = field(event, "delta")
+        delta_type = field(delta, "type")
         if delta_type == "text_delta":
-            self._text.append(delta.text)
-        elif delta_type == "input_json_delta" and event.index in self._calls:
-            self._calls[event.index]["arguments"] += delta.partial_json
+            self._text.append(field(delta, "text") or "")
+        elif delta_type == "input_json_delta" and index in self._calls:
+            self._calls[index]["arguments"] += field(delta, "partial_json") or ""
 
     def observe(self, event: Any) -> bool:
-        # Runs once per event: plain getattr on the SDK's event objects.
-        kind = getattr(event, "type", None)
+        # Runs once per event: a few field reads.
+        kind = field(event, "type")
         if self.capture and kind in ("content_block_delta", "content_block_start"):
             self._keep_content(kind, event)
         if kind == "content_block_delta":
             return False
         if kind == "message_start":
-            message = getattr(event, "message", None)
-            self.facts.response_model = getattr(message, "model", None)
-            self._usage.update(getattr(message, "usage", None))
+            message = field(event, "message")
+            self.facts.response_model = field(message, "model")
+            self._usage.update(field(message, "usage"))
         elif kind == "message_delta":
-            self.facts.finish_reason = getattr(getattr(event, "delta", None), "stop_reason", None)
-            self._usage.update(getattr(event, "usage", None))
+            self.facts.finish_reason = field(field(event, "delta"), "stop_reason")
+            self._usage.update(field(event, "usage"))
         elif kind == "content_block_start":
-            block = getattr(event, "content_block", None)
-            if getattr(block, "type", None) == "tool_use":
+            if field(field(event, "content_block"), "type") == "tool_use":
                 self.facts.tool_call_count = (self.facts.tool_call_count or 0) + 1
             return False
         else:
@@ -143,43 +148,31 @@ class _MessageStream(StreamAccumulator):
         return False
 
 
-class AnthropicIntegration(ProviderIntegration):
-    """Observes the Anthropic SDK at its base client's `request` seam."""
+class AnthropicFormat(ProviderFormat):
+    """The Anthropic Messages API."""
 
     provider: ClassVar[ModelProvider] = ModelProvider.ANTHROPIC
+    provider_name: ClassVar[str] = "anthropic"
     endpoints: ClassVar[Mapping[str, str]] = {"/v1/messages": MESSAGES}
+
+    def response_facts(self, api: str, response: Any) -> ResponseFacts:
+        return _message_facts(response)
+
+    def stream_accumulator(self, api: str, hide_usage_chunk: bool) -> StreamAccumulator:
+        return _MessageStream()
+
+
+ANTHROPIC = AnthropicFormat()
+
+
+class AnthropicSDK(SDKSeam):
+    """The `anthropic` SDK."""
+
+    module: ClassVar[str] = "anthropic"
+    format: ClassVar[ProviderFormat] = ANTHROPIC
 
     def sdk_types(self) -> tuple[type, type, tuple[type, ...]]:
         import anthropic
         from anthropic import _response
 
         return anthropic.Stream, anthropic.AsyncStream, (_response.BaseAPIResponse,)
-
-    def response_facts(self, api: str, response: Any) -> ResponseFacts:
-        return _message_facts(response)
-
-    def stream_accumulator(self, api: str, recorder: CallRecorder) -> StreamAccumulator:
-        return _MessageStream()
-
-    def wrap_message(
-        self,
-        client: Any,
-        *,
-        model: str,
-        messages: list[Any],
-        max_tokens: int,
-        agent_name: str | None = None,
-        operation: str | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """`client.messages.create(model=..., messages=..., max_tokens=..., **kwargs)`, recorded.
-
-        Same records as `patch_all()` would make, attributed to `agent_name` / `operation`.
-        """
-        return explicit_call(
-            self,
-            client.messages.create,
-            {"model": model, "messages": messages, "max_tokens": max_tokens, **kwargs},
-            agent_name=agent_name,
-            operation=operation,
-        )

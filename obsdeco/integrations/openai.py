@@ -1,6 +1,8 @@
-"""OpenAI: chat completions, responses and embeddings, read the OpenTelemetry GenAI way.
+"""OpenAI's format (chat completions, legacy completions, responses, embeddings) and its SDK.
 
-`prompt_tokens` is OpenAI's prompt/input count as is (it already includes cached tokens);
+Every OpenAI-compatible API (Groq, DeepSeek, OpenRouter, Together, Azure, vLLM, ...) speaks this
+format, so the HTTP seam reads them with these readers too. Usage is read the OpenTelemetry
+GenAI way: `prompt_tokens` is the prompt/input count as is (it already includes cached tokens);
 cache reads come from `*_tokens_details.cached_tokens`, cache writes from
 `*_tokens_details.cache_write_tokens`, reasoning from `*_tokens_details.reasoning_tokens`. A
 detail the response does not carry stays None (unknown).
@@ -12,19 +14,20 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from obsdeco.config import get_settings
-from obsdeco.integrations.base import (
-    CallRecorder,
-    ProviderIntegration,
+from obsdeco.integrations.facts import (
     ResponseFacts,
     StreamAccumulator,
     capturing,
     completion_json,
-    explicit_call,
     field,
 )
+from obsdeco.integrations.format import ProviderFormat
+from obsdeco.integrations.recorder import CallRecorder
+from obsdeco.integrations.sdk import SDKSeam
 from obsdeco.models import ModelProvider
 
 CHAT = "chat.completions"
+COMPLETIONS = "completions"
 RESPONSES = "responses"
 EMBEDDINGS = "embeddings"
 
@@ -79,6 +82,19 @@ def _chat_completion(choices: list[Any]) -> str | None:
     )
 
 
+def _completions_facts(response: Any) -> ResponseFacts:
+    """A legacy completion: `choices[].text`, usage as chat completions."""
+    facts = ResponseFacts(response_model=field(response, "model"), tool_call_count=0)
+    _chat_usage(facts, field(response, "usage"))
+    choices = field(response, "choices") or []
+    if choices:
+        facts.finish_reason = field(choices[0], "finish_reason")
+    if capturing():
+        text = "\n\n".join(field(choice, "text") or "" for choice in choices)
+        facts.completion = lambda: completion_json(text, [])
+    return facts
+
+
 def _responses_completion(output: list[Any]) -> str | None:
     text = []
     calls = []
@@ -112,7 +128,7 @@ def _embeddings_facts(response: Any) -> ResponseFacts:
 
 
 class _ChatStream(StreamAccumulator):
-    """Chunks of a chat completion stream; usage arrives only with include_usage."""
+    """Chunks of a chat (or legacy) completion stream; usage arrives only with include_usage."""
 
     def __init__(self, hide_usage_chunk: bool) -> None:
         super().__init__()
@@ -129,39 +145,41 @@ class _ChatStream(StreamAccumulator):
         text = "\n\n".join("".join(self._text[index]) for index in sorted(self._text))
         return completion_json(text, list(self._calls.values()))
 
-    def _keep_content(self, choice: Any) -> None:
-        delta = choice.delta
-        content = getattr(delta, "content", None)
+    def _keep_content(self, choice: Any, delta: Any) -> None:
+        index = field(choice, "index") or 0
+        content = field(delta, "content") if delta is not None else field(choice, "text")
         if content:
-            self._text.setdefault(choice.index, []).append(content)
-        for tool_call in getattr(delta, "tool_calls", None) or []:
+            self._text.setdefault(index, []).append(content)
+        for tool_call in field(delta, "tool_calls") or []:
             kept = self._calls.setdefault(
-                (choice.index, tool_call.index), {"name": "", "arguments": ""}
+                (index, field(tool_call, "index") or 0), {"name": "", "arguments": ""}
             )
-            function = tool_call.function
+            function = field(tool_call, "function")
             if function is not None:
-                kept["name"] += function.name or ""
-                kept["arguments"] += function.arguments or ""
+                kept["name"] += field(function, "name") or ""
+                kept["arguments"] += field(function, "arguments") or ""
 
     def observe(self, event: Any) -> bool:
-        # Runs once per chunk: plain getattr on the SDK's chunk objects, nothing else.
+        # Runs once per chunk: a few field reads, nothing else.
         facts = self.facts
         if facts.response_model is None:
-            facts.response_model = getattr(event, "model", None)
-        choices = getattr(event, "choices", None)
+            facts.response_model = field(event, "model")
+        choices = field(event, "choices")
         if choices:
             for choice in choices:
-                reason = choice.finish_reason
+                reason = field(choice, "finish_reason")
                 if reason is not None:
                     facts.finish_reason = reason
+                delta = field(choice, "delta")
                 if self.capture:
-                    self._keep_content(choice)
-                tool_calls = getattr(choice.delta, "tool_calls", None)
+                    self._keep_content(choice, delta)
+                tool_calls = field(delta, "tool_calls")
                 if tool_calls:
+                    index = field(choice, "index")
                     for tool_call in tool_calls:
-                        self._tool_calls.add((choice.index, tool_call.index))
+                        self._tool_calls.add((index, field(tool_call, "index")))
                     facts.tool_call_count = len(self._tool_calls)
-        usage = getattr(event, "usage", None)
+        usage = field(event, "usage")
         if usage is not None:
             _chat_usage(facts, usage)
             return self._hide_usage_chunk and not choices
@@ -182,20 +200,41 @@ class _ResponsesStream(StreamAccumulator):
         return False
 
 
-class OpenAIIntegration(ProviderIntegration):
-    """Observes the OpenAI SDK at its base client's `request` seam."""
+class OpenAIFormat(ProviderFormat):
+    """The OpenAI API and every API compatible with it."""
 
     provider: ClassVar[ModelProvider] = ModelProvider.OPENAI
+    provider_name: ClassVar[str] = "openai"
     endpoints: ClassVar[Mapping[str, str]] = {
         "/chat/completions": CHAT,
+        "/completions": COMPLETIONS,
         "/responses": RESPONSES,
         "/embeddings": EMBEDDINGS,
     }
-    _facts: ClassVar[Mapping[str, Any]] = {
+    _facts: ClassVar[Mapping[str, Callable[[Any], ResponseFacts]]] = {
         CHAT: _chat_facts,
+        COMPLETIONS: _completions_facts,
         RESPONSES: _responses_facts,
         EMBEDDINGS: _embeddings_facts,
     }
+
+    def response_facts(self, api: str, response: Any) -> ResponseFacts:
+        return self._facts[api](response)
+
+    def stream_accumulator(self, api: str, hide_usage_chunk: bool) -> StreamAccumulator:
+        if api == RESPONSES:
+            return _ResponsesStream()
+        return _ChatStream(hide_usage_chunk)
+
+
+OPENAI = OpenAIFormat()
+
+
+class OpenAISDK(SDKSeam):
+    """The `openai` SDK."""
+
+    module: ClassVar[str] = "openai"
+    format: ClassVar[ProviderFormat] = OPENAI
 
     def sdk_types(self) -> tuple[type, type, tuple[type, ...]]:
         import openai
@@ -204,44 +243,14 @@ class OpenAIIntegration(ProviderIntegration):
         raw = (_legacy_response.LegacyAPIResponse, _response.BaseAPIResponse)
         return openai.Stream, openai.AsyncStream, raw
 
-    def response_facts(self, api: str, response: Any) -> ResponseFacts:
-        return self._facts[api](response)  # type: ignore[no-any-return]
-
-    def stream_accumulator(self, api: str, recorder: CallRecorder) -> StreamAccumulator:
-        if api == RESPONSES:
-            return _ResponsesStream()
-        return _ChatStream(recorder.hide_usage_chunk)
-
     def prepare(self, recorder: CallRecorder, options: Any) -> Any:
         """With `request_stream_usage`, ask a chat stream for its usage (and hide that chunk)."""
-        if recorder.api != CHAT or not recorder.streamed:
+        if recorder.api not in (CHAT, COMPLETIONS) or not recorder.streamed:
             return options
-        stream_options = recorder.body.get("stream_options") or {}
+        body = recorder.body or {}
+        stream_options = body.get("stream_options") or {}
         if stream_options.get("include_usage") or not get_settings().request_stream_usage:
             return options
-        body = {**recorder.body, "stream_options": {**stream_options, "include_usage": True}}
+        body = {**body, "stream_options": {**stream_options, "include_usage": True}}
         recorder.hide_usage_chunk = True
         return options.model_copy(update={"json_data": body})
-
-    def wrap_completion(
-        self,
-        client: Any,
-        *,
-        model: str,
-        messages: list[Any],
-        agent_name: str | None = None,
-        operation: str | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """`client.chat.completions.create(model=..., messages=..., **kwargs)`, recorded.
-
-        Same records as `patch_all()` would make (it does not matter whether patching is on),
-        attributed to `agent_name` / `operation` when given.
-        """
-        return explicit_call(
-            self,
-            client.chat.completions.create,
-            {"model": model, "messages": messages, **kwargs},
-            agent_name=agent_name,
-            operation=operation,
-        )

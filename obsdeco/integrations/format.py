@@ -1,0 +1,49 @@
+"""`ProviderFormat`: one provider's wire format, read the same way by every seam.
+
+A format names its endpoints (request paths, matched by their end, so any base URL or API
+version works) and reads that provider's requests, responses and stream events. The SDK seams
+hand it SDK objects, the HTTP seam parsed JSON; its readers use `facts.field` for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from obsdeco.integrations.facts import ResponseFacts, StreamAccumulator
+from obsdeco.models import ModelProvider
+
+
+class ProviderFormat:
+    """What obsdeco knows of one provider's API; subclasses set the class attributes and
+    implement `response_facts` and `stream_accumulator`."""
+
+    provider: ClassVar[ModelProvider]
+    provider_name: ClassVar[str]
+    """The OpenTelemetry name of the provider, unless the request's host names another."""
+    endpoints: ClassVar[Mapping[str, str]]
+    """Request path ending -> API name, longest endings first."""
+
+    def endpoint(self, path: str) -> str | None:
+        """The API a request path calls, or None when it is no endpoint of this format."""
+        for ending, api in self.endpoints.items():
+            if path.endswith(ending):
+                return api
+        return None
+
+    def request_model(self, api: str, path: str, body: Mapping[str, Any]) -> str | None:
+        """The model a request asks for."""
+        model = body.get("model")
+        return model if isinstance(model, str) else None
+
+    def request_streamed(self, api: str, path: str, body: Mapping[str, Any]) -> bool:
+        """Whether a request asks for a stream."""
+        return bool(body.get("stream"))
+
+    def response_facts(self, api: str, response: Any) -> ResponseFacts:
+        """Facts from a response: an SDK object or its JSON body."""
+        raise NotImplementedError
+
+    def stream_accumulator(self, api: str, hide_usage_chunk: bool) -> StreamAccumulator:
+        """A fresh accumulator for a stream of `api`'s events (SDK objects or JSON)."""
+        raise NotImplementedError

@@ -1,0 +1,314 @@
+"""`CallRecorder`: one observed LLM call, from its request to its `LLMCall` record.
+
+A seam starts a recorder when a request leaves and finishes it once, when the answer (or the
+error, or the end of the stream) is known. Finishing is cheap: it notes the end time and where
+the facts are. Reading the facts, hashing the request and validating the record happen in
+`materialize()`, off the caller's thread.
+
+The context also carries which call is in flight (so that an SDK's retries are counted on it,
+and the HTTP seam under an SDK seam does not record the same call again) and the attribution
+of an explicit `wrap_*` call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Mapping
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from obsdeco.collector import implicit_session, keep
+from obsdeco.context import current_agent, current_session
+from obsdeco.guard import guarded
+from obsdeco.integrations.facts import FactsSource, ResponseFacts, capturing
+from obsdeco.integrations.format import ProviderFormat
+from obsdeco.models import LLMCall, PendingCall, new_id
+
+_MAX_ERROR_MESSAGE = 500
+_HASH_IGNORED_KEYS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
+_PROMPT_KEYS = ("system", "instructions", "messages", "input", "prompt", "contents")
+
+
+def classify_error(error: BaseException) -> str:
+    """rate_limit, timeout, connection, auth, bad_request, server_error or other."""
+    status = getattr(error, "status_code", None)
+    if not isinstance(status, int):
+        status = getattr(error, "code", None)  # google-genai's APIError
+    if isinstance(status, int):
+        return classify_status(status)
+    name = type(error).__name__
+    if "Timeout" in name:
+        return "timeout"
+    if "Connection" in name or "RemoteProtocol" in name:
+        return "connection"
+    return "other"
+
+
+def classify_status(status: int) -> str:
+    """The error type of an HTTP status of 400 or more."""
+    if status == 429:
+        return "rate_limit"
+    if status == 408:
+        return "timeout"
+    if status in (401, 403):
+        return "auth"
+    if status >= 500:
+        return "server_error"
+    if status >= 400:
+        return "bad_request"
+    return "other"
+
+
+_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
+def request_hash(body: Mapping[str, Any]) -> str:
+    """A stable hash of what was asked (stream flags and user tags left out)."""
+    normalised = {key: value for key, value in body.items() if key not in _HASH_IGNORED_KEYS}
+    text = _canonical_json.encode(normalised)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """What an explicit `wrap_*` call says about itself, over what the context says."""
+
+    project: str | None
+    agent_name: str | None
+    operation: str | None
+
+
+_explicit: ContextVar[Attribution | None] = ContextVar("obsdeco_explicit_call", default=None)
+_in_flight: ContextVar[CallRecorder | None] = ContextVar("obsdeco_call_in_flight", default=None)
+
+
+def explicit_attribution() -> Attribution | None:
+    """The attribution of the explicit `wrap_*` call running in this context, if any."""
+    return _explicit.get()
+
+
+def set_explicit(attribution: Attribution) -> Token[Attribution | None]:
+    return _explicit.set(attribution)
+
+
+def reset_explicit(token: Token[Attribution | None]) -> None:
+    _explicit.reset(token)
+
+
+def in_flight() -> CallRecorder | None:
+    """The call a seam is recording in this context, if any (lower seams then stand aside)."""
+    return _in_flight.get()
+
+
+def set_in_flight(recorder: CallRecorder) -> Token[CallRecorder | None]:
+    return _in_flight.set(recorder)
+
+
+def reset_in_flight(token: Token[CallRecorder | None]) -> None:
+    _in_flight.reset(token)
+
+
+@guarded()
+def note_retry(response: Any) -> None:
+    """Count an SDK retry against the call in flight in this context (if obsdeco observes it).
+
+    `response` is the failed attempt's HTTP response (None for a timeout or connection error).
+    """
+    recorder = _in_flight.get()
+    if recorder is not None:
+        recorder.retries += 1
+        if getattr(response, "status_code", None) == 429:
+            recorder.rate_limited_retries += 1
+
+
+_materializing = threading.Lock()
+
+
+class CallRecorder(PendingCall):
+    """One LLM call being observed: started at construction, finished exactly once.
+
+    Finishing only notes the end time and where the facts are (a response to read later, or
+    a stream's accumulated facts) and hands the recorder to the collector. Reading the facts,
+    hashing the request and validating the record happen in `materialize()`, off the caller's
+    thread (on the writer thread, or when a report is built).
+    """
+
+    __slots__ = (
+        "_call",
+        "agent_name",
+        "api",
+        "body",
+        "ended",
+        "error",
+        "error_status",
+        "facts_source",
+        "first_token_at",
+        "format",
+        "hide_usage_chunk",
+        "host",
+        "model",
+        "operation",
+        "rate_limited_retries",
+        "retries",
+        "session",
+        "started",
+        "started_wall",
+        "streamed",
+    )
+
+    def __init__(
+        self,
+        format: ProviderFormat,
+        api: str,
+        body: Mapping[str, Any],
+        *,
+        model: str | None = None,
+        streamed: bool | None = None,
+        host: str | None = None,
+        attribution: Attribution | None = None,
+        project: str | None = None,
+    ) -> None:
+        agent = current_agent()
+        self.format = format
+        self.api = api
+        self.body: Mapping[str, Any] | None = body
+        self.model = model if model is not None else body.get("model")
+        self.streamed = bool(body.get("stream")) if streamed is None else streamed
+        self.host = host
+        if attribution is not None:
+            project = attribution.project
+        self.session = current_session() or implicit_session(project)
+        explicit_agent = attribution.agent_name if attribution else None
+        explicit_operation = attribution.operation if attribution else None
+        self.agent_name = explicit_agent or (agent.name if agent else None)
+        self.operation = explicit_operation or (agent.operation if agent else None)
+        self.hide_usage_chunk = False
+        self.retries = 0
+        self.rate_limited_retries = 0
+        self.first_token_at: float | None = None
+        self.facts_source: FactsSource = None
+        self.error: BaseException | None = None
+        self.error_status: int | None = None
+        self.ended = 0.0
+        self._call: LLMCall | None = None
+        self.started_wall = time.time()
+        self.started = time.perf_counter()
+
+    @guarded()
+    def record(
+        self,
+        facts: FactsSource,
+        error: BaseException | None = None,
+        *,
+        error_status: int | None = None,
+    ) -> None:
+        """Finish the call (the first time only) and hand it to the collector.
+
+        A failure is an exception (`error`) or, where no exception is raised (an HTTP client
+        returning an error response), its HTTP status (`error_status`).
+        """
+        if self.ended:
+            return
+        self.ended = time.perf_counter()
+        self.facts_source = facts
+        self.error = error
+        self.error_status = error_status
+        keep(self.session, self)
+
+    def materialize(self) -> LLMCall:
+        """The `LLMCall` of this finished call, built once; never raises."""
+        call = self._call
+        if call is not None:
+            return call
+        with _materializing:
+            if self._call is None:
+                self._call = self._build()
+                self.body = self.facts_source = None  # release the request and response
+            return self._call
+
+    def _failure(self) -> tuple[str | None, str | None]:
+        """(error_type, error_message) of the call; (None, None) when it succeeded."""
+        if self.error is not None:
+            return classify_error(self.error), str(self.error)[:_MAX_ERROR_MESSAGE]
+        if self.error_status is not None:
+            return classify_status(self.error_status), f"HTTP {self.error_status}"
+        return None, None
+
+    def _build(self) -> LLMCall:
+        facts = _read_facts(self.facts_source)
+        first_token = self.first_token_at
+        error_type, error_message = self._failure()
+        fields = {
+            "id": new_id(),
+            "session_id": self.session.id,
+            "project_name": self.session.project_name,
+            "timestamp": datetime.fromtimestamp(self.started_wall, UTC),
+            "provider": self.format.provider,
+            "model": str(self.model or "unknown"),
+            "response_model": facts.response_model,
+            "api": self.api,
+            "agent_name": self.agent_name,
+            "operation": self.operation,
+            "prompt_tokens": facts.prompt_tokens,
+            "completion_tokens": facts.completion_tokens,
+            "cached_tokens": facts.cached_tokens,
+            "cache_creation_tokens": facts.cache_creation_tokens,
+            "reasoning_tokens": facts.reasoning_tokens,
+            "latency_ms": (self.ended - self.started) * 1000.0,
+            "time_to_first_token_ms": (
+                None if first_token is None else (first_token - self.started) * 1000.0
+            ),
+            "streamed": self.streamed,
+            "success": error_type is None,
+            "error_type": error_type,
+            "error_message": error_message,
+            "finish_reason": facts.finish_reason,
+            "tool_call_count": facts.tool_call_count,
+            "retries": self.retries,
+            "rate_limited_retries": self.rate_limited_retries,
+            "cost_usd": None,
+            "request_hash": _safe_hash(self.body),
+            "metadata": {},
+        }
+        if capturing():
+            fields["prompt"] = _prompt_of(self.body)
+            fields["completion"] = _completion_of(facts)
+        try:
+            return LLMCall.model_validate(fields)
+        except ValidationError:
+            return LLMCall.model_construct(**fields)  # odd SDK data is stored as reported
+
+
+@guarded(default=ResponseFacts())
+def _read_facts(source: FactsSource) -> ResponseFacts:
+    if source is None:
+        return ResponseFacts()
+    if isinstance(source, ResponseFacts):
+        return source
+    return source()
+
+
+@guarded()
+def _prompt_of(body: Mapping[str, Any] | None) -> str | None:
+    """The request's content (system prompt, messages, input) as JSON."""
+    if not body:
+        return None
+    content = {key: body[key] for key in _PROMPT_KEYS if body.get(key) is not None}
+    return json.dumps(content, ensure_ascii=False, default=str) if content else None
+
+
+@guarded()
+def _completion_of(facts: ResponseFacts) -> str | None:
+    return None if facts.completion is None else facts.completion()
+
+
+@guarded()
+def _safe_hash(body: Mapping[str, Any] | None) -> str | None:
+    return None if body is None else request_hash(body)
