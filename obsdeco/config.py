@@ -38,7 +38,8 @@ class Settings(BaseModel):
     """Ask OpenAI chat streams for usage (the extra usage-only chunk is hidden from the user)."""
     max_queue_size: int = Field(default=50_000, ge=1)
     batch_size: int = Field(default=2_000, ge=1)
-    flush_at_exit_timeout_s: float = Field(default=10.0, ge=0.0)
+    flush_at_exit_timeout_s: float = Field(default=10.0, ge=0.0, le=86_400.0, allow_inf_nan=False)
+    """How long the exit hooks wait for the database: at most a day (never infinity)."""
     content_max_chars: int = Field(default=20_000, ge=1)
     """Captured prompts and completions are cut to this many characters, the cut marked."""
     pii_patterns: dict[str, str] = Field(default_factory=dict)

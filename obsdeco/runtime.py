@@ -6,7 +6,6 @@ writer drains what it already holds into its own database before it stops.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import threading
@@ -22,6 +21,7 @@ from obsdeco.config import Settings, get_settings, settings_holder
 from obsdeco.guard import internal_faults
 from obsdeco.models import Session
 from obsdeco.privacy.store import open_store
+from obsdeco.shutdown import ExitHooks
 from obsdeco.storage import StorageBackend
 from obsdeco.writer import Record, Writer, WriterCounters, wait_all
 
@@ -90,6 +90,7 @@ class _Pipeline:
                     batch_size=settings.batch_size,
                 )
                 current = self._current = Runtime(settings, backend, writer)
+                exit_hooks.on_first_record()
             return current
 
     def submit(self, record: Record) -> None:
@@ -162,6 +163,23 @@ class _Pipeline:
             writer.stop()
         for writer in writers:
             writer.join(_EXIT_JOIN_TIMEOUT_S)
+        self._log_drops_at_exit()
+
+    def _log_drops_at_exit(self) -> None:
+        counters = self.counters
+        with counters.lock:
+            queue_full, rejected = counters.dropped_queue_full, counters.dropped_rejected
+            at_exit = counters.dropped_at_exit
+        if queue_full or rejected or at_exit:
+            logger.error(
+                "obsdeco at exit: %d records of this process were dropped (%d: queue full, "
+                "%d: rejected by the database, %d: not stored in time at exit); written: %d",
+                queue_full + rejected + at_exit,
+                queue_full,
+                rejected,
+                at_exit,
+                counters.written,
+            )
 
     def reset_after_fork(self) -> None:
         """A forked child inherits the parent's queue but not its thread: start clean."""
@@ -174,8 +192,19 @@ class _Pipeline:
 
 
 pipeline = _Pipeline()
-atexit.register(pipeline.flush_at_exit)
-os.register_at_fork(after_in_child=pipeline.reset_after_fork)
+exit_hooks = ExitHooks(
+    pipeline.flush_at_exit,
+    lambda timeout: flush(timeout),
+    lambda: get_settings().flush_at_exit_timeout_s,
+)
+
+
+def _after_fork_in_child() -> None:
+    pipeline.reset_after_fork()
+    exit_hooks.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def get_runtime() -> Runtime:

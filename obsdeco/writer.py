@@ -113,7 +113,9 @@ class Writer:
         self._closing = threading.Lock()
         self._closed = False
         self._retry_now = threading.Event()
-        self._last_drop_log = -_DROP_LOG_INTERVAL_S
+        self._drops_reported: int | None = None
+        """Queue-full drops logged so far (None until the first one)."""
+        self._last_drop_log = 0.0
         self._thread = threading.Thread(target=self._run, name="obsdeco-writer", daemon=True)
         self._thread.start()
 
@@ -142,14 +144,36 @@ class Writer:
     def _drop_queue_full(self) -> None:
         counters = self._counters
         counters.add("dropped_queue_full", 1)
-        now = time.monotonic()
-        if now - self._last_drop_log >= _DROP_LOG_INTERVAL_S:
-            self._last_drop_log = now
+        if self._drops_reported is None:
+            self._drops_reported = 0
+            self._last_drop_log = time.monotonic()
             logger.warning(
-                "obsdeco queue full (%d records): %d records dropped so far; see obsdeco.stats()",
+                "obsdeco is dropping records: its queue is full (%d records held; %s); "
+                "the number dropped is logged every %.0f s while it lasts, and at exit",
                 self.max_queue_size,
-                counters.dropped_queue_full,
+                "the database is down: " + counters.last_error
+                if counters.last_error
+                else "records arrive faster than the database stores them",
+                _DROP_LOG_INTERVAL_S,
             )
+
+    def _report_drops(self, *, final: bool = False) -> None:
+        """On the writer thread: log how many records were dropped since the last report."""
+        if self._drops_reported is None:
+            return
+        now = time.monotonic()
+        if not final and now - self._last_drop_log < _DROP_LOG_INTERVAL_S and self._queue:
+            return
+        dropped = self._counters.dropped_queue_full
+        if dropped > self._drops_reported:
+            logger.warning(
+                "obsdeco dropped %d records (queue full) in the last %.1f s; %d in all",
+                dropped - self._drops_reported,
+                now - self._last_drop_log,
+                dropped,
+            )
+            self._drops_reported = dropped
+        self._last_drop_log = now
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued before this call is committed; False on timeout.
@@ -210,6 +234,7 @@ class Writer:
                 if batch:
                     self._commit(batch)
                 self._in_flight = 0
+                self._report_drops()
                 for marker in markers:
                     marker.done.set()
             if self._stopping:
@@ -217,6 +242,7 @@ class Writer:
                     if self._queue:
                         continue
                     self._closed = True
+                self._report_drops(final=True)
                 self.backend.close()
                 return
 
@@ -300,6 +326,7 @@ class Writer:
             else:
                 if outage_logged:
                     logger.warning("obsdeco database reachable again; writing resumed")
+                    self._counters.last_error = None
                 self._counters.add("written", len(batch))
                 return
 

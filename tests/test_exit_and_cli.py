@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import obsdeco
 from tests.conftest import count_rows
 
@@ -51,6 +53,16 @@ def test_records_that_cannot_be_stored_at_exit_are_reported_not_silently_lost(tm
 
     assert result.returncode == 0
     assert "could not store 9 records" in result.stderr  # session start, 7 calls, session end
+    assert (
+        "obsdeco at exit: 9 records of this process were dropped (0: queue full, 0: rejected by "
+        "the database, 9: not stored in time at exit); written: 0"
+    ) in result.stderr
+
+
+def test_an_infinite_exit_timeout_is_refused_at_configure():
+    for timeout in (float("inf"), 1e300, float("nan")):
+        with pytest.raises(ValueError, match="flush_at_exit_timeout_s"):
+            obsdeco.configure(flush_at_exit_timeout_s=timeout)
 
 
 def test_cli_version_and_help():

@@ -14,8 +14,8 @@ from sqlalchemy.engine import make_url
 
 import obsdeco
 from obsdeco.analyzers import PriceTable, session_totals
-from obsdeco.models import LLMCall, ModelProvider
-from obsdeco.storage import SQLAlchemyStorage, WriteBatch
+from obsdeco.models import LLMCall, ModelProvider, Session
+from obsdeco.storage import SessionState, SQLAlchemyStorage, WriteBatch
 from obsdeco.writer import Writer, WriterCounters
 from tests.conftest import count_rows
 
@@ -213,8 +213,44 @@ def test_records_beyond_the_queue_bound_are_counted_and_logged(tmp_path, caplog)
     assert stats.pending <= 20
     assert dropped >= 11
     assert stats.queue_bound == 20
-    assert "queue full" in caplog.text
+    assert "its queue is full (20 records held" in caplog.text
     (tmp_path / "missing").mkdir()
+
+
+def test_a_burst_of_drops_is_logged_with_its_exact_count_once_it_ends(tmp_path, caplog):
+    folder = tmp_path / "appears-later"
+    storage = SQLAlchemyStorage(f"sqlite:///{folder}/db.sqlite")
+    counters = WriterCounters()
+    writer = Writer(storage, counters, SUMMARIZE, max_queue_size=20, batch_size=10)
+    with caplog.at_level(logging.WARNING, logger="obsdeco"):
+        for _ in range(500):
+            writer.submit(_call())
+        folder.mkdir()
+        assert writer.flush(timeout=30)
+    writer.stop()
+
+    assert counters.dropped_queue_full == 480
+    assert count_rows(f"sqlite:///{folder}/db.sqlite", "llm_calls") == 20
+    drops = [record.getMessage() for record in caplog.records if "drop" in record.getMessage()]
+    assert drops[0].startswith("obsdeco is dropping records: its queue is full (20 records held;")
+    assert len(drops) == 2
+    assert drops[1].startswith("obsdeco dropped 480 records (queue full) in the last ")
+    assert drops[1].endswith("; 480 in all")
+
+
+def test_last_error_is_cleared_once_the_database_is_back(tmp_path):
+    folder = tmp_path / "appears-later"
+    storage = SQLAlchemyStorage(f"sqlite:///{folder}/db.sqlite")
+    counters = WriterCounters()
+    writer = Writer(storage, counters, SUMMARIZE, max_queue_size=100, batch_size=10)
+    writer.submit(_call())
+    assert writer.flush(timeout=0.2) is False
+    assert "OperationalError" in (counters.last_error or "")
+
+    folder.mkdir()
+    assert writer.flush(timeout=30)
+    writer.stop()
+    assert counters.last_error is None
 
 
 def test_a_record_the_store_rejects_does_not_block_the_others(sqlite_url, caplog):
@@ -233,6 +269,27 @@ def test_a_record_the_store_rejects_does_not_block_the_others(sqlite_url, caplog
     assert counters.written == 3
     assert "rejected a record" in caplog.text
     writer.stop()
+
+
+def test_a_rejected_row_is_reported_without_its_values(database_url, caplog):
+    storage = SQLAlchemyStorage(database_url)
+    counters = WriterCounters()
+    writer = Writer(storage, counters, SUMMARIZE, max_queue_size=100, batch_size=100)
+    first = _call(error_message="card 4111 1111 1111 1111", metadata={"user": "ada@example.com"})
+    session = Session(project_name="test", name="n", metadata={"user": "ada@example.com"})
+    with caplog.at_level(logging.ERROR, logger="obsdeco"):
+        writer.submit(first)
+        writer.submit(first.model_copy())  # the same id again: the store rejects it
+        writer.submit(SessionState(session))
+        writer.submit(SessionState(session.model_copy(update={"project_name": "p" * 300})))
+        assert writer.flush(timeout=10)
+    writer.stop()
+
+    assert counters.dropped_rejected == (2 if "postgresql" in database_url else 1)
+    reported = caplog.text + (counters.last_error or "")
+    assert "rejected a record" in caplog.text
+    assert "ada@example.com" not in reported
+    assert "4111" not in reported
 
 
 @pytest.mark.parametrize("batch_size", [1, 7])

@@ -86,14 +86,19 @@ _TOTAL_FIELDS = (
 
 
 def _create_engine(url: str) -> Engine:
+    # hide_parameters: an error's text (logged, and kept in stats().last_error) must not quote
+    # the rows' values, which hold metadata and error messages.
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True
+        )
     in_memory = parsed.database in (None, "", ":memory:")
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False},
         poolclass=StaticPool if in_memory else None,
+        hide_parameters=True,
     )
 
     @event.listens_for(engine, "connect")
