@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from obsdeco._version import __version__
@@ -34,19 +35,40 @@ def parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def database_url_argument(text: str) -> str:
+    """A database URL, or a bare path to a SQLite file (`./obsdeco.db`, `/var/lib/obs.db`)."""
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+def _global_options(defaults: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name. Only the top-level parser
+    sets defaults, so that a subcommand does not overwrite a value given before its name."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--database-url",
+        type=database_url_argument,
+        default=None if defaults else argparse.SUPPRESS,
+        help="the store: a database URL or a SQLite file's path "
+        "(default: OBSDECO_DATABASE_URL, else ./obsdeco.db)",
+    )
+    return options
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="obsdeco",
         description="Watch AI agents in production: LLM calls, tokens, cost and latency.",
+        parents=[_global_options(defaults=True)],
     )
     parser.add_argument("--version", action="version", version=f"obsdeco {__version__}")
-    parser.add_argument(
-        "--database-url",
-        help="the store to read (default: OBSDECO_DATABASE_URL, else ./obsdeco.db)",
-    )
     commands = parser.add_subparsers(dest="command")
+    options = _global_options(defaults=False)
 
-    sessions = commands.add_parser("sessions", help="list stored sessions, newest first")
+    sessions = commands.add_parser(
+        "sessions", help="list stored sessions, newest first", parents=[options]
+    )
     sessions.add_argument("--project", help="only this project")
     sessions.add_argument("--since", type=parse_time, help="ISO time or duration (24h, 7d)")
     sessions.add_argument("--until", type=parse_time, help="ISO time or duration")
@@ -55,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report",
         help="print the report of a session (SESSION_ID or --last) or of a project (--project)",
+        parents=[options],
     )
     which = report.add_mutually_exclusive_group()
     which.add_argument("session_id", nargs="?", help="the session's id")
@@ -69,10 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     dashboard = commands.add_parser(
-        "dashboard", help="serve the Streamlit dashboard (needs the 'dashboard' extra)"
-    )
-    dashboard.add_argument(
-        "--database-url", dest="dashboard_database_url", help="the store to show"
+        "dashboard",
+        help="serve the Streamlit dashboard (needs the 'dashboard' extra)",
+        parents=[options],
     )
     dashboard.add_argument("--port", type=int, default=8501, help="default: 8501")
     dashboard.add_argument(
@@ -173,6 +195,35 @@ def _print(report: SessionReport | ProjectReport, output: str) -> None:
         print(report)
 
 
+def _missing_store(database_url: str) -> str | None:
+    """Why `database_url` holds no obsdeco store (None when it does), checked without creating
+    anything: these commands only read."""
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from obsdeco.storage import registered_scheme
+
+    if registered_scheme(database_url) is not None:
+        return None
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        path = Path(url.database)
+        if not path.is_file():
+            return f"no obsdeco database at {path.resolve()} (nothing recorded there yet?)"
+        return None
+    engine = create_engine(url, hide_parameters=True)
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table("sessions"):
+                return f"no obsdeco store in {url.render_as_string(hide_password=True)}"
+    except SQLAlchemyError as error:
+        return f"cannot open {url.render_as_string(hide_password=True)}: {type(error).__name__}"
+    finally:
+        engine.dispose()
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `obsdeco` console script."""
     parser = _parser()
@@ -183,13 +234,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     import obsdeco
 
     try:
-        obsdeco.configure(
-            database_url=getattr(args, "dashboard_database_url", None) or args.database_url
-        )
+        settings = obsdeco.configure(database_url=args.database_url)
     except ValueError as error:
         parser.error(str(error))
+    missing = _missing_store(settings.database_url)
+    if missing is not None:
+        print(f"obsdeco {args.command}: {missing}", file=sys.stderr)
+        return 1
     commands = {"sessions": _sessions, "report": _report, "dashboard": _dashboard}
-    return commands[args.command](args)
+    try:
+        status = commands[args.command](args)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # The reader went away (`obsdeco report ... | head`): end quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import obsdeco
+from obsdeco.storage import SQLAlchemyStorage, WriteBatch
 
 
 def _obsdeco(*args: str) -> subprocess.CompletedProcess[str]:
@@ -111,10 +113,70 @@ def test_unknown_session_and_bad_time_are_clear_errors(store):
 
 
 def test_empty_store_says_so(sqlite_url):
+    storage = SQLAlchemyStorage(sqlite_url)
+    storage.write(WriteBatch())  # an empty transaction: the tables exist, with no rows
+    storage.close()
+
     result = _obsdeco("--database-url", sqlite_url, "sessions")
 
     assert result.returncode == 0
     assert result.stdout.strip() == "no sessions stored yet"
+
+
+def test_options_go_before_or_after_the_command(store):
+    before = _obsdeco("--database-url", store["url"], "report", "--last", "--format", "json")
+    after = _obsdeco("report", "--last", "--database-url", store["url"], "--format", "json")
+    sessions = _obsdeco("sessions", "--database-url", store["url"])
+
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout) == json.loads(before.stdout)
+    assert store["refund"] in sessions.stdout
+
+
+def test_a_bare_path_names_a_sqlite_file(store, tmp_path):
+    path = store["url"].removeprefix("sqlite:///")
+    relative = subprocess.run(
+        [sys.executable, "-m", "obsdeco.cli", "sessions", "--database-url", "obsdeco.db"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(path).parent,
+    )
+
+    assert store["refund"] in _obsdeco("sessions", "--database-url", path).stdout
+    assert store["refund"] in relative.stdout
+
+
+def test_reading_a_missing_store_is_an_error_that_creates_nothing(tmp_path):
+    missing = tmp_path / "typo.db"
+
+    for command in (["sessions"], ["report", "--last"], ["report", "--project", "p"]):
+        result = _obsdeco(*command, "--database-url", str(missing))
+        assert result.returncode == 1
+        assert f"no obsdeco database at {missing}" in result.stderr
+    assert not missing.exists()
+
+
+def test_a_closed_pipe_ends_the_output_quietly(sqlite_url):
+    obsdeco.configure(database_url=sqlite_url)
+    collector = obsdeco.MetricsCollector("many")
+    for number in range(3_000):  # a listing of ~300 KB, more than a pipe holds
+        collector.end_session(collector.start_session(f"session-{number}"))
+    obsdeco.flush()
+    command = [sys.executable, "-m", "obsdeco.cli", "--database-url", sqlite_url, "sessions"]
+    with subprocess.Popen(
+        [*command, "--limit", "3000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdout is not None
+        process.stdout.read(10)
+        process.stdout.close()  # what `| head -c 10` does
+        _, stderr = process.communicate(timeout=60)
+
+    assert b"Traceback" not in stderr
+    assert b"BrokenPipeError" not in stderr
 
 
 def test_project_report_in_each_format(store):
