@@ -461,3 +461,35 @@ def test_secrets_cut_in_two_are_still_scrubbed_and_error_messages_lose_secrets()
     # Scrubbed before the cut (the block spans it), and the NUL PostgreSQL refuses is gone.
     assert call.prompt == "x" * 20 + "<PRIVATE_KEY> tail"
     assert call.error_message == "401: invalid key <API_KEY>"
+
+
+SECRETS_IN_AN_ERROR = (
+    f"upstream refused key {OPENAI_KEY} (AKIAIOSFODNN7EXAMPLE / "
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY) for ada@example.com, card 4111 1111 1111 1111, "
+    "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N"
+)
+
+
+@pytest.mark.parametrize("capture", [False, True])
+def test_a_sessions_error_message_is_stored_without_secrets(configured, capture):
+    obsdeco.configure(project="test", database_url=configured, capture_content=capture)
+
+    @obsdeco.observe_session("failing")
+    def handle() -> None:
+        raise RuntimeError(SECRETS_IN_AN_ERROR)
+
+    with pytest.raises(RuntimeError):
+        handle()
+    collector = obsdeco.MetricsCollector("test")
+    explicit = collector.start_session("explicit")
+    collector.end_session(explicit, error=ValueError(SECRETS_IN_AN_ERROR))
+    obsdeco.flush()
+
+    stored = _stored_text(configured)
+    expected = (
+        "upstream refused key <API_KEY> (<AWS_KEY> / <AWS_SECRET>) for <EMAIL>, card "
+        "<CREDIT_CARD>, token <JWT>"
+    )
+    assert stored.count(expected) == 2
+    for secret in (OPENAI_KEY, "AKIAIOSFODNN7EXAMPLE", "bPxRfiCY", "ada@example", "4111", "eyJ"):
+        assert secret not in stored

@@ -2,7 +2,8 @@
 
 Without `capture_content` no prompt or completion is kept, whatever was recorded. With it, each
 is scrubbed (`scrub_pii`, `pii_patterns`, `scrubber`) and cut to `content_max_chars` (the cut
-marked). Error messages, kept whatever the settings, lose any PII or secret they quote.
+marked). Error messages (of calls and of sessions), kept whatever the settings, lose any PII
+or secret they quote.
 Metadata keys pass `metadata_allow` / `metadata_deny`; values JSON cannot hold are converted to
 text, or dropped when even that fails, and counted.
 """
@@ -68,13 +69,20 @@ class ContentPolicy:
                 else:
                     call.prompt = call.completion = None
             if call.error_message:
-                call.error_message = _readable(self._secrets(call.error_message))
+                call.error_message = self.error_message(call.error_message)
             if call.metadata:
                 call.metadata = self.metadata(call.metadata)
             done[id(call)] = call
         for state in batch.sessions:
-            if state.session.metadata:
-                state.session.metadata = self.metadata(state.session.metadata)
+            session = state.session
+            if session.error_message:
+                session.error_message = self.error_message(session.error_message)
+            if session.metadata:
+                session.metadata = self.metadata(session.metadata)
+
+    def error_message(self, text: str) -> str:
+        """An error message as stored, whatever the settings: without PII or secrets."""
+        return _readable(self._secrets(text))
 
     def _capture_content(self, call: LLMCall) -> None:
         """Scrub, then cut; a scrubber that fails leaves no content rather than raw content."""

@@ -43,6 +43,19 @@ def _ipv6_ok(match: re.Match[str]) -> bool:
     return True
 
 
+def _aws_secret_like(match: re.Match[str]) -> bool:
+    """40 characters of the base64 alphabet that read like a random key (mixed case, a digit),
+    not like a path or a word."""
+    text = match.group()
+    return (
+        sum(char.isupper() for char in text) >= 3
+        and sum(char.islower() for char in text) >= 3
+        and any(char.isdigit() for char in text)
+        and text.count("/") + text.count("+") <= 4
+        and "//" not in text
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """A pattern, the placeholder its matches become, an optional check of each match, and
@@ -179,6 +192,11 @@ BUILT_IN_RULES: tuple[Rule, ...] = (
         "<AWS_SECRET>",
         re.compile(r"(?i)\baws_secret_access_key\s*[=:]\s*[\"']?[A-Za-z0-9/+=]{40}\b[\"']?"),
         triggers=("_access_key", "_ACCESS_KEY"),
+    ),
+    Rule(
+        "<AWS_SECRET>",
+        re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),
+        _aws_secret_like,
     ),
     Rule(
         "<GITHUB_TOKEN>",
