@@ -18,6 +18,7 @@ from obsdeco.analyzers import PriceTable, build_report, price_calls
 from obsdeco.analyzers.project import build_project_report
 from obsdeco.config import get_settings
 from obsdeco.models import (
+    MAX_NAME_LENGTH,
     AgentSpan,
     LLMCall,
     ModelProvider,
@@ -137,6 +138,16 @@ def implicit_session(project: str | None = None) -> Session:
         known[(project, day)] = session
         runtime.writer.submit(SessionState(session))
     return session
+
+
+def _refuse_known_id(session: Session, call_id: str) -> None:
+    """A call id given by the caller must be new (the store keeps one call per id)."""
+    live = sessions_in_memory.find(session.id)
+    if live is not None and any(
+        type(call) is LLMCall and call.id == call_id  # type: ignore[union-attr]
+        for call in live.calls
+    ):
+        raise ValueError(f"id: a call with id {call_id!r} is already recorded in this session")
 
 
 def _session_id(session: Session | str) -> str:
@@ -259,6 +270,8 @@ class MetricsCollector:
         details["completion_tokens"] = completion_tokens
         # model_validate on one dict skips BaseModel.__init__'s keyword repacking (~1 us).
         call = LLMCall.model_validate(details)
+        if "id" in details:
+            _refuse_known_id(session, call.id)
         keep(session, call)
         return call
 
@@ -297,7 +310,7 @@ class MetricsCollector:
         session.ended_at = utc_now()
         session.status = "ok" if error is None else "error"
         if error is not None:
-            session.error_type = type(error).__name__
+            session.error_type = type(error).__name__[:MAX_NAME_LENGTH]
             session.error_message = str(error)
         live = sessions_in_memory.end(session.id)
         if session.sampled:

@@ -6,9 +6,17 @@ import random
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AliasChoices,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 _random_bits = random.getrandbits
 
@@ -27,6 +35,44 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# What every backend stores, so what the API accepts (bounds shared with storage/schema.py).
+MAX_ID_LENGTH = 32
+MAX_NAME_LENGTH = 200
+"""Project, session, model, agent, operation and error type names."""
+MAX_CODE_LENGTH = 64
+"""Short codes: the API name, finish reason, request hash."""
+MAX_TOKENS = 10**12
+"""Tokens of one call (a session's sums stay within 64-bit columns)."""
+MAX_COUNT = 2**31 - 1
+"""Retries and tool calls of one call."""
+MAX_LATENCY_MS = 1e12
+"""About 31 years."""
+
+_WITHOUT_NUL = r"^[^\x00]*$"
+
+
+def storable_text(text: str) -> str:
+    """`text` without NUL characters and lone surrogates, which PostgreSQL and UTF-8 refuse."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+# Constrained strings also refuse lone surrogates (text no database stores as UTF-8).
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=_WITHOUT_NUL)
+]
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH, pattern=_WITHOUT_NUL)
+]
+Code = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_CODE_LENGTH, pattern=_WITHOUT_NUL)
+]
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Milliseconds = Annotated[float, Field(ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False)]
+
+
 class ModelProvider(StrEnum):
     """Who served an LLM call."""
 
@@ -43,14 +89,14 @@ class Session(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(default_factory=new_id, min_length=1)
-    project_name: str = Field(min_length=1)
-    name: str | None = None
-    parent_id: str | None = None
+    id: Identifier = Field(default_factory=new_id)
+    project_name: Name
+    name: Name | None = None
+    parent_id: Identifier | None = None
     started_at: AwareDatetime = Field(default_factory=utc_now)
     ended_at: AwareDatetime | None = None
     status: SessionStatus = "running"
-    error_type: str | None = None
+    error_type: Name | None = None
     error_message: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     sampled: bool = True
@@ -73,41 +119,40 @@ class LLMCall(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(default_factory=new_id, min_length=1)
-    session_id: str = Field(min_length=1)
-    project_name: str = Field(min_length=1)
+    id: Identifier = Field(default_factory=new_id)
+    session_id: Identifier
+    project_name: Name
     timestamp: AwareDatetime = Field(default_factory=utc_now)
     provider: ModelProvider
-    model: str = Field(
-        min_length=1,
+    model: Name = Field(
         validation_alias=AliasChoices("model", "model_name"),
         description="the model that was requested",
     )
-    response_model: str | None = Field(default=None, description="the model the provider returned")
-    api: str | None = Field(
+    response_model: Name | None = Field(default=None, description="the model the provider returned")
+    api: Code | None = Field(
         default=None, description='the SDK endpoint, e.g. "chat.completions", "messages"'
     )
-    agent_name: str | None = None
-    operation: str | None = None
-    prompt_tokens: int | None = Field(default=None, ge=0)
-    completion_tokens: int | None = Field(default=None, ge=0)
-    cached_tokens: int | None = Field(default=None, ge=0)
-    cache_creation_tokens: int | None = Field(default=None, ge=0)
-    reasoning_tokens: int | None = Field(default=None, ge=0)
-    latency_ms: float = Field(ge=0, allow_inf_nan=False)
-    time_to_first_token_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    agent_name: Name | None = None
+    operation: Name | None = None
+    prompt_tokens: Tokens | None = None
+    completion_tokens: Tokens | None = None
+    cached_tokens: Tokens | None = None
+    cache_creation_tokens: Tokens | None = None
+    reasoning_tokens: Tokens | None = None
+    latency_ms: Milliseconds
+    time_to_first_token_ms: Milliseconds | None = None
     streamed: bool = False
     success: bool = True
-    error_type: str | None = None
+    error_type: Name | None = None
     error_message: str | None = None
-    finish_reason: str | None = None
-    tool_call_count: int | None = Field(default=None, ge=0)
-    retries: int = Field(default=0, ge=0, description="attempts the SDK retried within the call")
-    rate_limited_retries: int = Field(
-        default=0, ge=0, description="how many of those retries followed a rate limit (429)"
+    finish_reason: Code | None = None
+    tool_call_count: Count | None = None
+    retries: Count = Field(default=0, description="attempts the SDK retried within the call")
+    rate_limited_retries: Count = Field(
+        default=0, description="how many of those retries followed a rate limit (429)"
     )
     cost_usd: float | None = None
-    request_hash: str | None = None
+    request_hash: Code | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     prompt: str | None = Field(
         default=None,
@@ -163,15 +208,15 @@ class AgentSpan(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(default_factory=new_id)
-    session_id: str
-    parent_id: str | None = None
-    agent_name: str = Field(min_length=1)
-    operation: str | None = None
+    id: Identifier = Field(default_factory=new_id)
+    session_id: Identifier
+    parent_id: Identifier | None = None
+    agent_name: Name
+    operation: Name | None = None
     started_at: AwareDatetime
     ended_at: AwareDatetime
     success: bool = True
-    error_type: str | None = None
+    error_type: Name | None = None
 
     @property
     def duration_ms(self) -> float:

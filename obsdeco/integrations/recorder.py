@@ -26,10 +26,19 @@ from pydantic import ValidationError
 
 from obsdeco.collector import implicit_session, keep
 from obsdeco.context import current_agent, current_session
-from obsdeco.guard import guarded
+from obsdeco.guard import fault, guarded
 from obsdeco.integrations.facts import FactsSource, ResponseFacts, capturing
 from obsdeco.integrations.format import ProviderFormat
-from obsdeco.models import LLMCall, PendingCall, new_id
+from obsdeco.models import (
+    MAX_CODE_LENGTH,
+    MAX_COUNT,
+    MAX_NAME_LENGTH,
+    MAX_TOKENS,
+    LLMCall,
+    PendingCall,
+    new_id,
+    storable_text,
+)
 
 _MAX_ERROR_MESSAGE = 500
 _HASH_IGNORED_KEYS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
@@ -245,22 +254,22 @@ class CallRecorder(PendingCall):
         facts = _read_facts(self.facts_source)
         first_token = self.first_token_at
         error_type, error_message = self._failure()
-        fields = {
+        fields: dict[str, Any] = {
             "id": new_id(),
             "session_id": self.session.id,
             "project_name": self.session.project_name,
             "timestamp": datetime.fromtimestamp(self.started_wall, UTC),
             "provider": self.format.provider,
-            "model": str(self.model or "unknown"),
-            "response_model": facts.response_model,
+            "model": _reported_text(self.model, MAX_NAME_LENGTH) or "unknown",
+            "response_model": _reported_text(facts.response_model, MAX_NAME_LENGTH),
             "api": self.api,
             "agent_name": self.agent_name,
             "operation": self.operation,
-            "prompt_tokens": facts.prompt_tokens,
-            "completion_tokens": facts.completion_tokens,
-            "cached_tokens": facts.cached_tokens,
-            "cache_creation_tokens": facts.cache_creation_tokens,
-            "reasoning_tokens": facts.reasoning_tokens,
+            "prompt_tokens": _reported_count(facts.prompt_tokens, MAX_TOKENS),
+            "completion_tokens": _reported_count(facts.completion_tokens, MAX_TOKENS),
+            "cached_tokens": _reported_count(facts.cached_tokens, MAX_TOKENS),
+            "cache_creation_tokens": _reported_count(facts.cache_creation_tokens, MAX_TOKENS),
+            "reasoning_tokens": _reported_count(facts.reasoning_tokens, MAX_TOKENS),
             "latency_ms": (self.ended - self.started) * 1000.0,
             "time_to_first_token_ms": (
                 None if first_token is None else (first_token - self.started) * 1000.0
@@ -269,8 +278,8 @@ class CallRecorder(PendingCall):
             "success": error_type is None,
             "error_type": error_type,
             "error_message": error_message,
-            "finish_reason": facts.finish_reason,
-            "tool_call_count": facts.tool_call_count,
+            "finish_reason": _reported_text(facts.finish_reason, MAX_CODE_LENGTH),
+            "tool_call_count": _reported_count(facts.tool_call_count, MAX_COUNT),
             "retries": self.retries,
             "rate_limited_retries": self.rate_limited_retries,
             "cost_usd": None,
@@ -283,7 +292,32 @@ class CallRecorder(PendingCall):
         try:
             return LLMCall.model_validate(fields)
         except ValidationError:
-            return LLMCall.model_construct(**fields)  # odd SDK data is stored as reported
+            # Parts the provider reported beyond their totals: the totals are kept, the parts
+            # become unknown. Anything still invalid is obsdeco's fault, stored as built.
+            for part in ("cached_tokens", "cache_creation_tokens", "reasoning_tokens"):
+                fields[part] = None
+            try:
+                return LLMCall.model_validate(fields)
+            except ValidationError:
+                fault("CallRecorder._build")
+                return LLMCall.model_construct(**fields)
+
+
+def _reported_count(value: Any, limit: int) -> int | None:
+    """A count as the provider reported it, or None (unknown) when it is none a store holds:
+    not a whole number (SDKs do not validate usage), negative, or beyond `limit`."""
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    if type(value) is int and 0 <= value <= limit:
+        return value
+    return None
+
+
+def _reported_text(value: Any, limit: int) -> str | None:
+    """A name as the provider reported it, made storable: text, cut to `limit` characters."""
+    if not isinstance(value, str):
+        return None if value is None else _reported_text(str(value), limit)
+    return storable_text(value)[:limit] or None
 
 
 @guarded(default=ResponseFacts())

@@ -19,7 +19,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from obsdeco.config import Settings
-from obsdeco.models import LLMCall
+from obsdeco.models import LLMCall, storable_text
 from obsdeco.privacy.scrub import Scrubber
 from obsdeco.storage.base import WriteBatch
 
@@ -28,13 +28,6 @@ logger = logging.getLogger("obsdeco")
 TRUNCATION_MARK = "…[truncated {} characters]"
 _SCRUB_MARGIN = 16_384
 """Characters scrubbed past the cut: more than a private key block."""
-
-
-def _readable(text: str) -> str:
-    """Without NUL characters and lone surrogates, which PostgreSQL and UTF-8 refuse."""
-    if "\x00" in text:
-        text = text.replace("\x00", "")
-    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 class ContentPolicy:
@@ -82,7 +75,7 @@ class ContentPolicy:
 
     def error_message(self, text: str) -> str:
         """An error message as stored, whatever the settings: without PII or secrets."""
-        return _readable(self._secrets(text))
+        return storable_text(self._secrets(text))
 
     def _capture_content(self, call: LLMCall) -> None:
         """Scrub, then cut; a scrubber that fails leaves no content rather than raw content."""
@@ -106,7 +99,7 @@ class ContentPolicy:
             text = self._scrub(text)
         if len(text) > limit:
             text = text[:limit] + TRUNCATION_MARK.format(len(text) - limit)
-        return _readable(text)
+        return storable_text(text)
 
     def metadata(self, values: dict[str, Any]) -> dict[str, Any]:
         """The keys the filters let through, with JSON-ready values."""
@@ -131,7 +124,7 @@ class ContentPolicy:
             return self._drop(key, value)
         try:
             text = json.dumps(value, default=str, allow_nan=False).replace("\\u0000", "")
-            converted = json.loads(_readable(text))
+            converted = json.loads(storable_text(text))
         except (TypeError, ValueError, RecursionError):
             return self._drop(key, value)
         self.converted += 1

@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from obsdeco.models import MAX_CODE_LENGTH, MAX_ID_LENGTH, MAX_NAME_LENGTH
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite keeps naive UTC text)."""
@@ -50,7 +52,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONDocument = JSON().with_variant(JSONB(), "postgresql")
-ID = String(32)
+ID = String(MAX_ID_LENGTH)
+NAME = String(MAX_NAME_LENGTH)
+CODE = String(MAX_CODE_LENGTH)
 
 metadata = MetaData()
 
@@ -58,21 +62,21 @@ sessions = Table(
     "sessions",
     metadata,
     Column("id", ID, primary_key=True),
-    Column("project_name", String(200), nullable=False),
-    Column("name", String(200)),
+    Column("project_name", NAME, nullable=False),
+    Column("name", NAME),
     Column("parent_id", ID),
     Column("started_at", UTCDateTime, nullable=False),
     Column("ended_at", UTCDateTime),
     Column("status", String(16), nullable=False),
-    Column("error_type", String(200)),
+    Column("error_type", NAME),
     Column("error_message", Text),
     Column("metadata", JSONDocument, nullable=False),
     Column("call_count", Integer, nullable=False, default=0),
-    Column("prompt_tokens", Integer, nullable=False, default=0),
-    Column("completion_tokens", Integer, nullable=False, default=0),
-    Column("cached_tokens", Integer, nullable=False, default=0),
-    Column("reasoning_tokens", Integer, nullable=False, default=0),
-    Column("total_tokens", Integer, nullable=False, default=0),
+    Column("prompt_tokens", BigInteger, nullable=False, default=0),
+    Column("completion_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_tokens", BigInteger, nullable=False, default=0),
+    Column("reasoning_tokens", BigInteger, nullable=False, default=0),
+    Column("total_tokens", BigInteger, nullable=False, default=0),
     Column("cost_usd", Float),
     Column("total_latency_ms", Float, nullable=False, default=0.0),
     Column("error_count", Integer, nullable=False, default=0),
@@ -86,30 +90,30 @@ llm_calls = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("session_id", ID, nullable=False),
-    Column("project_name", String(200), nullable=False),
+    Column("project_name", NAME, nullable=False),
     Column("timestamp", UTCDateTime, nullable=False),
     Column("provider", String(32), nullable=False),
-    Column("model", String(200), nullable=False),
-    Column("response_model", String(200)),
-    Column("api", String(64)),
-    Column("agent_name", String(200)),
-    Column("operation", String(200)),
-    Column("prompt_tokens", Integer),
-    Column("completion_tokens", Integer),
-    Column("cached_tokens", Integer),
-    Column("cache_creation_tokens", Integer),
-    Column("reasoning_tokens", Integer),
+    Column("model", NAME, nullable=False),
+    Column("response_model", NAME),
+    Column("api", CODE),
+    Column("agent_name", NAME),
+    Column("operation", NAME),
+    Column("prompt_tokens", BigInteger),
+    Column("completion_tokens", BigInteger),
+    Column("cached_tokens", BigInteger),
+    Column("cache_creation_tokens", BigInteger),
+    Column("reasoning_tokens", BigInteger),
     Column("latency_ms", Float, nullable=False),
     Column("time_to_first_token_ms", Float),
     Column("streamed", Boolean, nullable=False),
     Column("success", Boolean, nullable=False),
-    Column("error_type", String(200)),
+    Column("error_type", NAME),
     Column("error_message", Text),
-    Column("finish_reason", String(64)),
+    Column("finish_reason", CODE),
     Column("tool_call_count", Integer),
     Column("retries", Integer, nullable=False, default=0),
     Column("rate_limited_retries", Integer, nullable=False, default=0),
-    Column("request_hash", String(64)),
+    Column("request_hash", CODE),
     Column(
         "repeated",
         Boolean,
@@ -132,12 +136,12 @@ agent_spans = Table(
     Column("id", ID, primary_key=True),
     Column("session_id", ID, nullable=False),
     Column("parent_id", ID),
-    Column("agent_name", String(200), nullable=False),
-    Column("operation", String(200)),
+    Column("agent_name", NAME, nullable=False),
+    Column("operation", NAME),
     Column("started_at", UTCDateTime, nullable=False),
     Column("ended_at", UTCDateTime, nullable=False),
     Column("success", Boolean, nullable=False),
-    Column("error_type", String(200)),
+    Column("error_type", NAME),
     Index("ix_agent_spans_session", "session_id", "started_at"),
 )
 
@@ -147,15 +151,15 @@ _DIMENSION = {"primary_key": True}
 call_rollups = Table(
     "call_rollups",
     metadata,
-    Column("project_name", String(200), **_DIMENSION),
+    Column("project_name", NAME, **_DIMENSION),
     Column("hour", UTCDateTime, **_DIMENSION),
     Column("provider", String(32), **_DIMENSION),
-    Column("model", String(200), **_DIMENSION),
-    Column("requested_model", String(200), **_DIMENSION),
-    Column("agent_name", String(200), **_DIMENSION),
-    Column("operation", String(200), **_DIMENSION),
+    Column("model", NAME, **_DIMENSION),
+    Column("requested_model", NAME, **_DIMENSION),
+    Column("agent_name", NAME, **_DIMENSION),
+    Column("operation", NAME, **_DIMENSION),
     Column("success", Boolean, **_DIMENSION),
-    Column("error_type", String(200), **_DIMENSION),
+    Column("error_type", NAME, **_DIMENSION),
     Column("tokens_known", Boolean, **_DIMENSION),
     Column("long_prompt", Boolean, **_DIMENSION),
     Column("repeated", Boolean, **_DIMENSION),
@@ -181,8 +185,8 @@ call_rollups = Table(
 request_hashes = Table(
     "request_hashes",
     metadata,
-    Column("project_name", String(200), primary_key=True),
-    Column("request_hash", String(64), primary_key=True),
+    Column("project_name", NAME, primary_key=True),
+    Column("request_hash", CODE, primary_key=True),
     Column("calls", BigInteger, nullable=False),
     Index(
         "ix_request_hashes_repeated",

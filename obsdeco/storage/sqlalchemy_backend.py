@@ -14,10 +14,12 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     Engine,
     Float,
+    Integer,
     Select,
     and_,
     cast,
@@ -262,7 +264,17 @@ class SQLAlchemyStorage:
     def _upgrade(self) -> None:
         """Bring a store written by an earlier obsdeco up to date: the columns added since, and
         rollups of the calls it already holds."""
-        columns = {column["name"] for column in inspect(self.engine).get_columns("llm_calls")}
+        inspector = inspect(self.engine)
+        columns = {column["name"] for column in inspector.get_columns("llm_calls")}
+        postgres = self.engine.dialect.name == "postgresql"  # SQLite's INTEGER holds 64 bits
+        narrow = [
+            (table.name, column["name"])
+            for table in (llm_calls, sessions)
+            for column in (inspector.get_columns(table.name) if postgres else [])
+            if isinstance(column["type"], Integer)
+            and not isinstance(column["type"], BigInteger)
+            and isinstance(table.c[column["name"]].type, BigInteger)
+        ]
         added = {
             "repeated": "BOOLEAN NOT NULL DEFAULT false",
             "prompt": "TEXT",
@@ -274,6 +286,10 @@ class SQLAlchemyStorage:
                     connection.execute(
                         text(f"ALTER TABLE llm_calls ADD COLUMN {name} {definition}")
                     )
+            for table_name, column_name in narrow:  # 32-bit token counts (PostgreSQL)
+                connection.execute(
+                    text(f"ALTER TABLE {table_name} ALTER COLUMN {column_name} TYPE BIGINT")
+                )
             unrolled = connection.execute(select(call_rollups.c.calls).limit(1)).first() is None
             if unrolled and connection.execute(select(llm_calls.c.id).limit(1)).first():
                 rollups.rebuild(connection, self._insert)
