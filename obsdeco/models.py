@@ -8,7 +8,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, NamedTuple
 
-from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AliasChoices,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from obsdeco.provider_names import check_provider_name, default_provider_name
 
 _random_bits = random.getrandbits
 
@@ -78,6 +88,11 @@ class LLMCall(BaseModel):
     project_name: str = Field(min_length=1)
     timestamp: AwareDatetime = Field(default_factory=utc_now)
     provider: ModelProvider
+    provider_name: str = Field(
+        default_factory=lambda fields: default_provider_name(str(fields.get("provider", "other"))),
+        description='the service that answered, OpenTelemetry style ("openai", "groq", '
+        '"gcp.gemini", ...): from the endpoint\'s host, else from `provider`',
+    )
     model: str = Field(
         min_length=1,
         validation_alias=AliasChoices("model", "model_name"),
@@ -117,6 +132,11 @@ class LLMCall(BaseModel):
         default=None,
         description='the answer as JSON {"text", "tool_calls"}; only with capture_content',
     )
+
+    @field_validator("provider_name")
+    @classmethod
+    def _usable_provider_name(cls, value: str) -> str:
+        return check_provider_name(value)
 
     @model_validator(mode="after")
     def _parts_within_totals(self) -> LLMCall:

@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from obsdeco.provider_names import MAX_PROVIDER_NAME
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite keeps naive UTC text)."""
@@ -89,6 +91,12 @@ llm_calls = Table(
     Column("project_name", String(200), nullable=False),
     Column("timestamp", UTCDateTime, nullable=False),
     Column("provider", String(32), nullable=False),
+    Column(
+        "provider_name",
+        String(MAX_PROVIDER_NAME),
+        comment="the service that answered; NULL only in rows stored without it (by an earlier "
+        "obsdeco, or imported), filled from provider when the rollups are rebuilt",
+    ),
     Column("model", String(200), nullable=False),
     Column("response_model", String(200)),
     Column("api", String(64)),
@@ -150,6 +158,7 @@ call_rollups = Table(
     Column("project_name", String(200), **_DIMENSION),
     Column("hour", UTCDateTime, **_DIMENSION),
     Column("provider", String(32), **_DIMENSION),
+    Column("provider_name", String(MAX_PROVIDER_NAME), **_DIMENSION),
     Column("model", String(200), **_DIMENSION),
     Column("requested_model", String(200), **_DIMENSION),
     Column("agent_name", String(200), **_DIMENSION),
