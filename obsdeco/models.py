@@ -316,6 +316,9 @@ class TokenBreakdown(BaseModel):
     calls_with_unknown_tokens: int = 0
     by_model: dict[str, TokenCounts] = Field(default_factory=dict)
     by_agent: dict[str, TokenCounts] = Field(default_factory=dict)
+    by_provider: dict[str, TokenCounts] = Field(
+        default_factory=dict, description="keyed by provider name, as cost.by_provider"
+    )
     heaviest_operations: list[OperationTokens] = Field(default_factory=list)
 
 

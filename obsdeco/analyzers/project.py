@@ -366,6 +366,9 @@ def build_project_report(
             by_agent={
                 name: _token_counts(group) for name, group in _by(rows, "agent_name").items()
             },
+            by_provider={
+                name: _token_counts(group) for name, group in _by(rows, "provider_name").items()
+            },
             heaviest_operations=heaviest_operations(by_operation),
         ),
         quality=QualityBreakdown(
