@@ -28,7 +28,7 @@ def provider_name_for(host: str | None, default: str) -> str:
         name = configured.get(host) or configured.get(_without_port(host))
         if name is not None:
             return name
-    return known_provider(host) or default
+    return _known_provider(host) or default
 
 
 def _without_port(host: str) -> str:
@@ -37,7 +37,7 @@ def _without_port(host: str) -> str:
 
 
 @lru_cache(maxsize=1_024)
-def known_provider(host: str) -> str | None:
+def _known_provider(host: str) -> str | None:
     """The OpenTelemetry name of the genai-prices provider whose API URL pattern matches
     `https://host/`, or None. A pattern must match the whole host (`api.groq.com`, not
     `api.groq.community`); patterns that need a URL path (Cloudflare's, Databricks', Hugging
