@@ -11,6 +11,8 @@ import openai
 import pytest
 import sqlalchemy
 from genai_prices import Usage, calc_price
+from genai_prices.data_snapshot import DataSnapshot, set_custom_snapshot
+from genai_prices.types import Provider
 from pydantic import ValidationError
 
 import obsdeco
@@ -19,7 +21,7 @@ from obsdeco.collector import sessions_in_memory
 from obsdeco.integrations.identity import provider_name_for
 from obsdeco.provider_names import default_provider_name, otel_name, price_provider_id
 from obsdeco.storage.schema import call_rollups
-from obsdeco.testing import ProviderServer
+from obsdeco.testing import ProviderServer, Reply
 from tests.helpers import in_session
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
@@ -251,6 +253,50 @@ def test_an_anthropic_sdk_through_a_gateway_is_named_after_it_and_priced_by_its_
     assert call.cost_usd == pytest.approx(expected, abs=1e-12)
     report = obsdeco.get_report(call.session_id)
     assert report.cost.by_provider == pytest.approx({"corp-gateway": expected}, abs=1e-12)
+
+
+@pytest.mark.usefixtures("patched")
+def test_a_fault_naming_the_provider_keeps_the_sdks_name_and_harms_nothing(sqlite_url, provider):
+    obsdeco.configure(database_url=sqlite_url)
+    # A reply without usage: nothing is priced while genai-prices' snapshot is broken.
+    reply = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Paris."},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    provider.enqueue(Reply.json(reply))
+    broken = DataSnapshot(
+        providers=[Provider(id="broken", name="Broken", api_pattern="(")], from_auto_update=False
+    )
+    faults = obsdeco.stats().internal_faults
+    base_url = f"http://localhost:{provider.port}/v1"  # a host no other test resolves
+
+    @obsdeco.observe_session
+    def ask(client: openai.OpenAI) -> tuple[object, str]:
+        answer = client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        return answer, obsdeco.current_session().id
+
+    with openai.OpenAI(base_url=base_url, api_key="k", max_retries=0) as client:
+        set_custom_snapshot(broken)
+        try:
+            response, session_id = ask(client)
+            obsdeco.flush()  # the record is built, and its provider named, here
+        finally:
+            set_custom_snapshot(None)
+
+    assert response.choices[0].message.content == "Paris."
+    (call,) = obsdeco.get_calls(session_id)
+    assert call.provider_name == "openai"
+    assert call.response_model == "gpt-4o"
+    assert obsdeco.stats().internal_faults == faults + 1
 
 
 # --- the explicit API --------------------------------------------------------------------------
