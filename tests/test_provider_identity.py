@@ -71,13 +71,14 @@ def test_an_unknown_host_keeps_the_formats_name(host):
     assert provider_name_for(host, "openai") == "openai"
 
 
-def test_configured_hosts_come_first_exact_port_then_any_port():
+def test_configured_hosts_come_first_exact_port_then_any_port(sqlite_url):
     obsdeco.configure(
+        database_url=sqlite_url,
         provider_hosts={
             "api.openai.com": "corp-proxy",
             "llm.internal:8000": "vllm",
             "LLM.internal": "gateway",
-        }
+        },
     )
 
     assert provider_name_for("api.openai.com", "openai") == "corp-proxy"
@@ -86,7 +87,7 @@ def test_configured_hosts_come_first_exact_port_then_any_port():
     assert provider_name_for("llm.internal", "openai") == "gateway"
     assert provider_name_for("api.groq.com", "openai") == "groq"
 
-    obsdeco.configure()  # the mapping goes with the configuration it was part of
+    obsdeco.configure(database_url=sqlite_url)  # the mapping goes with its configuration
 
     assert provider_name_for("api.openai.com", "openai") == "openai"
     assert provider_name_for("llm.internal:8000", "openai") == "openai"
@@ -116,10 +117,10 @@ def test_one_mapping_between_opentelemetry_names_and_genai_prices_ids():
 # --- configuration -----------------------------------------------------------------------------
 
 
-def test_provider_hosts_from_the_environment(monkeypatch):
+def test_provider_hosts_from_the_environment(monkeypatch, sqlite_url):
     monkeypatch.setenv("OBSDECO_PROVIDER_HOSTS", json.dumps({"Llm.Internal:8000": "vllm"}))
 
-    settings = obsdeco.configure()
+    settings = obsdeco.configure(database_url=sqlite_url)
 
     assert settings.provider_hosts == {"llm.internal:8000": "vllm"}
     assert provider_name_for("llm.internal:8000", "openai") == "vllm"
