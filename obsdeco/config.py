@@ -15,12 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from obsdeco.provider_names import check_provider_name
 from obsdeco.storage import registered_scheme
 
 DEFAULT_DATABASE_URL = "sqlite:///obsdeco.db"
 
 _SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 _PRICE_KEYS = frozenset({"input", "output", "cache_read", "cache_write"})
+_HOST = re.compile(r"(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\])(?::(\d{1,5}))?")
 
 
 class Settings(BaseModel):
@@ -52,6 +54,19 @@ class Settings(BaseModel):
     """Glob patterns: metadata keys matching one are never stored."""
     encryption_key: SecretStr | None = None
     """32 bytes, URL-safe base64: captured content and metadata are encrypted with AES-GCM."""
+    provider_hosts: dict[str, str] = Field(default_factory=dict)
+    """"host[:port]" -> provider name, for gateways and local servers (before genai-prices'
+    provider URL patterns); hosts are kept lowercase."""
+
+    @field_validator("provider_hosts")
+    @classmethod
+    def _usable_provider_hosts(cls, value: dict[str, str]) -> dict[str, str]:
+        hosts: dict[str, str] = {}
+        for host, name in value.items():
+            key, checked = _provider_host(host), _provider_host_name(host, name)
+            if hosts.setdefault(key, checked) != checked:
+                raise ValueError(f"provider_hosts names {key!r} twice, as two providers")
+        return hosts
 
     @field_validator("pii_patterns")
     @classmethod
@@ -94,6 +109,30 @@ class Settings(BaseModel):
             if any(price < 0 for price in prices.values()):
                 raise ValueError(f"pricing_overrides[{model!r}] has a negative price")
         return value
+
+
+def _provider_host(host: str) -> str:
+    """A `provider_hosts` key, lowercased, or ValueError saying what is wrong with it."""
+    lowered = host.strip().lower()
+    if "://" in lowered or "/" in lowered:
+        raise ValueError(
+            f"provider_hosts key {host!r} must be host[:port] (e.g. 'llm.internal:8000'), "
+            "without scheme or path"
+        )
+    match = _HOST.fullmatch(lowered)
+    if match is None:
+        raise ValueError(f"provider_hosts key {host!r} is not a host name or host:port")
+    port = match.group(1)
+    if port is not None and not 0 < int(port) < 65536:
+        raise ValueError(f"provider_hosts key {host!r} has port {port}, not in 1-65535")
+    return lowered
+
+
+def _provider_host_name(host: str, name: str) -> str:
+    try:
+        return check_provider_name(name)
+    except ValueError as exc:
+        raise ValueError(f"provider_hosts[{host!r}]: {exc}") from None
 
 
 def normalise_database_url(url: str) -> str:
@@ -169,6 +208,7 @@ _ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "metadata_allow": _parse_list,
     "metadata_deny": _parse_list,
     "encryption_key": str,
+    "provider_hosts": _parse_json,
 }
 
 
@@ -251,6 +291,7 @@ def configure(
     metadata_allow: Sequence[str] | None = None,
     metadata_deny: Sequence[str] | None = None,
     encryption_key: str | None = None,
+    provider_hosts: Mapping[str, str] | None = None,
 ) -> Settings:
     """Replace the whole obsdeco configuration.
 
@@ -275,6 +316,7 @@ def configure(
         metadata_allow=metadata_allow,
         metadata_deny=metadata_deny,
         encryption_key=encryption_key,
+        provider_hosts=provider_hosts,
     )
     settings_holder.replace(settings)
     return settings

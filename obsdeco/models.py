@@ -15,8 +15,11 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
+
+from obsdeco.provider_names import check_provider_name, default_provider_name
 
 _random_bits = random.getrandbits
 
@@ -124,6 +127,11 @@ class LLMCall(BaseModel):
     project_name: Name
     timestamp: AwareDatetime = Field(default_factory=utc_now)
     provider: ModelProvider
+    provider_name: str = Field(
+        default_factory=lambda fields: default_provider_name(str(fields.get("provider", "other"))),
+        description='the service that answered, OpenTelemetry style ("openai", "groq", '
+        '"gcp.gemini", ...): from the endpoint\'s host, else from `provider`',
+    )
     model: Name = Field(
         validation_alias=AliasChoices("model", "model_name"),
         description="the model that was requested",
@@ -162,6 +170,11 @@ class LLMCall(BaseModel):
         default=None,
         description='the answer as JSON {"text", "tool_calls"}; only with capture_content',
     )
+
+    @field_validator("provider_name")
+    @classmethod
+    def _usable_provider_name(cls, value: str) -> str:
+        return check_provider_name(value)
 
     @model_validator(mode="after")
     def _parts_within_totals(self) -> LLMCall:
@@ -341,6 +354,9 @@ class TokenBreakdown(BaseModel):
     calls_with_unknown_tokens: int = 0
     by_model: dict[str, TokenCounts] = Field(default_factory=dict)
     by_agent: dict[str, TokenCounts] = Field(default_factory=dict)
+    by_provider: dict[str, TokenCounts] = Field(
+        default_factory=dict, description="keyed by provider name, as cost.by_provider"
+    )
     heaviest_operations: list[OperationTokens] = Field(default_factory=list)
 
 

@@ -107,6 +107,10 @@ def _sections(report: SessionReport | ProjectReport) -> list[tuple[str, list[tup
             ),
         ),
         ("Cost by model", [(name, _usd(usd)) for name, usd in report.cost.by_model.items()]),
+        (
+            "Cost by provider",
+            [(name, _usd(usd)) for name, usd in report.cost.by_provider.items()],
+        ),
         ("Cost by agent", [(name, _usd(usd)) for name, usd in report.cost.by_agent.items()]),
         (
             "Bottlenecks",

@@ -169,6 +169,26 @@ def test_models_and_agents_page_shows_the_report(seeded):
         assert suggestion.kind in shown
 
 
+def test_the_providers_table_groups_by_provider_name(seeded):
+    shop = obsdeco.MetricsCollector("shop")
+    session = shop.start_session("via-groq")
+    _record(
+        shop, session, provider_name="groq", model_name="llama-3.3-70b-versatile", latency_ms=50.0
+    )
+    shop.end_session(session)
+    obsdeco.flush()
+
+    app = _run(project="shop", range="7d", page="Models & agents")
+
+    providers = app.dataframe[2].value.set_index("name")
+    expected = obsdeco.report("shop")
+    # 1,000 x $0.59/M + 100 x $0.79/M at Groq
+    assert expected.cost.by_provider["groq"] == pytest.approx(0.000669, abs=1e-12)
+    assert providers["cost (USD)"].to_dict() == pytest.approx(expected.cost.by_provider)
+    assert providers["calls"].to_dict() == {"anthropic": 1, "groq": 1, "openai": 5}
+    assert providers.loc["groq", "avg latency (ms)"] == pytest.approx(50.0)
+
+
 def test_all_projects_and_an_empty_range(seeded):
     everything = _metrics(_run(project="(all projects)", range="24h"))
     assert everything["Calls"][0] == "6"

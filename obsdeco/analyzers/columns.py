@@ -40,8 +40,9 @@ class CallColumns:
         return _counts([f[name] for f in self._fields])
 
     @cached_property
-    def provider(self) -> ObjectArray:
-        return np.array([f["provider"].value for f in self._fields], dtype=object)
+    def provider_name(self) -> ObjectArray:
+        """The service that answered (what calls are priced at and reports group by)."""
+        return self._objects("provider_name")
 
     @cached_property
     def model(self) -> ObjectArray:
@@ -112,7 +113,7 @@ class CallColumns:
         return np.where(both_unknown, np.nan, total)
 
     def groups(self, column: str) -> Groups:
-        """The factorised name column (`provider`, `model`, `agent`, `operation`, ...)."""
+        """The factorised name column (`provider_name`, `model`, `agent`, `operation`, ...)."""
         cache = self.__dict__.setdefault("_groups", {})
         if column not in cache:
             cache[column] = Groups.of(getattr(self, column))

@@ -1,6 +1,9 @@
 """Prices from genai-prices' bundled snapshot (never fetched) and user overrides, per column.
 
-Unit prices are looked up once per distinct (provider, model); each call is then priced with
+A call is priced at the service that answered it (`provider_name`: an OpenAI SDK aimed at Groq
+pays Groq's price), looked up under that provider's genai-prices id; a provider genai-prices
+does not know (a private gateway, "other") is priced at the provider genai-prices finds for the
+model. Unit prices are looked up once per distinct (provider, model); each call is then priced with
 array arithmetic. With normalised tokens, input tokens are split into three disjoint parts:
 uncached input, cache reads and cache writes, each priced once at its own rate (a rate the
 model does not have falls back to the input rate, as genai-prices does).
@@ -18,10 +21,12 @@ import numpy as np
 import numpy.typing as npt
 from genai_prices import __version__ as genai_prices_version
 from genai_prices import data_snapshot
-from genai_prices.types import ModelPrice, TieredPrices
+from genai_prices.data_snapshot import find_provider_by_id
+from genai_prices.types import ModelPrice, Provider, TieredPrices
 
 from obsdeco.analyzers.columns import CallColumns, FloatArray
 from obsdeco.models import CostBreakdown
+from obsdeco.provider_names import price_provider_id
 
 PRICE_SNAPSHOT = f"genai-prices {genai_prices_version} (bundled snapshot)"
 
@@ -77,11 +82,19 @@ def _unit_prices(model_price: Mapping[str, Rate | None]) -> UnitPrices | None:
 
 
 @cache
-def _snapshot_prices(provider: str, model: str) -> UnitPrices | None:
+def _snapshot_provider(provider_name: str) -> Provider | None:
+    """The genai-prices provider of a provider name, None when genai-prices has none."""
+    providers = data_snapshot.get_snapshot().providers
+    return find_provider_by_id(providers, price_provider_id(provider_name))
+
+
+@cache
+def _snapshot_prices(provider_name: str, model: str) -> UnitPrices | None:
     snapshot = data_snapshot.get_snapshot()
-    provider_id = provider if provider in ("openai", "anthropic") else None
     try:
-        _, model_info = snapshot.find_provider_model(model, None, provider_id, None)
+        _, model_info = snapshot.find_provider_model(
+            model, _snapshot_provider(provider_name), None, None
+        )
     except LookupError:
         return None
     prices: ModelPrice = model_info.get_prices(datetime.now(UTC))
@@ -89,7 +102,7 @@ def _snapshot_prices(provider: str, model: str) -> UnitPrices | None:
 
 
 class PriceTable:
-    """Unit prices for (provider, model) pairs: user overrides first, then the snapshot."""
+    """Unit prices for (provider name, model) pairs: user overrides first, then the snapshot."""
 
     def __init__(self, overrides: Mapping[str, Mapping[str, float]] | None = None) -> None:
         self._overrides = {
@@ -100,11 +113,14 @@ class PriceTable:
         if self._overrides:
             self.source += f" + user overrides for {', '.join(sorted(self._overrides))}"
 
-    def lookup(self, provider: str, model: str, requested_model: str) -> UnitPrices | None:
+    def lookup(self, provider_name: str, model: str, requested_model: str) -> UnitPrices | None:
+        """The prices of `model` (else `requested_model`) as served by `provider_name`."""
         for name in (model, requested_model):
             if name in self._overrides:
                 return self._overrides[name]
-        return _snapshot_prices(provider, model) or _snapshot_prices(provider, requested_model)
+        return _snapshot_prices(provider_name, model) or _snapshot_prices(
+            provider_name, requested_model
+        )
 
     def price_calls(self, columns: CallColumns) -> FloatArray:
         """USD per call; NaN where the model has no price or the token counts are unknown."""
@@ -112,13 +128,13 @@ class PriceTable:
         if columns.size == 0:
             return costs
         groups: dict[tuple[str, str, str], int] = {}
-        keys = zip(columns.provider, columns.model, columns.requested_model, strict=True)
+        keys = zip(columns.provider_name, columns.model, columns.requested_model, strict=True)
         # A list first, not np.fromiter: numpy must not call back into Python here (a writer
         # thread inside such a callback at interpreter exit aborts the process).
         codes = np.array([groups.setdefault(key, len(groups)) for key in keys], dtype=np.intp)
         tokens = TokenColumns.of(columns)
-        for (provider, model, requested), code in groups.items():
-            prices = self.lookup(provider, model, requested)
+        for (provider_name, model, requested), code in groups.items():
+            prices = self.lookup(provider_name, model, requested)
             if prices is not None:
                 rows = codes == code
                 costs[rows] = tokens.select(rows).cost(prices)
@@ -133,7 +149,7 @@ class PriceTable:
         completion: float,
         largest_prompt: float,
     ) -> float | None:
-        """USD for a group of calls of one (provider, model, requested model) from their
+        """USD for a group of calls of one (provider name, model, requested model) from their
         token sums; None when the model has no price or its calls may fall in different
         price tiers (then price them one by one)."""
         prices = self.lookup(*key)
@@ -210,7 +226,7 @@ def analyze_cost(columns: CallColumns, costs: FloatArray, price_source: str) -> 
     return CostBreakdown(
         total_usd=float(np.nansum(costs)),
         by_model=columns.groups("model").sums(costs),
-        by_provider=columns.groups("provider").sums(costs),
+        by_provider=columns.groups("provider_name").sums(costs),
         by_agent=columns.groups("agent").sums(costs),
         by_operation=columns.groups("operation").sums(costs),
         unpriced_models=unpriced_models,

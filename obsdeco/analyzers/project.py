@@ -1,6 +1,6 @@
 """Project reports over a time range, with the aggregation done by the store.
 
-The store returns sums per (provider, model, agent, operation, outcome, repeat) group and
+The store returns sums per (provider name, model, agent, operation, outcome, repeat) group and
 quantiles, from its hourly rollups where the range allows; only those few rows reach Python,
 never the calls themselves (but for the rare calls whose prompt crosses a price tier, which are
 priced one by one).
@@ -64,7 +64,7 @@ def _group_cost(prices: PriceTable, row: CallAggregate) -> float | None:
     tier is crossed)."""
     group, sums = row.group, _sums(row)
     return prices.price_sums(
-        (group["provider"], group["model"], group["requested_model"]),
+        (group["provider_name"], group["model"], group["requested_model"]),
         sums.prompt,
         sums.cached,
         sums.written,
@@ -88,7 +88,10 @@ class _Costs:
         if not group["tokens_known"]:
             self.unpriced_calls += row.calls
             return None
-        if self._prices.lookup(group["provider"], group["model"], group["requested_model"]) is None:
+        if (
+            self._prices.lookup(group["provider_name"], group["model"], group["requested_model"])
+            is None
+        ):
             self.unpriced_models.add(group["model"])
             self.unpriced_calls += row.calls
             return None
@@ -119,6 +122,7 @@ class _Costs:
 
 _CALL_VALUE: dict[str, Callable[[LLMCall], object]] = {
     "provider": lambda call: call.provider.value,
+    "provider_name": lambda call: call.provider_name,
     "model": lambda call: call.model_key,
     "requested_model": lambda call: call.model,
     "agent_name": lambda call: call.agent_name,
@@ -164,8 +168,8 @@ def _usages(rows: list[CallAggregate]) -> list[ModelUsage]:
     for row in rows:
         group = row.group
         usage = usages.setdefault(
-            (group["provider"], group["model"]),
-            ModelUsage(group["provider"], group["model"], group["requested_model"]),
+            (group["provider_name"], group["model"]),
+            ModelUsage(group["provider_name"], group["model"], group["requested_model"]),
         )
         usage.calls += row.calls
         usage.rate_limited_calls += row.rate_limited_calls
@@ -271,7 +275,7 @@ def _latency(
 
 
 _PRICING_GROUPS: tuple[GroupKey, ...] = (
-    "provider",
+    "provider_name",
     "model",
     "requested_model",
     "tokens_known",
@@ -342,7 +346,7 @@ def build_project_report(
         cost=CostBreakdown(
             total_usd=total_cost,
             by_model=cost_by("model"),
-            by_provider=cost_by("provider"),
+            by_provider=cost_by("provider_name"),
             by_agent=cost_by("agent_name"),
             by_operation=cost_by("operation"),
             unpriced_models=sorted(costs.unpriced_models),
@@ -361,6 +365,9 @@ def build_project_report(
             by_model={name: _token_counts(group) for name, group in _by(rows, "model").items()},
             by_agent={
                 name: _token_counts(group) for name, group in _by(rows, "agent_name").items()
+            },
+            by_provider={
+                name: _token_counts(group) for name, group in _by(rows, "provider_name").items()
             },
             heaviest_operations=heaviest_operations(by_operation),
         ),

@@ -28,8 +28,9 @@ def price_calls(calls: Sequence[LLMCall], prices: PriceTable) -> list[LLMCall]:
 def session_totals(session: Session, calls: Sequence[LLMCall], prices: PriceTable) -> Totals:
     """The aggregates stored on the session row when it ends (computed on the writer thread).
 
-    Plain Python sums per model, cheaper than numpy for the tens of calls a session usually
-    has; each model's cost comes from its token sums, priced by the same formula as reports.
+    Plain Python sums per provider name and model, cheaper than numpy for the tens of calls a
+    session usually has; each model's cost comes from its token sums, priced by the same
+    formula as reports.
     """
     prompt = completion = cached = reasoning = errors = unknown = 0
     latency = 0.0
@@ -53,7 +54,7 @@ def session_totals(session: Session, calls: Sequence[LLMCall], prices: PriceTabl
         prompt += call_prompt
         completion += call_completion
         key = (
-            fields["provider"].value,
+            fields["provider_name"],
             fields["response_model"] or fields["model"],
             fields["model"],
         )
@@ -88,7 +89,7 @@ def session_totals(session: Session, calls: Sequence[LLMCall], prices: PriceTabl
 
 
 def _key(call: LLMCall) -> tuple[str, str, str]:
-    return (call.provider.value, call.model_key, call.model)
+    return (call.provider_name, call.model_key, call.model)
 
 
 def _totals(session: Session, columns: CallColumns, costs: np.ndarray) -> Totals:

@@ -86,7 +86,7 @@ class TokenSums:
 class ModelUsage:
     """One provider and model: what the rules need to know about its calls."""
 
-    provider: str
+    provider_name: str
     model: str
     requested_model: str
     calls: int = 0
@@ -139,8 +139,8 @@ def cheaper_model(usages: Sequence[ModelUsage], prices: PriceTable) -> list[Sugg
         average_output = done.completion / done.calls
         if average_output > SMALL_OUTPUT_TOKENS:
             continue
-        actual = _cost(prices.lookup(usage.provider, usage.model, usage.requested_model), done)
-        instead = _cost(prices.lookup(usage.provider, candidate, candidate), done)
+        actual = _cost(prices.lookup(usage.provider_name, usage.model, usage.requested_model), done)
+        instead = _cost(prices.lookup(usage.provider_name, candidate, candidate), done)
         if actual is None or instead is None or actual - instead <= 0:
             continue
         suggestions.append(
@@ -190,7 +190,7 @@ def prompt_caching(usages: Sequence[ModelUsage], prices: PriceTable) -> list[Sug
         share = long.cached / long.prompt
         if share >= LOW_CACHED_SHARE:
             continue
-        unit = prices.lookup(usage.provider, usage.model, usage.requested_model)
+        unit = prices.lookup(usage.provider_name, usage.model, usage.requested_model)
         savings = None
         if unit is not None:
             # The most caching could save: every uncached input token read from cache.
@@ -258,17 +258,17 @@ def error_rates(usages: Sequence[ModelUsage]) -> list[Suggestion]:
     for usage in usages:
         if usage.calls < MIN_CALLS_FOR_A_PATTERN:
             continue
-        model = [f"provider={usage.provider}", f"model={usage.model}"]
+        model = [f"provider={usage.provider_name}", f"model={usage.model}"]
         limits = usage.rate_limited_calls
         if limits / usage.calls >= HIGH_RATE_LIMIT_RATE:
             suggestions.append(
                 Suggestion(
                     kind="rate_limits",
                     message=(
-                        f"{limits} of {usage.calls} calls to {usage.provider} {usage.model} hit a "
-                        f"rate limit ({usage.rate_limited} failed; the others were retried by the "
-                        "SDK at the cost of latency): raise the limit, spread the load, or back "
-                        "off with jitter"
+                        f"{limits} of {usage.calls} calls to {usage.provider_name} {usage.model} "
+                        f"hit a rate limit ({usage.rate_limited} failed; the others were retried "
+                        "by the SDK at the cost of latency): raise the limit, spread the load, or "
+                        "back off with jitter"
                     ),
                     evidence=[*model, *usage.rate_limited_evidence],
                 )
@@ -279,7 +279,7 @@ def error_rates(usages: Sequence[ModelUsage]) -> list[Suggestion]:
                 Suggestion(
                     kind="error_rate",
                     message=(
-                        f"{other_errors} of {usage.calls} calls to {usage.provider} "
+                        f"{other_errors} of {usage.calls} calls to {usage.provider_name} "
                         f"{usage.model} failed other than by rate limits "
                         f"({other_errors / usage.calls:.0%}); see errors_by_type"
                     ),
@@ -331,9 +331,11 @@ def usages_from_calls(calls: Sequence[LLMCall], columns: CallColumns) -> list[Mo
     usages = []
     known = ~columns.tokens_unknown
     long = np.nan_to_num(columns.prompt_tokens) >= LONG_PROMPT_TOKENS
-    pairs = sorted({(str(p), str(m)) for p, m in zip(columns.provider, columns.model, strict=True)})
-    for provider, model in pairs:
-        rows = (columns.provider == provider) & (columns.model == model)
+    pairs = sorted(
+        {(str(p), str(m)) for p, m in zip(columns.provider_name, columns.model, strict=True)}
+    )
+    for provider_name, model in pairs:
+        rows = (columns.provider_name == provider_name) & (columns.model == model)
         failed = rows & ~columns.success
         limited = failed & (columns.error_type == "rate_limit")
         met_limits = limited | (rows & (columns.rate_limited_retries > 0))
@@ -341,7 +343,7 @@ def usages_from_calls(calls: Sequence[LLMCall], columns: CallColumns) -> list[Mo
         first = int(np.flatnonzero(rows)[0])
         usages.append(
             ModelUsage(
-                provider=provider,
+                provider_name=provider_name,
                 model=model,
                 requested_model=str(columns.requested_model[first]),
                 calls=int(np.count_nonzero(rows)),

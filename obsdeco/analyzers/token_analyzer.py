@@ -1,4 +1,4 @@
-"""Token sums: prompt vs completion, cached and reasoning, by model, by agent, by operation."""
+"""Token sums: prompt vs completion, cached and reasoning, by model, agent, provider, operation."""
 
 from __future__ import annotations
 
@@ -67,5 +67,6 @@ def analyze_tokens(columns: CallColumns) -> TokenBreakdown:
         calls_with_unknown_tokens=totals.unknown_calls,
         by_model=_by(columns, "model"),
         by_agent=_by(columns, "agent"),
+        by_provider=_by(columns, "provider_name"),
         heaviest_operations=heaviest_operations(_by(columns, "operation")),
     )

@@ -397,6 +397,7 @@ def session_drilldown(url: str, session_id: str) -> None:
                 {
                     "time": call.timestamp,
                     "agent": call.agent_name,
+                    "provider": call.provider_name,
                     "model": call.model_key,
                     "prompt": call.prompt_tokens,
                     "completion": call.completion_tokens,
@@ -426,6 +427,13 @@ def models_and_agents_page(url: str, filters: data.Filters) -> None:
             report.quality.errors_by_model,
         ),
         ("Agents", "agent_name", report.cost.by_agent, report.tokens.by_agent, {}),
+        (
+            "Providers",
+            "provider_name",
+            report.cost.by_provider,
+            report.tokens.by_provider,
+            {},
+        ),
     ):
         st.subheader(title)
         latency = {row.name: row for row in _latency_by(url, filters, key)}

@@ -212,7 +212,8 @@ class GroupLatency(BaseModel):
 
 
 def latency_by(backend: StorageBackend, filters: Filters, key: str) -> list[GroupLatency]:
-    """Average and p95 latency per model or agent ("model" or "agent_name")."""
+    """Average and p95 latency per model, agent or provider ("model", "agent_name" or
+    "provider_name")."""
     found = backend.quantiles(filters.where, "latency_ms", (0.95,), (key,))[key]  # type: ignore[index]
     return [
         GroupLatency(name=name or "(none)", calls=q.count, avg_ms=q.mean, p95_ms=q.values[0])

@@ -20,15 +20,17 @@ from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
 
 from obsdeco.collector import implicit_session, keep
 from obsdeco.context import current_agent, current_session
-from obsdeco.guard import fault, guarded
+from obsdeco.guard import fault, guarded, safely
 from obsdeco.integrations.facts import FactsSource, ResponseFacts, capturing
 from obsdeco.integrations.format import ProviderFormat
+from obsdeco.integrations.identity import provider_name_for
 from obsdeco.models import (
     MAX_CODE_LENGTH,
     MAX_COUNT,
@@ -252,6 +254,7 @@ class CallRecorder(PendingCall):
 
     def _build(self) -> LLMCall:
         facts = _read_facts(self.facts_source)
+        provider_name = self.format.provider_name
         first_token = self.first_token_at
         error_type, error_message = self._failure()
         fields: dict[str, Any] = {
@@ -260,6 +263,10 @@ class CallRecorder(PendingCall):
             "project_name": self.session.project_name,
             "timestamp": datetime.fromtimestamp(self.started_wall, UTC),
             "provider": self.format.provider,
+            "provider_name": safely(
+                "provider_name_for", partial(provider_name_for, self.host, provider_name)
+            )
+            or provider_name,
             "model": _reported_text(self.model, MAX_NAME_LENGTH) or "unknown",
             "response_model": _reported_text(facts.response_model, MAX_NAME_LENGTH),
             "api": self.api,

@@ -15,6 +15,7 @@ from obsdeco.models import AgentSpan, LLMCall, Session, SessionRecord, SessionSu
 
 GroupKey = Literal[
     "provider",
+    "provider_name",
     "model",
     "requested_model",
     "agent_name",
@@ -28,11 +29,12 @@ GroupKey = Literal[
     "repeated",
     "hour",
 ]
-"""What calls can be grouped by. "model" is the returned model, else the requested one;
-"tokens_known" is whether both prompt and completion counts were reported; "long_prompt" is
-whether the prompt had at least `LONG_PROMPT_TOKENS` tokens; "repeated" is whether an identical
-successful request was stored earlier in the project; "hour" is the UTC hour the call started
-in."""
+"""What calls can be grouped by. "provider" is the API format's `ModelProvider`,
+"provider_name" the service that answered (reports key providers by it); "model" is the
+returned model, else the requested one; "tokens_known" is whether both prompt and completion
+counts were reported; "long_prompt" is whether the prompt had at least `LONG_PROMPT_TOKENS`
+tokens; "repeated" is whether an identical successful request was stored earlier in the
+project; "hour" is the UTC hour the call started in."""
 
 SessionOrder = Literal[
     "started_at", "name", "duration_ms", "call_count", "total_tokens", "cost_usd", "status"
@@ -41,6 +43,7 @@ SessionOrder = Literal[
 
 REPORT_GROUPS: tuple[GroupKey, ...] = (
     "provider",
+    "provider_name",
     "model",
     "requested_model",
     "agent_name",

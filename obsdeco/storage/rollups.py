@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, Insert, Table, and_, bindparam, delete, func, select, update
 
 from obsdeco.models import LLMCall
+from obsdeco.provider_names import default_provider_name
 from obsdeco.storage import histogram
 from obsdeco.storage.base import LONG_PROMPT_TOKENS, REPORT_GROUPS
 from obsdeco.storage.schema import call_rollups, llm_calls, request_hashes
@@ -41,6 +42,7 @@ FACT_COLUMNS = (
     "project_name",
     "timestamp",
     "provider",
+    "provider_name",
     "model",
     "response_model",
     "agent_name",
@@ -133,6 +135,7 @@ def accumulate(into: dict[RollupKey, _Sums], facts: Iterable[Sequence[Any]]) -> 
         project,
         timestamp,
         provider,
+        provider_name,
         model,
         response_model,
         agent,
@@ -155,6 +158,7 @@ def accumulate(into: dict[RollupKey, _Sums], facts: Iterable[Sequence[Any]]) -> 
             project,
             _epoch_hour(timestamp),
             provider,
+            provider_name,
             response_model or model,
             model,
             agent or "",
@@ -311,9 +315,24 @@ def add(connection: Connection, insert: InsertFactory, sums: dict[RollupKey, _Su
     )
 
 
+def fill_provider_names(connection: Connection) -> None:
+    """Give calls stored without a provider name (by an earlier obsdeco, or imported) the
+    default name of their provider."""
+    missing = llm_calls.c.provider_name.is_(None)
+    providers = connection.execute(select(llm_calls.c.provider).where(missing).distinct())
+    for provider in providers.scalars().all():
+        connection.execute(
+            update(llm_calls)
+            .where(missing, llm_calls.c.provider == provider)
+            .values(provider_name=default_provider_name(provider))
+        )
+
+
 def rebuild(connection: Connection, insert: InsertFactory) -> None:
     """Recompute repeats and rollups from the stored calls (after an upgrade, or after calls
-    were inserted by other means than obsdeco's writer)."""
+    were inserted by other means than obsdeco's writer); calls stored without a provider name
+    get their provider's default one first."""
+    fill_provider_names(connection)
     connection.execute(delete(call_rollups))
     connection.execute(delete(request_hashes))
     identical = (llm_calls.c.project_name, llm_calls.c.request_hash)

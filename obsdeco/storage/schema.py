@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from obsdeco.models import MAX_CODE_LENGTH, MAX_ID_LENGTH, MAX_NAME_LENGTH
+from obsdeco.provider_names import MAX_PROVIDER_NAME
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -93,6 +94,12 @@ llm_calls = Table(
     Column("project_name", NAME, nullable=False),
     Column("timestamp", UTCDateTime, nullable=False),
     Column("provider", String(32), nullable=False),
+    Column(
+        "provider_name",
+        String(MAX_PROVIDER_NAME),
+        comment="the service that answered; NULL only in rows stored without it (by an earlier "
+        "obsdeco, or imported), filled from provider when the rollups are rebuilt",
+    ),
     Column("model", NAME, nullable=False),
     Column("response_model", NAME),
     Column("api", CODE),
@@ -154,6 +161,7 @@ call_rollups = Table(
     Column("project_name", NAME, **_DIMENSION),
     Column("hour", UTCDateTime, **_DIMENSION),
     Column("provider", String(32), **_DIMENSION),
+    Column("provider_name", String(MAX_PROVIDER_NAME), **_DIMENSION),
     Column("model", NAME, **_DIMENSION),
     Column("requested_model", NAME, **_DIMENSION),
     Column("agent_name", NAME, **_DIMENSION),

@@ -40,6 +40,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.functions import FunctionElement
 
 from obsdeco.models import AgentSpan, LLMCall, ModelProvider, Session, SessionRecord, SessionSummary
+from obsdeco.provider_names import MAX_PROVIDER_NAME, default_provider_name
 from obsdeco.storage import rollups
 from obsdeco.storage.base import (
     LONG_PROMPT_TOKENS,
@@ -214,6 +215,8 @@ def _call_from_row(row: Any) -> LLMCall:
     values = row._asdict()
     del values["repeated"]
     values["provider"] = ModelProvider(values["provider"])
+    if values["provider_name"] is None:  # imported without one, rollups not yet rebuilt
+        values["provider_name"] = default_provider_name(values["provider"])
     return LLMCall.model_construct(**values)
 
 
@@ -263,9 +266,11 @@ class SQLAlchemyStorage:
 
     def _upgrade(self) -> None:
         """Bring a store written by an earlier obsdeco up to date: the columns added since, and
-        rollups of the calls it already holds."""
+        rollups of the calls it already holds. Rollups without a dimension added since are
+        dropped and rebuilt from the calls (their key changed)."""
         inspector = inspect(self.engine)
         columns = {column["name"] for column in inspector.get_columns("llm_calls")}
+        rolled = {column["name"] for column in inspector.get_columns("call_rollups")}
         postgres = self.engine.dialect.name == "postgresql"  # SQLite's INTEGER holds 64 bits
         narrow = [
             (table.name, column["name"])
@@ -279,6 +284,7 @@ class SQLAlchemyStorage:
             "repeated": "BOOLEAN NOT NULL DEFAULT false",
             "prompt": "TEXT",
             "completion": "TEXT",
+            "provider_name": f"VARCHAR({MAX_PROVIDER_NAME})",
         }
         with self.engine.begin() as connection:
             for name, definition in added.items():
@@ -290,6 +296,9 @@ class SQLAlchemyStorage:
                 connection.execute(
                     text(f"ALTER TABLE {table_name} ALTER COLUMN {column_name} TYPE BIGINT")
                 )
+            if not set(REPORT_GROUPS) <= rolled:
+                call_rollups.drop(connection)
+                call_rollups.create(connection)
             unrolled = connection.execute(select(call_rollups.c.calls).limit(1)).first() is None
             if unrolled and connection.execute(select(llm_calls.c.id).limit(1)).first():
                 rollups.rebuild(connection, self._insert)
