@@ -27,6 +27,7 @@ from obsdeco.models import (
     Session,
     SessionRecord,
     SessionReport,
+    checked_name,
     materialized,
     utc_now,
 )
@@ -214,9 +215,9 @@ class MetricsCollector:
     """Records sessions and LLM calls for one project and builds their reports."""
 
     def __init__(self, project_name: str | None = None) -> None:
-        if project_name is not None and not project_name:
-            raise ValueError("project_name must not be empty")
-        self.project_name = project_name
+        self.project_name = (
+            None if project_name is None else checked_name(project_name, "project_name")
+        )
 
     def start_session(
         self,

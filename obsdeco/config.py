@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from obsdeco.models import Name
 from obsdeco.provider_names import check_provider_name
 from obsdeco.storage import registered_scheme
 
@@ -30,7 +31,7 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    project: str = Field(default="default", min_length=1)
+    project: Name = "default"
     database_url: str = DEFAULT_DATABASE_URL
     capture_content: bool = False
     scrub_pii: bool = True

@@ -25,7 +25,7 @@ from obsdeco.context import (
     current_session,
 )
 from obsdeco.guard import safely
-from obsdeco.models import Session, SessionReport, new_id, utc_now
+from obsdeco.models import Session, SessionReport, checked_name, new_id, utc_now
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -309,7 +309,7 @@ def observe_session(
                 f"return_report=True cannot be used on generator {target.__qualname__}(): "
                 "a generator's return value is not its caller's; use obsdeco.get_report()"
             )
-        session_name = name or target.__name__
+        session_name = checked_name(name or target.__name__, "observe_session name")
         return _instrument(
             target, lambda: _SessionScope(collector, session_name, metadata), return_report
         )
@@ -346,9 +346,11 @@ def observe_agent(
     """
     function, name = _decorated_or_named("observe_agent", function, name)
     collector = MetricsCollector()
+    if operation is not None:
+        checked_name(operation, "observe_agent operation")
 
     def decorate(target: F) -> F:
-        agent_name = name or target.__name__
+        agent_name = checked_name(name or target.__name__, "observe_agent name")
         return _instrument(target, lambda: _AgentScope(collector, agent_name, operation), False)
 
     return decorate(function) if function is not None else decorate

@@ -15,6 +15,8 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -71,6 +73,27 @@ Name = Annotated[
 Code = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_CODE_LENGTH, pattern=_WITHOUT_NUL)
 ]
+_name_adapter: TypeAdapter[str] = TypeAdapter(Name)
+
+
+def checked_name(value: str, what: str) -> str:
+    """`value` if it is a storable name, else a `ValueError` saying why, naming `what`."""
+    try:
+        return _name_adapter.validate_python(value)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        reason = _NAME_PROBLEMS.get(problem["type"], problem["msg"])
+        raise ValueError(f"{what}: {reason} (got {value!r:.80})") from None
+
+
+_NAME_PROBLEMS = {
+    "string_pattern_mismatch": "must not contain NUL characters",
+    "string_unicode": "must be valid Unicode text (no lone surrogates)",
+    "string_too_short": "must not be empty",
+    "string_too_long": f"must be at most {MAX_NAME_LENGTH} characters",
+}
+
+
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Milliseconds = Annotated[float, Field(ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False)]
