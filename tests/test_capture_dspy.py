@@ -441,6 +441,31 @@ def test_a_stream_left_early_is_recorded_once_with_what_was_seen(how, answering,
     assert calls[0].time_to_first_token_ms is not None
 
 
+async def test_an_async_stream_closed_early_is_recorded_once_with_what_was_seen(answering, patched):
+    router = lm15.AsyncLMRouter(
+        lm15.RouterConfig(
+            api_keys={"openai-chat": "sk-test"},
+            base_urls={"openai-chat": answering.openai_base_url},
+            env={},
+        )
+    )
+    chat = router.lm("openai-chat:gpt-4o-mini")
+
+    async def read_three() -> list[Any]:
+        events = chat.stream(lm15_request())
+        seen = [await anext(events) for _ in range(3)]
+        await events.aclose()
+        return seen
+
+    seen, calls = await in_async_agent(read_three)
+    await router.aclose()
+
+    assert [event.type for event in seen] == ["start", "delta", "delta"]
+    assert [(call.streamed, call.success, call.prompt_tokens) for call in calls] == [
+        (True, True, None)
+    ]
+
+
 def test_a_request_that_is_not_an_llm_call_is_not_recorded(answering, patched):
     router, chat = lm15_chat(answering)
 
