@@ -327,6 +327,25 @@ async def test_a_streamed_predict_is_recorded_once_with_exact_tokens_and_ttft(
     assert 0 < call.time_to_first_token_ms <= call.latency_ms
 
 
+async def test_the_responses_api_is_recorded_plain_and_streamed(answering, make_lm, patched):
+    lm = make_lm(OPENAI, model_type="responses")
+
+    async def run() -> Any:
+        value = lm(QUESTION)
+        _, prediction = await streamed_predict(lm, is_async_program=True)()
+        return value, prediction.answer
+
+    (value, answer), calls = await in_async_agent(run)
+
+    assert (value, answer) == ([{"text": ANSWER}], "Paris")
+    plain, streamed = answering.requests
+    assert (plain.path, streamed.path) == ("/v1/responses", "/v1/responses")
+    assert [summary(call) for call in calls] == [
+        {**answered(OPENAI, plain), "api": "responses"},
+        {**answered(OPENAI, streamed, streamed=True), "api": "responses"},
+    ]
+
+
 @pytest.mark.parametrize("target", TARGETS)
 async def test_dspy_sees_the_same_answers_with_and_without_obsdeco(target, answering, make_lm):
     lm = make_lm(target)
