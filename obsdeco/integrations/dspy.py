@@ -7,7 +7,8 @@ the same two: `_send` (an answer read whole) and `_stream_raw` (server-sent even
 parses with `parse_sse` / `aparse_sse`). This seam observes those four methods and the two
 parsers where the adapters call them: a POST to an endpoint that a known provider format names
 (OpenAI-compatible, Anthropic) is recorded with that format's readers, fed the JSON body or
-each event's JSON. The JSON is parsed when the record is built, off the caller's thread.
+each event's JSON. The request's JSON is read when it leaves (for its model); the answer's,
+and its events', when the record is built, off the caller's thread.
 
 The event parser is reached from inside lm15's stream, so the first step of a stream (which
 sends the request, checks the status and starts the parser) runs with its call in flight: the
