@@ -4,8 +4,9 @@ Every recorded Anthropic response in the recorded fixtures is replayed by the lo
 real `anthropic` SDK, and the `LLMCall` obsdeco keeps is compared field by field with what the
 fixture says (API.md section 4): prompt_tokens = input_tokens + cache_read_input_tokens +
 cache_creation_input_tokens, cached_tokens = the cache read, cache_creation_tokens = the cache
-write, completion_tokens = output_tokens, reasoning_tokens None (Anthropic counts thinking inside
-output_tokens and does not report it apart).
+write, completion_tokens = output_tokens, reasoning_tokens =
+usage.output_tokens_details.thinking_tokens where the API reports it (thinking is counted inside
+output_tokens), else None: the recorded fixtures predate that field, so their reasoning is None.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import inspect
+import json
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -26,7 +28,14 @@ import wrapt
 
 import obsdeco
 from obsdeco import LLMCall, ModelProvider
-from obsdeco.testing import ProviderServer, Reply, fixture_request, fixtures_dir
+from obsdeco.testing import (
+    ProviderServer,
+    Reply,
+    fixture_request,
+    fixtures_dir,
+    load_fixture,
+    split_sse,
+)
 from tests.helpers import in_async_session, in_session
 
 
@@ -1008,3 +1017,124 @@ def test_patch_all_is_idempotent(provider, anthropic_client):
 
     assert len(calls) == 1  # patched twice, recorded once
     assert seam.__dict__["request"] is original
+
+
+# --- thinking tokens: usage.output_tokens_details.thinking_tokens ---------------------------
+
+THINKING = "anthropic/messages_thinking.json"
+THINKING_STREAM = "anthropic/messages_thinking_stream.sse"
+# Both recorded answers are 52 input tokens; output 215 (plain) and 216 (streamed), thinking
+# included. The scripted replies add what the API now reports apart: the thinking part.
+THINKING_TOKENS = 180
+
+
+def thinking_message() -> Reply:
+    """messages_thinking.json with `usage.output_tokens_details.thinking_tokens`."""
+    body = json.loads(load_fixture(THINKING))
+    body["usage"]["output_tokens_details"] = {"thinking_tokens": THINKING_TOKENS}
+    return Reply.json(body)
+
+
+def thinking_stream() -> Reply:
+    """messages_thinking_stream.sse whose final message_delta usage carries
+    `output_tokens_details` (message_start's usage does not)."""
+    recorded = b'"usage":{"output_tokens":216}'
+    reported = b'"usage":{"output_tokens":216,"output_tokens_details":{"thinking_tokens":%d}}'
+    frames = split_sse(load_fixture(THINKING_STREAM))
+    assert sum(recorded in frame for frame in frames) == 1
+    return Reply.sse(frame.replace(recorded, reported % THINKING_TOKENS) for frame in frames)
+
+
+def thinking_facts(call: LLMCall) -> tuple[Any, ...]:
+    return (
+        call.response_model,
+        call.prompt_tokens,
+        call.completion_tokens,
+        call.reasoning_tokens,
+        call.streamed,
+        call.success,
+    )
+
+
+def test_thinking_tokens_of_a_message_are_reasoning_tokens(provider, anthropic_client, patched):
+    provider.enqueue(thinking_message())
+
+    message, calls = in_session(
+        lambda: anthropic_client.messages.create(**fixture_request(THINKING))
+    )
+
+    assert message.usage.output_tokens_details.thinking_tokens == THINKING_TOKENS
+    assert [thinking_facts(call) for call in calls] == [
+        ("claude-3-7-sonnet-20250219", 52, 215, THINKING_TOKENS, False, True)
+    ]
+
+
+async def test_async_thinking_tokens_of_a_message_are_reasoning_tokens(
+    provider, async_anthropic_client, patched
+):
+    provider.enqueue(thinking_message())
+
+    message, calls = await in_async_session(
+        lambda: async_anthropic_client.messages.create(**fixture_request(THINKING))
+    )
+
+    assert message.usage.output_tokens_details.thinking_tokens == THINKING_TOKENS
+    assert [thinking_facts(call) for call in calls] == [
+        ("claude-3-7-sonnet-20250219", 52, 215, THINKING_TOKENS, False, True)
+    ]
+
+
+def test_thinking_tokens_of_the_final_message_delta_are_reasoning_tokens(
+    provider, anthropic_client, patched
+):
+    provider.enqueue(thinking_stream())
+
+    def read() -> list[Any]:
+        with anthropic_client.messages.create(**fixture_request(THINKING_STREAM)) as stream:
+            return list(stream)
+
+    events, calls = in_session(read)
+
+    delta = next(event for event in events if event.type == "message_delta")
+    assert delta.usage.output_tokens_details.thinking_tokens == THINKING_TOKENS
+    assert [thinking_facts(call) for call in calls] == [
+        ("claude-3-7-sonnet-20250219", 52, 216, THINKING_TOKENS, True, True)
+    ]
+
+
+async def test_async_thinking_tokens_of_the_message_stream_helper_are_reasoning_tokens(
+    provider, async_anthropic_client, patched
+):
+    provider.enqueue(thinking_stream())
+    body = {
+        key: value for key, value in fixture_request(THINKING_STREAM).items() if key != "stream"
+    }
+
+    async def final_message() -> Any:
+        async with async_anthropic_client.messages.stream(**body) as stream:
+            return await stream.get_final_message()
+
+    message, calls = await in_async_session(final_message)
+
+    assert message.usage.output_tokens_details.thinking_tokens == THINKING_TOKENS
+    assert [thinking_facts(call) for call in calls] == [
+        ("claude-3-7-sonnet-20250219", 52, 216, THINKING_TOKENS, True, True)
+    ]
+
+
+@pytest.mark.parametrize("name", [THINKING, THINKING_STREAM])
+def test_thinking_the_api_does_not_count_apart_leaves_reasoning_unknown(
+    name, provider, anthropic_client, patched
+):
+    provider.enqueue(Reply.fixture(name))
+
+    def create() -> Any:
+        answer = anthropic_client.messages.create(**fixture_request(name))
+        return list(answer) if name.endswith(".sse") else answer
+
+    _, calls = in_session(create)
+
+    completion = 216 if name.endswith(".sse") else 215
+    assert [thinking_facts(call) for call in calls] == [
+        ("claude-3-7-sonnet-20250219", 52, completion, None, name.endswith(".sse"), True)
+    ]

@@ -16,6 +16,23 @@ from obsdeco.integrations import AnthropicIntegration, OpenAIIntegration
 from tests.conftest import count_rows
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+# dspy is an optional client (the frameworks extra): patched when installed.
+DSPY = ["dspy"] if importlib.util.find_spec("dspy") else []
+
+
+def _dspy_seams() -> dict[str, object]:
+    if not DSPY:
+        return {}
+    lm15 = importlib.import_module("dspy._vendor.lm15.providers.base")
+    lm15_async = importlib.import_module("dspy._vendor.lm15.providers.async_base")
+    return {
+        "dspy sync": lm15.BaseProviderLM.__dict__["_send"],
+        "dspy sync stream": lm15.BaseProviderLM.__dict__["_stream_raw"],
+        "dspy async": lm15_async.AsyncBaseProviderLM.__dict__["_send"],
+        "dspy async stream": lm15_async.AsyncBaseProviderLM.__dict__["_stream_raw"],
+        "dspy events": lm15.__dict__["parse_sse"],
+        "dspy async events": lm15_async.__dict__["aparse_sse"],
+    }
 
 
 def _seams() -> dict[str, object]:
@@ -24,6 +41,7 @@ def _seams() -> dict[str, object]:
         "openai async": openai._base_client.AsyncAPIClient.__dict__["request"],
         "anthropic sync": anthropic._base_client.SyncAPIClient.__dict__["request"],
         "anthropic async": anthropic._base_client.AsyncAPIClient.__dict__["request"],
+        **_dspy_seams(),
         "threadpool": concurrent.futures.ThreadPoolExecutor.__dict__["submit"],
     }
 
@@ -39,9 +57,9 @@ def _implicit_calls() -> list[obsdeco.LLMCall]:
 def test_patch_all_is_idempotent_and_unpatch_all_restores_the_originals(provider, openai_client):
     originals = _seams()
 
-    assert obsdeco.patch_all() == ["openai", "anthropic", "threadpool"]
+    assert obsdeco.patch_all() == ["openai", "anthropic", *DSPY, "threadpool"]
     patched_once = _seams()
-    assert obsdeco.patch_all() == ["openai", "anthropic", "threadpool"]
+    assert obsdeco.patch_all() == ["openai", "anthropic", *DSPY, "threadpool"]
     assert _seams() == patched_once
     assert all(patched_once[name] is not originals[name] for name in originals)
 
@@ -60,7 +78,7 @@ def test_one_missing_target_disables_only_itself(monkeypatch, caplog, provider, 
     with caplog.at_level(logging.WARNING, logger="obsdeco"):
         names = obsdeco.patch_all()
     try:
-        assert names == ["openai", "anthropic", "threadpool"]
+        assert names == ["openai", "anthropic", *DSPY, "threadpool"]
         assert "anthropic._base_client.AsyncAPIClient" in caplog.text
         anthropic_client.messages.create(model="claude-haiku-4-5", max_tokens=5, messages=MESSAGES)
         assert len(_implicit_calls()) == 1
@@ -76,7 +94,7 @@ def test_an_sdk_that_is_not_installed_is_skipped(monkeypatch):
         lambda name, *args: None if name == "anthropic" else find_spec(name, *args),
     )
     try:
-        assert obsdeco.patch_all() == ["openai", "threadpool"]
+        assert obsdeco.patch_all() == ["openai", *DSPY, "threadpool"]
     finally:
         obsdeco.unpatch_all()
 

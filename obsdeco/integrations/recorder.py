@@ -47,19 +47,41 @@ _HASH_IGNORED_KEYS = frozenset({"stream", "stream_options", "user", "metadata", 
 _PROMPT_KEYS = ("system", "instructions", "messages", "input", "prompt", "contents")
 
 
+# The HTTP status as the SDKs (status_code), google-genai (code), lm15 and aiohttp (status) keep it.
+_STATUS_ATTRIBUTES = ("status_code", "code", "status")
+# Transport failures as httpx, the SDKs and lm15 name them (a timeout is told apart first).
+_CONNECTION_NAMES = ("Connect", "ProtocolError", "ReadError", "WriteError")
+_MAX_CAUSES = 4
+
+
 def classify_error(error: BaseException) -> str:
-    """rate_limit, timeout, connection, auth, bad_request, server_error or other."""
-    status = getattr(error, "status_code", None)
-    if not isinstance(status, int):
-        status = getattr(error, "code", None)  # google-genai's APIError
-    if isinstance(status, int):
-        return classify_status(status)
+    """rate_limit, timeout, connection, auth, bad_request, server_error or other.
+
+    An error that says nothing itself is classified by the errors it was raised from (lm15
+    wraps every transport failure in one `TransportError`).
+    """
+    cause: BaseException | None = error
+    for _ in range(_MAX_CAUSES):
+        if cause is None:
+            break
+        kind = _error_kind(cause)
+        if kind is not None:
+            return kind
+        cause = cause.__cause__
+    return "other"
+
+
+def _error_kind(error: BaseException) -> str | None:
+    for attribute in _STATUS_ATTRIBUTES:
+        status = getattr(error, attribute, None)
+        if isinstance(status, int) and not isinstance(status, bool):
+            return classify_status(status)
     name = type(error).__name__
     if "Timeout" in name:
         return "timeout"
-    if "Connection" in name or "RemoteProtocol" in name:
+    if any(part in name for part in _CONNECTION_NAMES):
         return "connection"
-    return "other"
+    return None
 
 
 def classify_status(status: int) -> str:

@@ -10,7 +10,8 @@ response synthesised from the request when nothing is queued:
         completion = client.chat.completions.create(model="gpt-4o", messages=[...])
         assert provider.requests[0].body["model"] == "gpt-4o"
 
-Endpoints: ``POST /v1/chat/completions``, ``/v1/responses`` and ``/v1/embeddings`` (OpenAI) and
+Endpoints: ``POST /v1/chat/completions``, ``/v1/completions`` (legacy), ``/v1/responses`` and
+``/v1/embeddings`` (OpenAI) and
 ``POST /v1/messages`` (Anthropic, also with ``?beta=true``). Streams are sent as
 ``text/event-stream`` with chunked transfer encoding, one HTTP chunk per event, each written as
 soon as it is due, so clients see them arrive over time.
@@ -72,11 +73,12 @@ DEFAULT_TEXT: Final = "Hello! This is a reply from the obsdeco test provider."
 """The assistant text of synthesised replies, unless the server or the reply says otherwise."""
 
 _OPENAI_CHAT: Final = "/v1/chat/completions"
+_OPENAI_COMPLETIONS: Final = "/v1/completions"
 _OPENAI_RESPONSES: Final = "/v1/responses"
 _OPENAI_EMBEDDINGS: Final = "/v1/embeddings"
 _ANTHROPIC_MESSAGES: Final = "/v1/messages"
 _ENDPOINTS: Final = frozenset(
-    {_OPENAI_CHAT, _OPENAI_RESPONSES, _OPENAI_EMBEDDINGS, _ANTHROPIC_MESSAGES}
+    {_OPENAI_CHAT, _OPENAI_COMPLETIONS, _OPENAI_RESPONSES, _OPENAI_EMBEDDINGS, _ANTHROPIC_MESSAGES}
 )
 
 _SSE_CONTENT_TYPE: Final = "text/event-stream; charset=utf-8"
@@ -89,7 +91,7 @@ _JSON_CONTENT_TYPE: Final = "application/json"
 
 _TOKEN_RE: Final = re.compile(r"\w+|[^\w\s]")
 _PIECE_RE: Final = re.compile(r"\s*(?:\w+|[^\w\s])")
-_TEXT_KEYS: Final = frozenset({"content", "text", "input", "instructions", "system"})
+_TEXT_KEYS: Final = frozenset({"content", "text", "input", "instructions", "system", "prompt"})
 
 
 def count_tokens(text: str) -> int:
@@ -129,12 +131,13 @@ def count_request_tokens(body: Any) -> int:
     """Count the prompt tokens the server reports for a request body.
 
     The count is `count_tokens` summed over every string found under a ``content``, ``text``,
-    ``input``, ``instructions`` or ``system`` key anywhere in the body (messages, content parts,
-    Responses input items, the Anthropic system prompt, embedding inputs). Token-id arrays given
-    as embedding input count one token per id.
+    ``input``, ``instructions``, ``system`` or ``prompt`` key anywhere in the body (messages,
+    content parts, Responses input items, the Anthropic system prompt, embedding inputs, legacy
+    completion prompts). Token-id arrays given as embedding input or completion prompt count one
+    token per id.
     """
     if isinstance(body, Mapping):
-        raw = body.get("input")
+        raw = body.get("input", body.get("prompt"))
         if isinstance(raw, list) and raw and all(isinstance(x, int) for x in raw):
             return len(raw)
         if isinstance(raw, list) and raw and all(isinstance(x, list) for x in raw):
@@ -757,6 +760,12 @@ def _synthesize(
         if request.stream:
             return synth.finish(reply, None, synth.chat_stream())
         return synth.finish(reply, synth.chat(), None)
+    if path == _OPENAI_COMPLETIONS:
+        if not isinstance(body.get("prompt"), str | list):
+            return _fail(reply, request, 400, "'prompt' is a required property", "prompt")
+        if request.stream:
+            return synth.finish(reply, None, synth.completion_stream())
+        return synth.finish(reply, synth.completion(), None)
     if path == _OPENAI_RESPONSES:
         if request.stream:
             return synth.finish(reply, None, synth.responses_stream())
@@ -799,6 +808,7 @@ class _Synthesizer:
     def _max_tokens(self, path: str) -> int | None:
         names = {
             _OPENAI_CHAT: ("max_completion_tokens", "max_tokens"),
+            _OPENAI_COMPLETIONS: ("max_tokens",),
             _OPENAI_RESPONSES: ("max_output_tokens",),
             _ANTHROPIC_MESSAGES: ("max_tokens",),
         }.get(path, ())
@@ -898,6 +908,52 @@ class _Synthesizer:
         frames.append(chunk([choice({}, self._finish_reason)]))
         if include_usage:
             frames.append(chunk([], self._chat_usage()))
+        frames.append(_frame("[DONE]"))
+        return frames
+
+    # -- OpenAI legacy completions ---------------------------------------------------------
+
+    def _completion_usage(self) -> dict[str, Any]:
+        base = {
+            "prompt_tokens": self.input_tokens,
+            "completion_tokens": self.output_tokens,
+            "total_tokens": self.input_tokens + self.output_tokens,
+        }
+        return _merge(base, self.spec.usage)
+
+    def _completion_body(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": f"cmpl-test{self.serial:020d}",
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "system_fingerprint": None,
+        }
+
+    @staticmethod
+    def _text_choice(text: str, finish_reason: str | None) -> dict[str, Any]:
+        return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
+
+    def completion(self) -> dict[str, Any]:
+        body = self._completion_body([self._text_choice(self.text, self._finish_reason)])
+        body["usage"] = self._completion_usage()
+        return body
+
+    def completion_stream(self) -> list[bytes]:
+        options = self.body.get("stream_options")
+        include_usage = isinstance(options, Mapping) and options.get("include_usage") is True
+
+        def chunk(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
+            data = self._completion_body(choices)
+            if include_usage:
+                data["usage"] = usage
+            return _frame(data)
+
+        frames = [chunk([self._text_choice(piece, None)]) for piece in self.pieces]
+        frames.append(chunk([self._text_choice("", self._finish_reason)]))
+        if include_usage:
+            frames.append(chunk([], self._completion_usage()))
         frames.append(_frame("[DONE]"))
         return frames
 
