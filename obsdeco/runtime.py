@@ -148,8 +148,8 @@ class _Pipeline:
         if not writers:
             return
         timeout = get_settings().flush_at_exit_timeout_s
-        if not wait_all(writers, timeout):
-            lost = sum(writer.discard_pending() for writer in writers)
+        lost = 0 if wait_all(writers, timeout) else sum(w.discard_pending() for w in writers)
+        if lost:
             self.counters.add("dropped_at_exit", lost)
             logger.error(
                 "obsdeco could not store %d records within %.1f s at exit (%s); they are lost",
