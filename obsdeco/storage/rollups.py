@@ -19,6 +19,7 @@ from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Connection, Insert, Table, and_, bindparam, delete, func, select, update
+from sqlalchemy.exc import DBAPIError
 
 from obsdeco.models import LLMCall
 from obsdeco.provider_names import default_provider_name
@@ -78,6 +79,11 @@ def _stored_key(key: RollupKey) -> dict[str, Any]:
     values = dict(zip(_KEY_COLUMNS, key, strict=True))
     values["hour"] = datetime.fromtimestamp(key[1] * 3600, UTC)
     return values
+
+
+def _sort_key(key: RollupKey) -> tuple[str, ...]:
+    """One order for rollup keys (None sorts first), the same in every writer."""
+    return tuple("" if value is None else f"~{value}" for value in key)
 
 
 @dataclass(slots=True)
@@ -213,21 +219,24 @@ def _counted_before(
     """Add the counts to `request_hashes`; the stored (project, request, calls) after it.
 
     Straight through the driver: this runs for every batch, and one statement per chunk of
-    rows costs a fraction of SQLAlchemy's executemany with RETURNING.
+    rows costs a fraction of SQLAlchemy's executemany with RETURNING. Rows go in key order, so
+    that writers of several processes lock shared rows in the same order (never a deadlock);
+    the driver's errors are raised as SQLAlchemy's, which the writer knows how to retry.
     """
+    items = sorted(counted.items())
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         if connection.dialect.name == "postgresql":
-            projects, requests = zip(*counted, strict=True)
+            keys, calls = zip(*items, strict=True)
+            projects, requests = zip(*keys, strict=True)
             cursor.execute(
                 _UPSERT_COUNTS.format(
-                    rows="SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])"
+                    rows="SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[]) ORDER BY 1, 2"
                 ),
-                (list(projects), list(requests), list(counted.values())),
+                (list(projects), list(requests), list(calls)),
             )
             return cursor.fetchall()
         stored = []
-        items = list(counted.items())
         for start in range(0, len(items), 10_000):
             chunk = items[start : start + 10_000]
             values = [
@@ -239,6 +248,10 @@ def _counted_before(
             )
             stored += cursor.fetchall()
         return stored
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise DBAPIError.instance(
+            _UPSERT_COUNTS, None, error, connection.dialect.loaded_dbapi.Error
+        ) from error
     finally:
         cursor.close()
 
@@ -281,7 +294,7 @@ def add(connection: Connection, insert: InsertFactory, sums: dict[RollupKey, _Su
     empty = _Sums().values()
     connection.execute(
         insert(call_rollups).on_conflict_do_nothing(),  # type: ignore[attr-defined]
-        [_stored_key(key) | empty for key in sums],
+        [_stored_key(key) | empty for key in sorted(sums, key=_sort_key)],
     )
     projects = sorted({key[0] for key in sums})
     hours = sorted({datetime.fromtimestamp(key[1] * 3600, UTC) for key in sums})
