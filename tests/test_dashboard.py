@@ -343,7 +343,7 @@ def test_charts_of_a_single_hour_draw_bars_spanning_it(sqlite_url):
     specs = [json.loads(chart.proto.spec) for chart in app.get("vega_lite_chart")]
     assert [spec["mark"]["type"] for spec in specs] == ["bar", "bar", "line"]
     assert [spec["encoding"]["x"]["timeUnit"] for spec in specs] == ["utcyearmonthdatehours"] * 3
-    assert specs[2]["mark"]["point"] is True
+    assert specs[2]["mark"]["point"]  # a single hour is a visible point
 
 
 @pytest.fixture
@@ -600,27 +600,29 @@ def test_a_browser_sees_the_seeded_numbers_and_planted_names_load_nothing(
             cost.wait_for(timeout=30_000)
             assert cost.inner_text() == expected_cost
 
-            for params in (
-                {"project": planted["project"], "range": "24h"},
-                {"project": planted["project"], "range": "24h", "page": "Models & agents"},
-                {
-                    "project": planted["project"],
-                    "range": "24h",
-                    "page": "Sessions",
-                    "session": planted["session_id"],
-                },
-            ):
-                page.goto(f"{served}/?{urlencode(params)}")
-                page.get_by_test_id("stMetricValue").first.wait_for(timeout=30_000)
+            views = {
+                "overview": ({}, "stMetricValue"),
+                "models": ({"page": "Models & agents"}, "stDataFrame"),
+                "drilldown": (
+                    {"page": "Sessions", "session": planted["session_id"]},
+                    "stDownloadButton",
+                ),
+            }
+            for name, (params, shown) in views.items():
+                query = urlencode({"project": planted["project"], "range": "24h", **params})
+                page.goto(f"{served}/?{query}")
+                page.get_by_test_id(shown).first.wait_for(timeout=30_000)
                 page.wait_for_load_state("networkidle")
-            page.get_by_text(planted["session"].splitlines()[0], exact=False).first.wait_for()
-            page.screenshot(path=tmp_path / "drilldown.png", full_page=True)
+                page.screenshot(path=tmp_path / f"{name}.png", full_page=True)
+            heading = page.get_by_test_id("stText").filter(has_text=planted["session_id"])
+            shown_heading = heading.first.inner_text()
             with page.expect_download() as download:
                 page.get_by_text("Download the text report").click()
             downloaded = Path(download.value.path()).read_text(encoding="utf-8")
         finally:
             browser.close()
 
+    assert shown_heading == f"{planted['session']} · {planted['session_id']}"
     assert downloaded == str(report)
     assert pixel_requests == []
     assert elsewhere == []

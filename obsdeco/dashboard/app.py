@@ -296,8 +296,16 @@ def _delta(now: float | None, before: float | None, spec: str = "+,.0f") -> str 
 def _time_axis(field: str, unit: str) -> alt.X:
     """A time axis in UTC whose marks span their whole hour or day, so that data in a single
     bucket still draws a bar rather than a zero-width one."""
-    time_unit = "utcyearmonthdatehours" if unit == "hour" else "utcyearmonthdate"
-    return alt.X(f"{time_unit}({field}):T", title=f"{unit} (UTC)")
+    time_unit, labels = (
+        ("utcyearmonthdatehours", "%b %d %H:%M")
+        if unit == "hour"
+        else ("utcyearmonthdate", "%b %d")
+    )
+    return alt.X(
+        f"{time_unit}({field}):T",
+        title=f"{unit} (UTC)",
+        axis=alt.Axis(format=labels, labelOverlap=True),
+    )
 
 
 def overview_page(url: str, filters: data.Filters) -> None:
@@ -376,7 +384,7 @@ def overview_page(url: str, filters: data.Filters) -> None:
         st.subheader("Latency percentiles per hour")
         st.altair_chart(
             alt.Chart(latency)
-            .mark_line(point=True)
+            .mark_line(point=alt.OverlayMarkDef(size=60))
             .encode(
                 x=_time_axis("hour", "hour"),
                 y=alt.Y("ms:Q", title="ms"),

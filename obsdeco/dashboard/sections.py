@@ -122,22 +122,18 @@ def _timeline(record: SessionRecord) -> None:
     if not bars:
         return
     st.markdown("**Timeline**")
-    st.altair_chart(
-        alt.Chart(pd.DataFrame(bars))
-        .mark_bar()
-        .encode(
-            x=alt.X("start:T", title="UTC", axis=alt.Axis(format="%H:%M:%S")),
-            x2="end:T",
-            y=alt.Y("lane:N", title=None, axis=alt.Axis(labelLimit=0)),
-            color=alt.Color("what:N", title=None),
-            tooltip=[
-                alt.Tooltip("lane:N", title="lane"),
-                alt.Tooltip("start:T", format="%H:%M:%S.%L", title="start"),
-                alt.Tooltip("end:T", format="%H:%M:%S.%L", title="end"),
-            ],
-        ),
-        width="stretch",
+    lanes = alt.Chart(pd.DataFrame(bars)).encode(
+        x=alt.X("start:T", title="UTC", axis=alt.Axis(format="%H:%M:%S", labelOverlap=True)),
+        y=alt.Y("lane:N", title=None, axis=alt.Axis(labelLimit=0)),
+        color=alt.Color("what:N", title=None),
+        tooltip=[
+            alt.Tooltip("lane:N", title="lane"),
+            alt.Tooltip("start:T", format="%H:%M:%S.%L", title="start"),
+            alt.Tooltip("end:T", format="%H:%M:%S.%L", title="end"),
+        ],
     )
+    # The tick keeps a call visible however short it is against the session's length.
+    st.altair_chart(lanes.mark_bar().encode(x2="end:T") + lanes.mark_tick(), width="stretch")
 
 
 def _cost_chart(title: str, key: str, costs: Mapping[str, float]) -> None:
