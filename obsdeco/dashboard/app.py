@@ -1,6 +1,6 @@
 """obsdeco's Streamlit dashboard: overview, session history with drill-down, models and agents.
 
-Run it with `obsdeco dashboard [--database-url URL] [--port N]` or
+Run it with `obsdeco dashboard [--database-url URL] [--port N] [--host ADDRESS]` or
 `streamlit run dashboard/app.py`. It reads the store named by `OBSDECO_DATABASE_URL` (else
 obsdeco's default) and never writes calls. The filters live in the URL's query parameters, so a
 view can be shared. Set `OBSDECO_DASHBOARD_PASSWORD` to ask for a password first.
@@ -123,7 +123,8 @@ class UrlParams:
         self.ignored: list[str] = []
 
     def get(self, name: str) -> str:
-        return st.query_params.get(name, "")
+        """The parameter's value, "" if absent; NUL characters (no store takes them) dropped."""
+        return st.query_params.get(name, "").replace("\0", "")
 
     def index(self, name: str, options: Sequence[str], default: int, why: str) -> int:
         """The position of the parameter's value among `options`, else `default`."""
