@@ -24,7 +24,7 @@ pytest.importorskip("streamlit", reason="the dashboard extra is not installed")
 from streamlit.testing.v1 import AppTest
 
 import obsdeco
-from obsdeco.dashboard import app as dashboard
+from obsdeco.dashboard import gate
 from obsdeco.dashboard.formatting import ms, plural
 from obsdeco.dashboard.gate import MAX_DELAY_S, Attempt, PasswordGate
 from obsdeco.dashboard.server import streamlit_command
@@ -357,15 +357,11 @@ def test_charts_of_a_single_hour_draw_bars_spanning_it(sqlite_url):
 
 
 @pytest.fixture
-def gate_clock(monkeypatch) -> Iterator[list[float]]:
-    """The app's password gate on a clock the test moves (seconds, in its first item)."""
-    import streamlit as st
-
-    st.cache_resource.clear()
+def gate_clock(monkeypatch) -> list[float]:
+    """A fresh password gate for the app, on a clock the test moves (seconds, its first item)."""
     now = [1_000.0]
-    monkeypatch.setattr(dashboard._gate(), "clock", lambda: now[0])
-    yield now
-    st.cache_resource.clear()
+    monkeypatch.setattr(gate, "SERVER_GATE", PasswordGate(clock=lambda: now[0]))
+    return now
 
 
 def _submit(app: AppTest, password: str) -> AppTest:
@@ -375,6 +371,8 @@ def _submit(app: AppTest, password: str) -> AppTest:
 
 
 def test_the_password_gate_slows_down_wrong_passwords(seeded, monkeypatch, gate_clock):
+    import streamlit as st
+
     monkeypatch.setenv("OBSDECO_DASHBOARD_PASSWORD", "s3cret")
 
     locked = _run(project="shop")
@@ -386,6 +384,10 @@ def test_the_password_gate_slows_down_wrong_passwords(seeded, monkeypatch, gate_
     _submit(locked, "s3cret")  # too soon: not even compared
     assert locked.error[0].value.startswith("Too many wrong passwords: try again in 1 second")
     assert not locked.metric
+    st.cache_data.clear()  # what any browser can ask Streamlit to do...
+    st.cache_resource.clear()
+    _submit(locked, "s3cret")  # ...does not reopen the gate
+    assert locked.error[0].value.startswith("Too many wrong passwords: try again in 1 second")
 
     gate_clock[0] += 1
     _submit(locked, "wrong again")
@@ -624,6 +626,9 @@ def test_a_browser_sees_the_seeded_numbers_and_planted_names_load_nothing(
                 page.get_by_test_id(shown).first.wait_for(timeout=30_000)
                 page.wait_for_load_state("networkidle")
                 page.screenshot(path=tmp_path / f"{name}.png", full_page=True)
+            page.get_by_test_id("stSelectbox").first.click()  # the projects, as options
+            page.get_by_role("option").filter(has_text=planted["project"]).wait_for()
+            page.keyboard.press("Escape")
             heading = page.get_by_test_id("stText").filter(has_text=planted["session_id"])
             shown_heading = heading.first.inner_text()
             with page.expect_download() as download:

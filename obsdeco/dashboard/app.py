@@ -21,9 +21,9 @@ from streamlit.delta_generator import DeltaGenerator
 
 from obsdeco.analyzers import PriceTable
 from obsdeco.config import get_settings
-from obsdeco.dashboard import data, sections
+from obsdeco.dashboard import data, gate, sections
 from obsdeco.dashboard.formatting import count, ms, plural, rounded_ms, share, usd
-from obsdeco.dashboard.gate import Attempt, PasswordGate
+from obsdeco.dashboard.gate import Attempt
 from obsdeco.dashboard.sections import MONEY
 from obsdeco.privacy.store import open_store
 from obsdeco.storage import StorageBackend
@@ -45,12 +45,6 @@ PAGE_SIZE = 25
 MAX_PAGE = 1_000_000_000
 CACHE_TTL_S = 10
 PASSWORD_VARIABLE = "OBSDECO_DASHBOARD_PASSWORD"
-
-
-@st.cache_resource
-def _gate() -> PasswordGate:
-    """The password gate of this server process, shared by every browser session."""
-    return PasswordGate()
 
 
 @st.cache_resource
@@ -189,12 +183,11 @@ def _password_ok() -> bool:
         submitted = st.form_submit_button("Open")
     if not submitted or not given:
         return False
-    gate = _gate()
-    outcome = gate.attempt(given, expected)
+    outcome = gate.SERVER_GATE.attempt(given, expected)
     if outcome is Attempt.OPEN:
         st.session_state["authenticated"] = True
         st.rerun()
-    wait = math.ceil(gate.wait_s())
+    wait = math.ceil(gate.SERVER_GATE.wait_s())
     if outcome is Attempt.WRONG:
         st.error(f"Wrong password. The next attempt is accepted in {plural(wait, 'second')}.")
     else:

@@ -66,3 +66,8 @@ class PasswordGate:
             self._failures += 1
             self._closed_until = now + self.delay_s()
             return Attempt.WRONG
+
+
+SERVER_GATE = PasswordGate()
+"""The gate of this server process. Not a `st.cache_resource`: any browser can ask Streamlit to
+clear its caches, and that must not reopen the gate."""
