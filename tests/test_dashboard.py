@@ -25,7 +25,7 @@ from streamlit.testing.v1 import AppTest
 
 import obsdeco
 from obsdeco.dashboard import gate
-from obsdeco.dashboard.formatting import ms, plural
+from obsdeco.dashboard.formatting import ms, plural, rounded_ms
 from obsdeco.dashboard.gate import MAX_DELAY_S, Attempt, PasswordGate
 from obsdeco.dashboard.server import streamlit_command
 from tests.conftest import IN_CI
@@ -202,6 +202,10 @@ def test_the_drilldown_shows_the_reports_sections_as_tables(seeded):
     assert sorted(calls["Error"]) == ["", "", "", "rate_limit"]
     assert "1 error in 4 calls, 0 retries (0 rate-limited)" in [t.value for t in opened.text]
     assert [button.label for button in opened.download_button] == ["Download the text report"]
+    timeline = json.loads(opened.get("vega_lite_chart")[0].proto.spec)
+    lanes = timeline["layer"][0]["encoding"]["y"]
+    assert lanes["field"] == "lane"
+    assert lanes["axis"]["labelLimit"] == 0  # "Planner · claude-sonnet-4-5" is not cut
     assert not any(str(report) in block.value for block in opened.markdown)
 
 
@@ -332,6 +336,12 @@ def test_singular_and_plural_and_no_none_for_zero(seeded):
     ]
     assert plural(1, "retry", "retries") == "1 retry"
     assert plural(3, "retry", "retries") == "3 retries"
+    assert [rounded_ms(value) for value in (None, 3.14159, 812.5001, 812.49)] == [
+        None,
+        3.1,
+        813.0,
+        812.0,
+    ]
     assert [ms(value) for value in (None, 0.456, 812.49, 12_345.6)] == [
         "-",
         "0.5 ms",
