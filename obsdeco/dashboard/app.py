@@ -147,7 +147,7 @@ class UrlParams:
         value = self.get(name)
         if not value:
             return default
-        if value.isdigit() and int(value) in allowed:
+        if value.isdecimal() and int(value) in allowed:
             return int(value)
         self.ignored.append(f"{name} ({why})")
         return default
@@ -155,7 +155,7 @@ class UrlParams:
     def page_number(self) -> int:
         """The sessions page, counted from 0."""
         value = self.get("p")
-        if value.isdigit() and 1 <= int(value) <= MAX_PAGE:
+        if value.isdecimal() and 1 <= int(value) <= MAX_PAGE:
             return int(value) - 1
         if value:
             self.ignored.append("p (not a page number)")
@@ -192,7 +192,7 @@ def _password_ok() -> bool:
         st.error(f"Wrong password. The next attempt is accepted in {plural(wait, 'second')}.")
     else:
         st.error(
-            f"Too many wrong passwords: try again in {plural(wait, 'second')} "
+            f"Too soon after a wrong password: try again in {plural(wait, 'second')} "
             "(this attempt was not checked)."
         )
     return False
