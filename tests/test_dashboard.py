@@ -676,6 +676,8 @@ def test_a_signal_to_obsdeco_dashboard_stops_its_server(seeded, stop):
             for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
         ]
         assert len(children) == 1
+        environment = Path(f"/proc/{children[0]}/environ").read_bytes().split(b"\0")
+        assert f"OBSDECO_DATABASE_URL={seeded}".encode() in environment  # the store given
         assert _listening_addresses(port) == {LOOPBACK}  # 127.0.0.1 unless --host says otherwise
 
         process.send_signal(stop)
