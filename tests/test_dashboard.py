@@ -1,4 +1,6 @@
-"""The dashboard's pages (streamlit AppTest) on a seeded store: shown values equal the reports'."""
+"""The dashboard's pages (streamlit AppTest) on a seeded store: shown values equal the reports';
+names carrying Markdown or HTML are shown as text; bad query parameters and wrong passwords; and,
+as real processes, `streamlit run` in headless Chromium and `obsdeco dashboard` under signals."""
 
 from __future__ import annotations
 
