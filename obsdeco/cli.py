@@ -6,7 +6,6 @@ import argparse
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -104,32 +103,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    """Run `streamlit run` on the app, with the store passed through OBSDECO_DATABASE_URL."""
+    """Serve the app with `streamlit run`, the store passed through OBSDECO_DATABASE_URL; the
+    signals that stop this process stop the server too."""
     if importlib.util.find_spec("streamlit") is None:
         print(
             "obsdeco dashboard needs Streamlit: pip install 'obsdeco[dashboard]'", file=sys.stderr
         )
         return 2
     from obsdeco.config import get_settings
-    from obsdeco.dashboard import app
+    from obsdeco.dashboard import app, server
 
     environment = dict(os.environ, OBSDECO_DATABASE_URL=get_settings().database_url)
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        app.__file__,
-        "--server.port",
-        str(args.port),
-        "--server.address",
-        args.host,
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    return subprocess.call(command, env=environment)
+    command = server.streamlit_command(app.__file__, args.host, args.port)
+    return server.serve(command, environment)
 
 
 def _sessions(args: argparse.Namespace) -> int:

@@ -1,17 +1,24 @@
-"""The dashboard's pages (streamlit AppTest) on a seeded store: shown values equal the reports'."""
+"""The dashboard's pages (streamlit AppTest) on a seeded store: shown values equal the reports';
+names carrying Markdown or HTML are shown as text; bad query parameters and wrong passwords; and,
+as real processes, `streamlit run` in headless Chromium and `obsdeco dashboard` under signals."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlencode
 
+import pandas as pd
 import pytest
 
 pytest.importorskip("streamlit", reason="the dashboard extra is not installed")
@@ -19,10 +26,14 @@ pytest.importorskip("streamlit", reason="the dashboard extra is not installed")
 from streamlit.testing.v1 import AppTest
 
 import obsdeco
-from obsdeco import cli
+from obsdeco.dashboard import gate
+from obsdeco.dashboard.formatting import ms, plural, rounded_ms
+from obsdeco.dashboard.gate import MAX_DELAY_S, Attempt, PasswordGate
+from obsdeco.dashboard.server import streamlit_command
 from tests.conftest import IN_CI
 
-APP = str(Path(__file__).parents[1] / "dashboard" / "app.py")
+REPOSITORY = Path(__file__).parents[1]
+APP = str(REPOSITORY / "dashboard" / "app.py")
 
 
 def _record(collector: obsdeco.MetricsCollector, session: obsdeco.Session, **fields) -> None:
@@ -40,7 +51,17 @@ def _record(collector: obsdeco.MetricsCollector, session: obsdeco.Session, **fie
 @pytest.fixture
 def seeded(sqlite_url: str) -> str:
     """Project 'shop': two sessions in the last day, one the day before; project 'blog': one."""
-    obsdeco.configure(database_url=sqlite_url)
+    return _seed(sqlite_url)
+
+
+@pytest.fixture
+def seeded_anywhere(database_url: str) -> str:
+    """The seeded store on SQLite, then on PostgreSQL."""
+    return _seed(database_url)
+
+
+def _seed(url: str) -> str:
+    obsdeco.configure(database_url=url)
     now = datetime.now(UTC)
     shop = obsdeco.MetricsCollector("shop")
     alpha = shop.start_session("alpha-ticket")
@@ -69,7 +90,7 @@ def seeded(sqlite_url: str) -> str:
     _record(blog, post, timestamp=now - timedelta(hours=1))
     blog.end_session(post)
     obsdeco.flush()
-    return sqlite_url
+    return url
 
 
 def _run(**params: str) -> AppTest:
@@ -79,6 +100,12 @@ def _run(**params: str) -> AppTest:
     app.run()
     assert not app.exception, [error.message for error in app.exception]
     return app
+
+
+def _frame(app: AppTest, first_column: str) -> pd.DataFrame:
+    """The table whose first column is named `first_column`."""
+    (found,) = [f.value for f in app.dataframe if f.value.columns[0] == first_column]
+    return found
 
 
 def _metrics(app: AppTest) -> dict[str, tuple[str, str | None]]:
@@ -134,39 +161,72 @@ def test_sessions_are_listed_searched_and_drilled_into(seeded):
     table = listed.dataframe[0].value
 
     # Newest first: the sessions were started in this order, just now.
-    assert list(table["name"]) == ["older-ticket", "beta-ticket", "alpha-ticket"]
-    assert list(table["calls"]) == [1, 1, 4]
+    assert list(table["Name"]) == ["older-ticket", "beta-ticket", "alpha-ticket"]
+    assert list(table["Calls"]) == [1, 1, 4]
+    assert list(table["Errors"]) == [0, 0, 1]
+    assert listed.caption[0].value == "3 sessions · page 1 of 1"
 
     searched = _run(project="shop", range="7d", page="Sessions", q="BETA")
-    assert list(searched.dataframe[0].value["name"]) == ["beta-ticket"]
+    assert list(searched.dataframe[0].value["Name"]) == ["beta-ticket"]
+    assert searched.caption[0].value == "1 session · page 1 of 1"
 
     by_cost = _run(project="shop", range="7d", page="Sessions", sort="cost_usd", asc="1")
-    assert list(by_cost.dataframe[0].value["name"])[-1] == "alpha-ticket"
+    assert list(by_cost.dataframe[0].value["Name"])[-1] == "alpha-ticket"
 
-    session_id = table["id"][2]
+
+def test_the_drilldown_shows_the_reports_sections_as_tables(seeded):
+    listed = _run(project="shop", range="7d", page="Sessions")
+    session_id = listed.dataframe[0].value["Session id"][2]
     report = obsdeco.get_report(session_id)
+
     opened = _run(project="shop", range="7d", page="Sessions", session=session_id)
-    assert any(session_id in header.value for header in opened.subheader)
-    assert any(str(report) in block.value for block in opened.markdown)
-    calls = opened.dataframe[1].value
+
+    assert f"alpha-ticket · {session_id}" in [text.value for text in opened.text]
+    totals = _metrics(opened)
+    # 3 x gpt-4o (1,000 x $2.50/M + 100 x $10/M) + claude (1,000 x $3/M + 100 x $15/M)
+    assert totals["Cost"][0] == f"${report.totals.cost_usd:,.4f}" == "$0.0150"
+    assert totals["Calls"][0] == "4"
+    assert totals["Errors"][0] == "1"
+    assert totals["Success rate"][0] == "75.0%"
+    # 3 calls of 800 ms and one of 300 ms: p50 800 ms, average 675 ms.
+    assert totals["p50"][0] == ms(report.latency.p50_ms) == "800 ms"
+    assert totals["Average"][0] == "675 ms"
+    facts, tokens, errors, calls = (
+        _frame(opened, first) for first in ("", "By", "Error", "Time (UTC)")
+    )
+    assert list(facts["Value"])[:2] == ["shop", "ok"]
+    by_model = tokens[tokens["By"] == "model"].set_index("Name")
+    assert by_model.loc["gpt-4o", "Total"] == 3_300
+    assert by_model.loc["claude-sonnet-4-5", "Calls"] == 1
+    assert errors.to_dict("records") == [{"Error": "rate_limit", "Calls": 1}]
     assert len(calls) == 4
-    assert sorted(calls["model"]) == ["claude-sonnet-4-5", "gpt-4o", "gpt-4o", "gpt-4o"]
+    assert sorted(calls["Model"]) == ["claude-sonnet-4-5", "gpt-4o", "gpt-4o", "gpt-4o"]
+    assert sorted(calls["Error"]) == ["", "", "", "rate_limit"]
+    assert "1 error in 4 calls, 0 retries (0 rate-limited)" in [t.value for t in opened.text]
+    assert [button.label for button in opened.download_button] == ["Download the text report"]
+    timeline = json.loads(opened.get("vega_lite_chart")[0].proto.spec)
+    lanes = timeline["layer"][0]["encoding"]["y"]
+    assert lanes["field"] == "lane"
+    assert lanes["axis"]["labelLimit"] == 0  # "Planner · claude-sonnet-4-5" is not cut
+    assert not any(str(report) in block.value for block in opened.markdown)
 
 
 def test_models_and_agents_page_shows_the_report(seeded):
     app = _run(project="shop", range="7d", page="Models & agents")
     expected = obsdeco.report("shop")
 
-    models = app.dataframe[0].value.set_index("name")
-    agents = app.dataframe[1].value.set_index("name")
+    models = app.dataframe[0].value.set_index("Name")
+    agents = app.dataframe[1].value.set_index("Name")
 
-    assert models["cost (USD)"].to_dict() == pytest.approx(expected.cost.by_model)
-    assert models["errors"].to_dict() == {"claude-sonnet-4-5": 1, "gpt-4o": 0}
-    assert models.loc["gpt-4o", "avg latency (ms)"] == pytest.approx(880.0)
-    assert agents["cost (USD)"].to_dict() == pytest.approx(expected.cost.by_agent)
-    shown = " ".join(block.value for block in app.markdown)
+    assert models["Cost (USD)"].to_dict() == pytest.approx(expected.cost.by_model)
+    assert models["Errors"].to_dict() == {"claude-sonnet-4-5": 1, "gpt-4o": 0}
+    # (800 + 800 + 800 + 1,200 + 800) / 5 calls, in whole milliseconds.
+    assert models.loc["gpt-4o", "Average latency (ms)"] == 880.0
+    assert agents["Cost (USD)"].to_dict() == pytest.approx(expected.cost.by_agent)
+    assert agents["Errors"].to_dict() == {"Planner": 1, "Writer": 0}
+    shown = " ".join(text.value for text in app.text)
     for suggestion in expected.suggestions:
-        assert suggestion.kind in shown
+        assert suggestion.message in shown
 
 
 def test_the_providers_table_groups_by_provider_name(seeded):
@@ -180,13 +240,14 @@ def test_the_providers_table_groups_by_provider_name(seeded):
 
     app = _run(project="shop", range="7d", page="Models & agents")
 
-    providers = app.dataframe[2].value.set_index("name")
+    providers = app.dataframe[2].value.set_index("Name")
     expected = obsdeco.report("shop")
     # 1,000 x $0.59/M + 100 x $0.79/M at Groq
     assert expected.cost.by_provider["groq"] == pytest.approx(0.000669, abs=1e-12)
-    assert providers["cost (USD)"].to_dict() == pytest.approx(expected.cost.by_provider)
-    assert providers["calls"].to_dict() == {"anthropic": 1, "groq": 1, "openai": 5}
-    assert providers.loc["groq", "avg latency (ms)"] == pytest.approx(50.0)
+    assert providers["Cost (USD)"].to_dict() == pytest.approx(expected.cost.by_provider)
+    assert providers["Calls"].to_dict() == {"anthropic": 1, "groq": 1, "openai": 5}
+    assert providers.loc["groq", "Average latency (ms)"] == pytest.approx(50.0)
+    assert providers["Errors"].to_dict() == {"anthropic": 1, "groq": 0, "openai": 0}
 
 
 def test_all_projects_and_an_empty_range(seeded):
@@ -226,35 +287,272 @@ def test_an_empty_store_says_how_to_start(sqlite_url):
     assert not app.metric
 
 
-def test_the_password_gate(seeded, monkeypatch):
+def test_bad_query_parameters_fall_back_and_are_named(seeded):
+    app = _run(
+        project="nope",
+        range="forever",
+        page="Nope",
+        model="gpt-9",
+        agent="Nobody",
+        refresh="abc",
+    )
+
+    assert app.sidebar.radio[0].value == "Overview"
+    assert [box.value for box in app.sidebar.selectbox] == [
+        "blog",  # the first project
+        "7d",
+        "(all models)",
+        "(all agents)",
+    ]
+    assert app.sidebar.toggle[0].value is False
+    assert [warning.value for warning in app.warning] == [
+        "Ignored in the URL: page (no such page); project (no such project in this store); "
+        "range (not 1h, 24h, 7d, 30d, 90d or custom); model (no calls to it in this project "
+        "and range); agent (no calls by it in this project and range); refresh (not 5, 10, "
+        "30, 60 or 300 seconds)."
+    ]
+    assert _metrics(app)["Calls"][0] == "1"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"refresh": "7"},
+        {"refresh": "-5"},
+        {"refresh": "²", "page": "Sessions", "p": "²"},
+        {"range": "custom", "since": "yesterday", "until": "2020-13-45"},
+        {"range": "custom", "since": "9999-12-31", "until": "0001-01-01"},
+        {"range": "custom", "since": "2026-01-02", "until": "2026-01-01"},
+        {"page": "Sessions", "p": "abc", "sort": "drop table", "session": "no-such-id"},
+        {"page": "Sessions", "p": "99999999999999999999", "q": "a\x00b", "session": "\x00"},
+    ],
+)
+def test_no_query_parameter_ends_in_a_traceback(seeded_anywhere, params):
+    app = _run(project="shop", **params)
+
+    assert app.title[0].value == "obsdeco"
+    assert not app.error
+
+
+def test_the_custom_range_keeps_its_days_across_reruns(seeded):
+    app = _run(project="shop", range="custom", since="2020-01-01", until="2020-01-02")
+    app.run()
+
+    assert app.sidebar.date_input[0].value == (
+        datetime(2020, 1, 1).date(),
+        datetime(2020, 1, 2).date(),
+    )
+    assert app.query_params["until"] in ("2020-01-02", ["2020-01-02"])
+
+
+def test_singular_and_plural_and_no_none_for_zero(seeded):
+    blog = _run(project="blog", range="7d", page="Sessions")
+    assert blog.caption[0].value == "1 session · page 1 of 1"
+
+    shop_agents = _run(project="shop", range="7d", page="Models & agents").dataframe[1].value
+    assert shop_agents["Errors"].isna().sum() == 0
+
+    assert [plural(n, "call") for n in (0, 1, 2, 1_000)] == [
+        "0 calls",
+        "1 call",
+        "2 calls",
+        "1,000 calls",
+    ]
+    assert plural(1, "retry", "retries") == "1 retry"
+    assert plural(3, "retry", "retries") == "3 retries"
+    assert [rounded_ms(value) for value in (None, 3.14159, 812.5001, 812.49)] == [
+        None,
+        3.1,
+        813.0,
+        812.0,
+    ]
+    assert [ms(value) for value in (None, 0.456, 812.49, 12_345.6)] == [
+        "-",
+        "0.5 ms",
+        "812 ms",
+        "12,346 ms",
+    ]
+
+
+def test_charts_of_a_single_hour_draw_bars_spanning_it(sqlite_url):
+    obsdeco.configure(database_url=sqlite_url)
+    collector = obsdeco.MetricsCollector("one-hour")
+    session = collector.start_session("only")
+    _record(collector, session)
+    collector.end_session(session)
+    obsdeco.flush()
+
+    app = _run(project="one-hour", range="24h")
+
+    specs = [json.loads(chart.proto.spec) for chart in app.get("vega_lite_chart")]
+    assert [spec["mark"]["type"] for spec in specs] == ["bar", "bar", "line"]
+    assert [spec["encoding"]["x"]["timeUnit"] for spec in specs] == ["utcyearmonthdatehours"] * 3
+    assert specs[2]["mark"]["point"]  # a single hour is a visible point
+
+
+@pytest.fixture
+def gate_clock(monkeypatch) -> list[float]:
+    """A fresh password gate for the app, on a clock the test moves (seconds, its first item)."""
+    now = [1_000.0]
+    monkeypatch.setattr(gate, "SERVER_GATE", PasswordGate(clock=lambda: now[0]))
+    return now
+
+
+TOO_SOON = "Too soon after a wrong password: try again in 1 second"
+
+
+def _submit(app: AppTest, password: str) -> AppTest:
+    app.text_input[0].input(password)
+    app.button[0].click().run()
+    return app
+
+
+def test_the_password_gate_slows_down_wrong_passwords(seeded, monkeypatch, gate_clock):
+    import streamlit as st
+
     monkeypatch.setenv("OBSDECO_DASHBOARD_PASSWORD", "s3cret")
 
     locked = _run(project="shop")
     assert not locked.metric
-    locked.text_input[0].input("wrong").run()
-    assert locked.error[0].value == "Wrong password."
+    assert not locked.sidebar.selectbox  # nothing of the store before the password
+
+    _submit(locked, "wrong")
+    assert locked.error[0].value == "Wrong password. The next attempt is accepted in 1 second."
+    _submit(locked, "s3cret")  # too soon: not even compared
+    assert locked.error[0].value.startswith(TOO_SOON)
     assert not locked.metric
-    locked.text_input[0].input("s3cret").run()
+    st.cache_data.clear()  # what any browser can ask Streamlit to do...
+    st.cache_resource.clear()
+    _submit(locked, "s3cret")  # ...does not reopen the gate
+    assert locked.error[0].value.startswith(TOO_SOON)
+
+    gate_clock[0] += 1
+    _submit(locked, "wrong again")
+    assert locked.error[0].value == "Wrong password. The next attempt is accepted in 2 seconds."
+    gate_clock[0] += 2
+    _submit(locked, "and again")
+    assert locked.error[0].value == "Wrong password. The next attempt is accepted in 4 seconds."
+    assert not locked.metric
+
+    gate_clock[0] += 4
+    _submit(locked, "s3cret")
     assert _metrics(locked)["Calls"][0] == "6"  # the default range, 7 days
 
 
-def test_the_cli_serves_the_app_on_the_store_given(seeded, monkeypatch):
-    launched: list[tuple[list[str], dict[str, str]]] = []
+def test_the_gate_doubles_its_delay_per_wrong_password_up_to_a_cap():
+    now = [0.0]
+    gate = PasswordGate(clock=lambda: now[0])
+    delays = []
+    for _ in range(12):
+        assert gate.attempt("guess", "s3cret") is Attempt.WRONG
+        delays.append(gate.wait_s())
+        assert gate.attempt("s3cret", "s3cret") is Attempt.TOO_SOON
+        now[0] += gate.wait_s()
 
-    def call(command: list[str], env: dict[str, str]) -> int:
-        launched.append((command, env))
-        return 0
+    assert delays == [1, 2, 4, 8, 16, 32, 64, 128, 256, MAX_DELAY_S, MAX_DELAY_S, MAX_DELAY_S]
+    assert gate.failures == 12  # refused attempts are not counted
+    assert gate.attempt("s3cret", "s3cret") is Attempt.OPEN
+    assert gate.failures == 0
+    assert gate.attempt("guess", "s3cret") is Attempt.WRONG
+    assert gate.wait_s() == 1
 
-    monkeypatch.setattr(subprocess, "call", call)
 
-    assert cli.main(["dashboard", "--database-url", seeded, "--port", "8600"]) == 0
+# --- names that carry Markdown or HTML ----------------------------------------------------------
 
-    ((command, env),) = launched
-    assert command[1:4] == ["-m", "streamlit", "run"]
-    assert command[4].endswith("obsdeco/dashboard/app.py")
-    assert command[command.index("--server.port") + 1] == "8600"
-    assert command[command.index("--server.address") + 1] == "127.0.0.1"
-    assert env["OBSDECO_DATABASE_URL"] == seeded
+
+class _Pixels(BaseHTTPRequestHandler):
+    requests: list[str]
+
+    def do_GET(self) -> None:
+        self.requests.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def pixels() -> Iterator[tuple[int, list[str]]]:
+    """A local HTTP server counting every request it gets: the planted names point at it."""
+    requests: list[str] = []
+    handler = type("Counting", (_Pixels,), {"requests": requests})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], requests
+    server.shutdown()
+    server.server_close()
+
+
+def _planted_names(port: int) -> dict[str, str]:
+    pixel = f"http://127.0.0.1:{port}/pixel.png"
+    return {
+        "project": f"shop ![p]({pixel}?project)",
+        "session": f'<img src="{pixel}?session"> ```\nbroke out',
+        "agent": f"![a]({pixel}?agent) **bold**",
+        "model": f"gpt-4o<script>fetch('{pixel}?script')</script>",
+        "metadata": f"![m]({pixel}?metadata)",
+        "error": f'<img src="{pixel}?error" onerror="alert(1)">',
+    }
+
+
+@pytest.fixture
+def planted(seeded: str, pixels: tuple[int, list[str]]) -> dict[str, str]:
+    """Beside the seeded store: a project, session, agent and model named with Markdown/HTML."""
+    names = _planted_names(pixels[0])
+    collector = obsdeco.MetricsCollector(names["project"])
+    session = collector.start_session(names["session"], metadata={"note": names["metadata"]})
+    _record(collector, session, agent_name=names["agent"], model_name=names["model"])
+    _record(
+        collector,
+        session,
+        agent_name=names["agent"],
+        success=False,
+        error_type=names["error"],
+        latency_ms=50.0,
+    )
+    collector.end_session(session, error=RuntimeError(names["error"]))
+    obsdeco.flush()
+    names["session_id"] = session.id
+    return names
+
+
+MARKDOWN_ELEMENTS = ("markdown", "caption", "subheader", "title", "header", "warning", "error")
+
+
+def test_planted_markdown_and_html_in_names_are_shown_as_text(planted):
+    pages = [
+        _run(project=planted["project"], range="24h"),
+        _run(project=planted["project"], range="24h", page="Models & agents"),
+        _run(
+            project=planted["project"],
+            range="24h",
+            page="Sessions",
+            session=planted["session_id"],
+        ),
+    ]
+    overview, models, drilldown = pages
+
+    for app in pages:
+        for kind in MARKDOWN_ELEMENTS:
+            for element in app.get(kind):
+                assert "pixel.png" not in element.value
+                assert "```" not in element.value
+    header = f"{planted['project']} · "
+    assert any(text.value.startswith(header) for text in overview.text)
+    assert overview.sidebar.selectbox[0].value == planted["project"]
+    shown = models.dataframe[0].value
+    assert planted["model"] in list(shown["Name"])
+    assert planted["agent"] in list(models.dataframe[1].value["Name"])
+    texts = [text.value for text in drilldown.text]
+    assert f"{planted['session']} · {planted['session_id']}" in texts
+    facts = _frame(drilldown, "").set_index("")
+    # Shown as text, as stored: error messages are scrubbed (the loopback address is an IP).
+    stored_error = planted["error"].replace("127.0.0.1", "<IP_ADDRESS>")
+    assert facts.loc["Error", "Value"] == f"RuntimeError: {stored_error}"
+    assert drilldown.json[0].value == json.dumps({"note": planted["metadata"]})
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -269,53 +567,72 @@ def _chromium() -> str:
     pytest.skip(reason)
 
 
-@pytest.fixture
-def served(seeded: str) -> Iterator[str]:
-    """`streamlit run dashboard/app.py` on a free port of 127.0.0.1, on the seeded store."""
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses (hexadecimal, as /proc/net/tcp* write them) listening on `port`."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+LOOPBACK = "0100007F"
+
+
+def _wait_until_serving(process: subprocess.Popen[str]) -> None:
+    """Read the server's output up to Streamlit's "You can now view"; killed after 60 s."""
+    watchdog = threading.Timer(60, process.kill)
+    watchdog.start()
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # ends if the watchdog kills a server that never starts
+            if "You can now view" in line:
+                return
+        pytest.fail("streamlit did not start within 60 s")
+    finally:
+        watchdog.cancel()
+
+
+@pytest.fixture
+def served(planted: dict[str, str], seeded: str, tmp_path: Path) -> Iterator[str]:
+    """`streamlit run dashboard/app.py` as the README gives it, from another directory and
+    without an address: the app's own .streamlit/config.toml must keep it on loopback."""
+    port = _free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            APP,
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        env=dict(os.environ, OBSDECO_DATABASE_URL=seeded),
+        [sys.executable, "-m", "streamlit", "run", APP, "--server.port", str(port)],
+        env=dict(os.environ, OBSDECO_DATABASE_URL=seeded, STREAMLIT_SERVER_HEADLESS="true"),
+        cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    watchdog = threading.Timer(60, server.kill)
-    watchdog.start()
     try:
-        assert server.stdout is not None
-        for line in server.stdout:  # ends if the watchdog kills a server that never starts
-            if "You can now view" in line:
-                break
-        else:
-            pytest.fail("streamlit did not start within 60 s")
+        _wait_until_serving(server)
+        assert _listening_addresses(port) == {LOOPBACK}
         yield f"http://127.0.0.1:{port}"
     finally:
-        watchdog.cancel()
         server.terminate()
         server.wait(timeout=10)
 
 
-def test_a_browser_sees_the_total_cost_on_the_overview(served, tmp_path):
+def test_a_browser_sees_the_seeded_numbers_and_planted_names_load_nothing(
+    served, planted, pixels, tmp_path
+):
     sync_api = pytest.importorskip("playwright.sync_api")
     executable = _chromium()
-    expected = f"${obsdeco.report('shop').cost.total_usd:,.4f}"
+    _, pixel_requests = pixels
+    expected_cost = f"${obsdeco.report('shop').cost.total_usd:,.4f}"
+    report = obsdeco.get_report(planted["session_id"])
+    elsewhere: list[str] = []
 
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -323,10 +640,94 @@ def test_a_browser_sees_the_total_cost_on_the_overview(served, tmp_path):
         )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on(
+                "request",
+                lambda request: (
+                    None if request.url.startswith(served) else elsewhere.append(request.url)
+                ),
+            )
             page.goto(f"{served}/?project=shop&range=7d")
             cost = page.get_by_test_id("stMetricValue").first
             cost.wait_for(timeout=30_000)
-            page.screenshot(path=tmp_path / "overview.png", full_page=True)
-            assert cost.inner_text() == expected
+            assert cost.inner_text() == expected_cost
+
+            views = {
+                "overview": ({}, "stMetricValue"),
+                "models": ({"page": "Models & agents"}, "stDataFrame"),
+                "drilldown": (
+                    {"page": "Sessions", "session": planted["session_id"]},
+                    "stDownloadButton",
+                ),
+            }
+            for name, (params, shown) in views.items():
+                query = urlencode({"project": planted["project"], "range": "24h", **params})
+                page.goto(f"{served}/?{query}")
+                page.get_by_test_id(shown).first.wait_for(timeout=30_000)
+                page.wait_for_load_state("networkidle")
+                page.screenshot(path=tmp_path / f"{name}.png", full_page=True)
+            page.get_by_test_id("stSelectbox").first.click()  # the projects, as options
+            page.get_by_role("option").filter(has_text=planted["project"]).wait_for()
+            page.keyboard.press("Escape")
+            heading = page.get_by_test_id("stText").filter(has_text=planted["session_id"])
+            shown_heading = heading.first.inner_text()
+            with page.expect_download() as download:
+                page.get_by_text("Download the text report").click()
+            downloaded = Path(download.value.path()).read_text(encoding="utf-8")
         finally:
             browser.close()
+
+    assert shown_heading == f"{planted['session']} · {planted['session_id']}"
+    assert downloaded == str(report)
+    assert pixel_requests == []
+    assert elsewhere == []
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_obsdeco_dashboard_stops_its_server(seeded, stop):
+    port = _free_port()
+    dashboard_command = ["obsdeco.cli", "dashboard", "--database-url", seeded, "--port", str(port)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", *dashboard_command],
+        cwd=REPOSITORY,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    children: list[int] = []
+    try:
+        _wait_until_serving(process)
+        children = [
+            int(pid)
+            for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        ]
+        assert len(children) == 1
+        environment = Path(f"/proc/{children[0]}/environ").read_bytes().split(b"\0")
+        assert f"OBSDECO_DATABASE_URL={seeded}".encode() in environment  # the store given
+        assert _listening_addresses(port) == {LOOPBACK}  # 127.0.0.1 unless --host says otherwise
+
+        process.send_signal(stop)
+
+        assert process.wait(timeout=30) == 0
+        assert not Path(f"/proc/{children[0]}").exists()  # no orphan left serving
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
+            pass
+    finally:
+        for pid in children:
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+        process.kill()
+        process.wait()
+
+
+def test_obsdeco_dashboard_hides_the_deploy_menu_and_binds_the_host_given():
+    command = streamlit_command("app.py", "0.0.0.0", 8600)
+
+    assert command[1:5] == ["-m", "streamlit", "run", "app.py"]
+    options = dict(zip(command[5::2], command[6::2], strict=True))
+    assert options == {
+        "--server.address": "0.0.0.0",
+        "--server.port": "8600",
+        "--server.headless": "true",
+        "--browser.gatherUsageStats": "false",
+        "--client.toolbarMode": "viewer",
+    }

@@ -1,6 +1,6 @@
 """obsdeco's Streamlit dashboard: overview, session history with drill-down, models and agents.
 
-Run it with `obsdeco dashboard [--database-url URL] [--port N]` or
+Run it with `obsdeco dashboard [--database-url URL] [--port N] [--host ADDRESS]` or
 `streamlit run dashboard/app.py`. It reads the store named by `OBSDECO_DATABASE_URL` (else
 obsdeco's default) and never writes calls. The filters live in the URL's query parameters, so a
 view can be shared. Set `OBSDECO_DASHBOARD_PASSWORD` to ask for a password first.
@@ -8,18 +8,23 @@ view can be shared. Set `OBSDECO_DASHBOARD_PASSWORD` to ask for a password first
 
 from __future__ import annotations
 
-import hmac
+import math
 import os
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, get_args
 
 import altair as alt
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from obsdeco.analyzers import PriceTable
 from obsdeco.config import get_settings
-from obsdeco.dashboard import data
+from obsdeco.dashboard import data, gate, sections
+from obsdeco.dashboard.formatting import count, ms, plural, rounded_ms, share, usd
+from obsdeco.dashboard.gate import Attempt
+from obsdeco.dashboard.sections import MONEY
 from obsdeco.privacy.store import open_store
 from obsdeco.storage import StorageBackend
 from obsdeco.storage.base import SessionOrder
@@ -33,7 +38,11 @@ RANGES = {
     "90d": timedelta(days=90),
 }
 DEFAULT_RANGE = "7d"
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2999, 12, 31)
+"""The custom range's bounds (the previous period of equal length must still be a date)."""
+REFRESH_EVERY_S = (5, 10, 30, 60, 300)
 PAGE_SIZE = 25
+MAX_PAGE = 1_000_000_000
 CACHE_TTL_S = 10
 PASSWORD_VARIABLE = "OBSDECO_DASHBOARD_PASSWORD"
 
@@ -73,6 +82,11 @@ def _latency_by(url: str, filters: data.Filters, key: str) -> list[data.GroupLat
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def _errors_by(url: str, filters: data.Filters, key: str) -> dict[str, int]:
+    return data.errors_by(_backend(url), filters, key)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def _session_page(
     url: str, filters: data.Filters, search: str, order_by: str, descending: bool, page: int
 ) -> data.SessionPage:
@@ -95,100 +109,164 @@ def _session_detail(url: str, session_id: str) -> Any:
 # --- the URL's query parameters ---------------------------------------------------------------
 
 
-def _param(name: str, default: str = "") -> str:
-    return st.query_params.get(name, default)
+class UrlParams:
+    """The URL's query parameters, read leniently: a value that does not fit falls back to the
+    default and is named in one notice (which never repeats the value: the URL is anyone's)."""
 
+    def __init__(self) -> None:
+        self.ignored: list[str] = []
 
-def _set_param(name: str, value: str | None) -> None:
-    if value:
-        st.query_params[name] = value
-    elif name in st.query_params:
-        del st.query_params[name]
+    def get(self, name: str) -> str:
+        """The parameter's value, "" if absent; NUL characters (no store takes them) dropped."""
+        return st.query_params.get(name, "").replace("\0", "")
 
+    def index(self, name: str, options: Sequence[str], default: int, why: str) -> int:
+        """The position of the parameter's value among `options`, else `default`."""
+        value = self.get(name)
+        if value in options:
+            return list(options).index(value)
+        if value:
+            self.ignored.append(f"{name} ({why})")
+        return default
 
-def _parse_time(text: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    def day(self, name: str) -> date | None:
+        """A day (2026-11-27), or the day of an ISO time, between FIRST_DAY and LAST_DAY."""
+        value = self.get(name)
+        if not value:
+            return None
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
+        if moment is None or not FIRST_DAY <= moment.date() <= LAST_DAY:
+            self.ignored.append(f"{name} (not a date from {FIRST_DAY.year} to {LAST_DAY.year})")
+            return None
+        return moment.date()
+
+    def number(self, name: str, allowed: Sequence[int], default: int, why: str) -> int:
+        value = self.get(name)
+        if not value:
+            return default
+        if value.isdecimal() and int(value) in allowed:
+            return int(value)
+        self.ignored.append(f"{name} ({why})")
+        return default
+
+    def page_number(self) -> int:
+        """The sessions page, counted from 0."""
+        value = self.get("p")
+        if value.isdecimal() and 1 <= int(value) <= MAX_PAGE:
+            return int(value) - 1
+        if value:
+            self.ignored.append("p (not a page number)")
+        return 0
+
+    def set(self, name: str, value: str | None) -> None:
+        if value:
+            st.query_params[name] = value
+        elif name in st.query_params:
+            del st.query_params[name]
+
+    def notice(self, slot: DeltaGenerator) -> None:
+        """Name the ignored parameters in `slot` (fixed words only)."""
+        if self.ignored:
+            slot.warning("Ignored in the URL: " + "; ".join(self.ignored) + ".")
 
 
 def _password_ok() -> bool:
+    """The password gate; nothing is read from the store before it opens."""
     expected = os.environ.get(PASSWORD_VARIABLE)
-    if not expected:
+    if not expected or st.session_state.get("authenticated"):
         return True
-    if st.session_state.get("authenticated"):
-        return True
-    given = st.text_input("Password", type="password")
-    if given and hmac.compare_digest(given.encode(), expected.encode()):
+    with st.form("password"):
+        given = st.text_input("Password", type="password")
+        submitted = st.form_submit_button("Open")
+    if not submitted or not given:
+        return False
+    outcome = gate.SERVER_GATE.attempt(given, expected)
+    if outcome is Attempt.OPEN:
         st.session_state["authenticated"] = True
         st.rerun()
-    if given:
-        st.error("Wrong password.")
+    wait = math.ceil(gate.SERVER_GATE.wait_s())
+    if outcome is Attempt.WRONG:
+        st.error(f"Wrong password. The next attempt is accepted in {plural(wait, 'second')}.")
+    else:
+        st.error(
+            f"Too soon after a wrong password: try again in {plural(wait, 'second')} "
+            "(this attempt was not checked)."
+        )
     return False
 
 
-def _sidebar(url: str, projects: list[str]) -> tuple[str, data.Filters, int]:
+def _sidebar(url: str, projects: list[str], params: UrlParams) -> tuple[str, data.Filters, int]:
     sidebar = st.sidebar
-    page = sidebar.radio("Page", PAGES, index=_index(PAGES, _param("page"), 0), key="page")
-    _set_param("page", page if page != PAGES[0] else None)
+    page = sidebar.radio(
+        "Page", PAGES, index=params.index("page", PAGES, 0, "no such page"), key="page"
+    )
+    params.set("page", page if page != PAGES[0] else None)
 
     project_options = ["(all projects)", *projects]
     chosen = sidebar.selectbox(
-        "Project", project_options, index=_index(project_options, _param("project"), 1)
+        "Project",
+        project_options,
+        index=params.index("project", project_options, 1, "no such project in this store"),
     )
     project = None if chosen == project_options[0] else chosen
-    _set_param("project", project)
+    params.set("project", project)
 
     range_options = [*RANGES, "custom"]
     range_name = sidebar.selectbox(
-        "Time range", range_options, index=_index(range_options, _param("range"), 2)
+        "Time range",
+        range_options,
+        index=params.index("range", range_options, 2, "not 1h, 24h, 7d, 30d, 90d or custom"),
     )
-    _set_param("range", range_name if range_name != DEFAULT_RANGE else None)
+    params.set("range", range_name if range_name != DEFAULT_RANGE else None)
     now = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
     if range_name == "custom":
-        since = _parse_time(_param("since")) or now - RANGES[DEFAULT_RANGE]
-        until = _parse_time(_param("until")) or now
-        start, end = sidebar.date_input("From / to (UTC)", (since.date(), until.date()))
-        since = datetime.combine(start, datetime.min.time(), UTC)
-        until = datetime.combine(end, datetime.min.time(), UTC) + timedelta(days=1)
-        _set_param("since", since.isoformat())
-        _set_param("until", until.isoformat())
+        first = params.day("since") or (now - RANGES[DEFAULT_RANGE]).date()
+        last = params.day("until") or now.date()
+        first, last = min(first, last), max(first, last)
+        picked = sidebar.date_input(
+            "From / to (UTC)", (first, last), min_value=FIRST_DAY, max_value=LAST_DAY
+        )
+        if len(picked) == 2:  # a half-picked range (one day so far) keeps the URL's
+            first, last = picked
+        since = datetime.combine(first, time.min, UTC)
+        until = datetime.combine(last, time.min, UTC) + timedelta(days=1)
+        params.set("since", first.isoformat())
+        params.set("until", last.isoformat())
     else:
         since, until = now - RANGES[range_name], now
-        _set_param("since", None)
-        _set_param("until", None)
+        params.set("since", None)
+        params.set("until", None)
 
     filters = data.Filters(project=project, since=since, until=until)
     models, agents = _choices(url, filters)
+    model_options = ["(all models)", *models]
+    agent_options = ["(all agents)", *agents]
     model = sidebar.selectbox(
-        "Model", ["(all models)", *models], index=_index(models, _param("model"), -1) + 1
+        "Model",
+        model_options,
+        index=params.index("model", model_options, 0, "no calls to it in this project and range"),
     )
     agent = sidebar.selectbox(
-        "Agent", ["(all agents)", *agents], index=_index(agents, _param("agent"), -1) + 1
+        "Agent",
+        agent_options,
+        index=params.index("agent", agent_options, 0, "no calls by it in this project and range"),
     )
-    model = None if model.startswith("(all") else model
-    agent = None if agent.startswith("(all") else agent
-    _set_param("model", model)
-    _set_param("agent", agent)
+    model = None if model == model_options[0] else model
+    agent = None if agent == agent_options[0] else agent
+    params.set("model", model)
+    params.set("agent", agent)
 
-    live = sidebar.toggle("Auto-refresh", value=bool(_param("refresh")))
+    every = params.number("refresh", (0, *REFRESH_EVERY_S), 0, "not 5, 10, 30, 60 or 300 seconds")
+    live = sidebar.toggle("Auto-refresh", value=bool(every))
     refresh = 0
     if live:
-        refresh = int(
-            sidebar.select_slider(
-                "Every (s)", [5, 10, 30, 60, 300], value=int(_param("refresh") or 30)
-            )
-        )
-    _set_param("refresh", str(refresh) if refresh else None)
-    sidebar.caption(f"Store: `{_redacted(url)}`")
+        refresh = int(sidebar.select_slider("Every (s)", REFRESH_EVERY_S, value=every or 30))
+    params.set("refresh", str(refresh) if refresh else None)
+    sidebar.text(f"Store: {_redacted(url)}")
     return page, data.Filters(project, since, until, model, agent), refresh
-
-
-def _index(options: Any, value: str, default: int) -> int:
-    options = list(options)
-    return options.index(value) if value in options else default
 
 
 def _redacted(url: str) -> str:
@@ -203,22 +281,25 @@ def _redacted(url: str) -> str:
 # --- pages ------------------------------------------------------------------------------------
 
 
-def _count(value: int) -> str:
-    """Thousands separators; millions and billions shortened so that a KPI fits its column."""
-    for size, unit in ((1_000_000_000, "B"), (1_000_000, "M")):
-        if value >= 10 * size:
-            return f"{value / size:,.1f} {unit}"
-    return f"{value:,}"
-
-
-def _usd(value: float) -> str:
-    return f"${value:,.4f}" if value < 100 else f"${value:,.2f}"
-
-
 def _delta(now: float | None, before: float | None, spec: str = "+,.0f") -> str | None:
     if now is None or before is None:
         return None
     return format(now - before, spec)
+
+
+def _time_axis(field: str, unit: str) -> alt.X:
+    """A time axis in UTC whose marks span their whole hour or day, so that data in a single
+    bucket still draws a bar rather than a zero-width one."""
+    time_unit, labels = (
+        ("utcyearmonthdatehours", "%b %d %H:%M")
+        if unit == "hour"
+        else ("utcyearmonthdate", "%b %d")
+    )
+    return alt.X(
+        f"{time_unit}({field}):T",
+        title=f"{unit} (UTC)",
+        axis=alt.Axis(format=labels, labelOverlap=True),
+    )
 
 
 def overview_page(url: str, filters: data.Filters) -> None:
@@ -227,28 +308,28 @@ def overview_page(url: str, filters: data.Filters) -> None:
     columns = st.columns(5)
     columns[0].metric(
         "Cost",
-        _usd(kpis.cost_usd),
+        usd(kpis.cost_usd),
         _delta(kpis.cost_usd, before.cost_usd, "+,.4f"),
         delta_color="inverse",
     )
     columns[1].metric("Calls", f"{kpis.calls:,}", _delta(kpis.calls, before.calls))
     columns[2].metric(
-        "Tokens", _count(kpis.total_tokens), _delta(kpis.total_tokens, before.total_tokens)
+        "Tokens", count(kpis.total_tokens), _delta(kpis.total_tokens, before.total_tokens)
     )
     columns[3].metric(
         "Success rate",
-        "-" if kpis.success_rate is None else f"{kpis.success_rate:.1%}",
+        share(kpis.success_rate),
         _delta(kpis.success_rate, before.success_rate, "+.1%"),
     )
     columns[4].metric(
-        "p95 latency",
-        "-" if kpis.p95_ms is None else f"{kpis.p95_ms:,.0f} ms",
-        _delta(kpis.p95_ms, before.p95_ms),
-        delta_color="inverse",
+        "p95 latency", ms(kpis.p95_ms), _delta(kpis.p95_ms, before.p95_ms), delta_color="inverse"
     )
     st.caption("Changes are against the previous period of the same length.")
     if kpis.unpriced_calls:
-        st.caption(f"{kpis.unpriced_calls:,} calls have no price (unknown model or tokens).")
+        has = "has" if kpis.unpriced_calls == 1 else "have"
+        st.caption(
+            f"{plural(kpis.unpriced_calls, 'call')} {has} no price (unknown model or tokens)."
+        )
     if not kpis.calls:
         st.info("No calls in this range.")
         return
@@ -259,10 +340,14 @@ def overview_page(url: str, filters: data.Filters) -> None:
         alt.Chart(cost)
         .mark_bar()
         .encode(
-            x=alt.X("bucket:T", title=None),
+            x=_time_axis("bucket", unit),
             y=alt.Y("cost_usd:Q", title="USD", stack="zero"),
-            color=alt.Color("model:N"),
-            tooltip=["bucket:T", "model:N", alt.Tooltip("cost_usd:Q", format="$,.4f")],
+            color=alt.Color("model:N", title="model"),
+            tooltip=[
+                alt.Tooltip("bucket:T", title=unit, format="%Y-%m-%d %H:%M"),
+                alt.Tooltip("model:N"),
+                alt.Tooltip("cost_usd:Q", title="cost", format="$,.4f"),
+            ],
         ),
         width="stretch",
     )
@@ -272,57 +357,77 @@ def overview_page(url: str, filters: data.Filters) -> None:
     st.subheader(f"Calls and errors per {unit}")
     st.altair_chart(
         alt.Chart(calls)
-        .mark_line(point=True)
-        .encode(x=alt.X("bucket:T", title=None), y="count:Q", color="kind:N"),
+        .mark_bar()
+        .encode(
+            x=_time_axis("bucket", unit),
+            xOffset=alt.XOffset("kind:N"),
+            y=alt.Y("count:Q", title="calls"),
+            color=alt.Color("kind:N", title=None),
+            tooltip=["kind:N", "count:Q"],
+        ),
         width="stretch",
     )
     if found.latency:
-        latency = pd.DataFrame([point.model_dump() for point in found.latency]).melt(
-            id_vars="hour", value_vars=["p50_ms", "p95_ms"], var_name="percentile", value_name="ms"
+        latency = pd.DataFrame(
+            [
+                {"hour": point.hour, "percentile": name, "ms": rounded_ms(value)}
+                for point in found.latency
+                for name, value in (("p50", point.p50_ms), ("p95", point.p95_ms))
+            ]
         )
         st.subheader("Latency percentiles per hour")
         st.altair_chart(
             alt.Chart(latency)
-            .mark_line()
-            .encode(x=alt.X("hour:T", title=None), y="ms:Q", color="percentile:N"),
+            .mark_line(point=alt.OverlayMarkDef(size=60))
+            .encode(
+                x=_time_axis("hour", "hour"),
+                y=alt.Y("ms:Q", title="ms"),
+                color=alt.Color("percentile:N", title=None),
+                tooltip=["percentile:N", "ms:Q"],
+            ),
             width="stretch",
         )
 
 
-def sessions_page(url: str, filters: data.Filters) -> None:
+def sessions_page(url: str, filters: data.Filters, params: UrlParams) -> None:
     controls = st.columns([3, 2, 1, 1])
-    search = controls[0].text_input("Search name or id", value=_param("q"))
-    _set_param("q", search)
+    search = controls[0].text_input("Search name or id", value=params.get("q")).replace("\0", "")
+    params.set("q", search)
     orders = list(get_args(SessionOrder))
     order_by = controls[1].selectbox(
-        "Sort by", orders, index=_index(orders, _param("sort"), 0), format_func=_label
+        "Sort by",
+        orders,
+        index=params.index("sort", orders, 0, "not a column sessions sort by"),
+        format_func=_label,
     )
-    _set_param("sort", order_by if order_by != orders[0] else None)
-    descending = controls[2].toggle("Descending", value=_param("asc") != "1")
-    _set_param("asc", None if descending else "1")
-    found = _session_page(url, filters, search, order_by, descending, _page_number())
+    params.set("sort", order_by if order_by != orders[0] else None)
+    descending = controls[2].toggle("Descending", value=params.get("asc") != "1")
+    params.set("asc", None if descending else "1")
+    asked = params.page_number()
+    found = _session_page(url, filters, search, order_by, descending, asked)
     pages = max(1, -(-found.total // PAGE_SIZE))
-    page = controls[3].number_input("Page", 1, pages, min(_page_number() + 1, pages)) - 1
-    _set_param("p", str(page + 1) if page else None)
-    if page != _page_number():
+    page = controls[3].number_input("Page", 1, pages, min(asked + 1, pages)) - 1
+    params.set("p", str(page + 1) if page else None)
+    if page != asked:
         found = _session_page(url, filters, search, order_by, descending, page)
-    st.caption(f"{found.total:,} sessions · page {page + 1} of {pages}")
+    st.caption(f"{plural(found.total, 'session')} · page {page + 1} of {pages}")
     if not found.sessions:
         st.info("No sessions match.")
         return
     table = pd.DataFrame(
         [
             {
-                "id": row.session.id,
-                "start": row.session.started_at,
-                "name": row.session.name,
-                "duration (s)": (row.session.duration_ms or 0) / 1000
+                "Session id": row.session.id,
+                "Started (UTC)": row.session.started_at,
+                "Name": row.session.name or "",
+                "Duration (s)": round((row.session.duration_ms or 0) / 1000, 1)
                 if row.session.ended_at
                 else None,
-                "calls": row.calls,
-                "tokens": row.total_tokens,
-                "cost (USD)": row.cost_usd,
-                "status": row.session.status,
+                "Calls": row.calls,
+                "Tokens": row.total_tokens,
+                "Errors": row.errors,
+                "Cost (USD)": row.cost_usd,
+                "Status": row.session.status,
             }
             for row in found.sessions
         ]
@@ -333,83 +438,25 @@ def sessions_page(url: str, filters: data.Filters) -> None:
         on_select="rerun",
         selection_mode="single-row",
         width="stretch",
-        column_config={"cost (USD)": st.column_config.NumberColumn(format="$%.4f")},
+        column_config={
+            "Cost (USD)": MONEY,
+            "Started (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+        },
     )
     rows = picked.selection.rows if picked is not None else []
-    session_id = table.iloc[rows[0]]["id"] if rows else _param("session")
-    _set_param("session", session_id or None)
+    session_id = table.iloc[rows[0]]["Session id"] if rows else params.get("session")
+    params.set("session", session_id or None)
     if session_id:
-        session_drilldown(url, session_id)
+        found_session = _session_detail(url, session_id)
+        if found_session is None:
+            st.warning("The session in the URL is not in this store.")
+        else:
+            sections.session_drilldown(*found_session)
 
 
 def _label(name: str) -> str:
-    return name.replace("_", " ").removesuffix(" ms")
-
-
-def session_drilldown(url: str, session_id: str) -> None:
-    found = _session_detail(url, session_id)
-    if found is None:
-        st.warning(f"Session {session_id} is not in the store.")
-        return
-    report, record = found
-    st.subheader(f"Session {report.session.name or ''} · {session_id}")
-    columns = st.columns(4)
-    columns[0].metric("Cost", _usd(report.totals.cost_usd or 0.0))
-    columns[1].metric("Calls", f"{report.totals.calls:,}")
-    columns[2].metric("Tokens", f"{report.totals.total_tokens:,}")
-    columns[3].metric("Success rate", f"{report.quality.success_rate:.1%}")
-    bars = [
-        {
-            "lane": f"agent {span.agent_name}",
-            "start": span.started_at,
-            "end": span.ended_at,
-            "what": "agent",
-        }
-        for span in record.spans
-    ] + [
-        {
-            "lane": f"{call.agent_name or '(no agent)'} · {call.model_key}",
-            "start": call.timestamp,
-            "end": call.timestamp + timedelta(milliseconds=call.latency_ms),
-            "what": "LLM call" if call.success else "failed call",
-        }
-        for call in record.calls
-    ]
-    if bars:
-        st.markdown("**Timeline**")
-        st.altair_chart(
-            alt.Chart(pd.DataFrame(bars))
-            .mark_bar()
-            .encode(
-                x=alt.X("start:T", title=None),
-                x2="end:T",
-                y=alt.Y("lane:N", title=None),
-                color="what:N",
-                tooltip=["lane:N", "start:T", "end:T", "what:N"],
-            ),
-            width="stretch",
-        )
-    st.markdown(f"```\n{report}\n```")
-    st.markdown("**Calls**")
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "time": call.timestamp,
-                    "agent": call.agent_name,
-                    "provider": call.provider_name,
-                    "model": call.model_key,
-                    "prompt": call.prompt_tokens,
-                    "completion": call.completion_tokens,
-                    "latency (ms)": call.latency_ms,
-                    "success": call.success,
-                    "error": call.error_type,
-                }
-                for call in record.calls
-            ]
-        ),
-        hide_index=True,
-        width="stretch",
+    return {"call_count": "calls", "total_tokens": "tokens", "cost_usd": "cost"}.get(
+        name, name.replace("_", " ").removesuffix(" ms")
     )
 
 
@@ -426,13 +473,19 @@ def models_and_agents_page(url: str, filters: data.Filters) -> None:
             report.tokens.by_model,
             report.quality.errors_by_model,
         ),
-        ("Agents", "agent_name", report.cost.by_agent, report.tokens.by_agent, {}),
+        (
+            "Agents",
+            "agent_name",
+            report.cost.by_agent,
+            report.tokens.by_agent,
+            _errors_by(url, filters, "agent_name"),
+        ),
         (
             "Providers",
             "provider_name",
             report.cost.by_provider,
             report.tokens.by_provider,
-            {},
+            _errors_by(url, filters, "provider_name"),
         ),
     ):
         st.subheader(title)
@@ -441,39 +494,44 @@ def models_and_agents_page(url: str, filters: data.Filters) -> None:
             pd.DataFrame(
                 [
                     {
-                        "name": name,
-                        "calls": counts.calls,
-                        "cost (USD)": costs.get(name, 0.0),
-                        "tokens": counts.total_tokens,
-                        "errors": errors.get(name, 0) if errors else None,
-                        "avg latency (ms)": latency[name].avg_ms if name in latency else None,
-                        "p95 latency (ms)": latency[name].p95_ms if name in latency else None,
+                        "Name": name,
+                        "Calls": counts.calls,
+                        "Cost (USD)": costs.get(name, 0.0),
+                        "Tokens": counts.total_tokens,
+                        "Errors": errors.get(name, 0),
+                        "Average latency (ms)": rounded_ms(latency[name].avg_ms)
+                        if name in latency
+                        else None,
+                        "p95 latency (ms)": rounded_ms(latency[name].p95_ms)
+                        if name in latency
+                        else None,
                     }
                     for name, counts in tokens.items()
                 ]
             ),
             hide_index=True,
             width="stretch",
-            column_config={"cost (USD)": st.column_config.NumberColumn(format="$%.4f")},
+            column_config={"Cost (USD)": MONEY},
         )
     if report.latency.agent_time:
         st.subheader("Agent wall time against LLM time")
         st.dataframe(
-            pd.DataFrame([row.model_dump() for row in report.latency.agent_time]),
+            pd.DataFrame(
+                [
+                    {
+                        "Agent": row.agent_name,
+                        "Runs": row.invocations,
+                        "Wall time (ms)": rounded_ms(row.wall_ms),
+                        "LLM time (ms)": rounded_ms(row.llm_ms),
+                    }
+                    for row in report.latency.agent_time
+                ]
+            ),
             hide_index=True,
             width="stretch",
         )
     st.subheader("Suggestions")
-    if not report.suggestions:
-        st.write("Nothing to change on this evidence.")
-    for suggestion in report.suggestions:
-        savings = suggestion.estimated_savings_usd
-        st.markdown(
-            f"**{suggestion.kind}**: {suggestion.message}"
-            + (f" (saves ~{_usd(savings)})" if savings is not None else "")
-        )
-        if suggestion.evidence:
-            st.caption("; ".join(suggestion.evidence))
+    sections.suggestions(report.suggestions)
 
 
 def empty_state() -> None:
@@ -497,19 +555,22 @@ def main() -> None:
     if not projects:
         empty_state()
         return
-    page, filters, refresh = _sidebar(url, projects)
-    scope = filters.project or "all projects"
-    st.caption(
-        f"{scope} · {filters.since:%Y-%m-%d %H:%M} to {filters.until:%Y-%m-%d %H:%M} UTC"
+    params = UrlParams()
+    notice = st.empty()
+    page, filters, refresh = _sidebar(url, projects, params)
+    st.text(
+        f"{filters.project or 'all projects'} · {filters.since:%Y-%m-%d %H:%M} to "
+        f"{filters.until:%Y-%m-%d %H:%M} UTC"
         + (f" · model {filters.model}" if filters.model else "")
         + (f" · agent {filters.agent}" if filters.agent else "")
     )
-    show = {
-        "Overview": overview_page,
-        "Sessions": sessions_page,
-        "Models & agents": models_and_agents_page,
-    }[page]
-    show(url, filters)
+    if page == "Sessions":
+        sessions_page(url, filters, params)
+    elif page == "Models & agents":
+        models_and_agents_page(url, filters)
+    else:
+        overview_page(url, filters)
+    params.notice(notice)
     if refresh:
         _refresh_every(refresh)
 
@@ -526,13 +587,6 @@ def _refresh_every(seconds: int) -> None:
 
     st.session_state["refresh_armed"] = False
     tick()
-
-
-def _page_number() -> int:
-    try:
-        return max(0, int(_param("p", "1")) - 1)
-    except ValueError:
-        return 0
 
 
 if __name__ == "__main__":

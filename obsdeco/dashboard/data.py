@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel
 
 from obsdeco.analyzers import PriceTable, build_report
+from obsdeco.analyzers.columns import NONE_KEY
 from obsdeco.analyzers.project import build_project_report, priced_groups
 from obsdeco.models import ProjectReport, SessionRecord, SessionReport, SessionSummary
 from obsdeco.storage.base import CallFilter, SessionOrder, StorageBackend
@@ -219,3 +220,10 @@ def latency_by(backend: StorageBackend, filters: Filters, key: str) -> list[Grou
         GroupLatency(name=name or "(none)", calls=q.count, avg_ms=q.mean, p95_ms=q.values[0])
         for name, q in sorted(found.items(), key=lambda item: item[0] or "")
     ]
+
+
+def errors_by(backend: StorageBackend, filters: Filters, key: str) -> dict[str, int]:
+    """Failed calls per model, agent or provider ("model", "agent_name" or "provider_name"),
+    0 included."""
+    rows = backend.aggregate_calls(filters.where, (key,))  # type: ignore[arg-type]
+    return {row.group[key] or NONE_KEY: row.errors for row in rows}
