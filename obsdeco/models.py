@@ -32,6 +32,7 @@ class ModelProvider(StrEnum):
 
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
+    GOOGLE = "google"
     OTHER = "other"
 
 

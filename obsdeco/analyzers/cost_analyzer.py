@@ -79,7 +79,7 @@ def _unit_prices(model_price: Mapping[str, Rate | None]) -> UnitPrices | None:
 @cache
 def _snapshot_prices(provider: str, model: str) -> UnitPrices | None:
     snapshot = data_snapshot.get_snapshot()
-    provider_id = provider if provider in ("openai", "anthropic") else None
+    provider_id = provider if provider in ("openai", "anthropic", "google") else None
     try:
         _, model_info = snapshot.find_provider_model(model, None, provider_id, None)
     except LookupError:

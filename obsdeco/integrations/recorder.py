@@ -33,7 +33,15 @@ from obsdeco.models import LLMCall, PendingCall, new_id
 
 _MAX_ERROR_MESSAGE = 500
 _HASH_IGNORED_KEYS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
-_PROMPT_KEYS = ("system", "instructions", "messages", "input", "prompt", "contents")
+_PROMPT_KEYS = (
+    "system",
+    "systemInstruction",
+    "instructions",
+    "messages",
+    "input",
+    "prompt",
+    "contents",
+)
 
 
 def classify_error(error: BaseException) -> str:
