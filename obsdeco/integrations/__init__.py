@@ -4,7 +4,8 @@ One module per job: `facts` (the readers' vocabulary), `format` (what a provider
 supplies), `recorder` (one observed call), `proxies` (observed streams and raw responses),
 `seam` (installing and removing patches), `sdk` (the SDK request seam), `explicit` (the
 `wrap_*` integrations), `patching` (`patch_all`); one module per provider format
-(`openai`, `anthropic`), shared by every seam.
+(`openai`, `anthropic`, `gemini`), shared by every seam; `google_genai` (the google-genai SDK's
+own seam).
 """
 
 from obsdeco.integrations.explicit import AnthropicIntegration, OpenAIIntegration
