@@ -100,15 +100,19 @@ def usd(prompt: int, completion: int, cached: int = 0, model: str = MODEL) -> fl
     return float(price.total_price)
 
 
-def sync_client(provider: ProviderServer, transport: str) -> genai.Client:
-    options = types.HttpOptions(base_url=provider.gemini_base_url)
+def sync_client(
+    provider: ProviderServer, transport: str, retry: types.HttpRetryOptions | None = None
+) -> genai.Client:
+    options = types.HttpOptions(base_url=provider.gemini_base_url, retry_options=retry)
     if transport == "httpx":
         options.httpx_client = httpx.Client()
     return genai.Client(api_key="test", http_options=options)
 
 
-def async_client(provider: ProviderServer, transport: str) -> genai.Client:
-    options = types.HttpOptions(base_url=provider.gemini_base_url)
+def async_client(
+    provider: ProviderServer, transport: str, retry: types.HttpRetryOptions | None = None
+) -> genai.Client:
+    options = types.HttpOptions(base_url=provider.gemini_base_url, retry_options=retry)
     if transport == "httpx":
         options.httpx_async_client = httpx.AsyncClient()
     client = genai.Client(api_key="test", http_options=options)
@@ -769,3 +773,49 @@ def test_requests_that_are_no_model_call_are_not_recorded(provider, plain_client
     assert count.total_tokens == 2
     assert provider.last_request.path.endswith(":countTokens")
     assert calls == []
+
+
+# --- 7. retries --------------------------------------------------------------------------------
+
+RETRY = types.HttpRetryOptions(attempts=4, initial_delay=0, max_delay=0, jitter=0)
+
+
+@pytest.mark.parametrize("transport", ["httpx2", "httpx"])
+def test_the_sdks_retries_are_counted_on_the_call(provider, patched, transport):
+    client = sync_client(provider, transport, RETRY)
+    provider.enqueue(Reply.error(429), Reply.error(503))
+
+    response, calls = in_session(
+        lambda: client.models.generate_content(model=MODEL, contents=PROMPT)
+    )
+
+    assert response.text == TEXT
+    assert len(provider.requests) == 3
+    call = assert_call(calls, prompt=PROMPT_TOKENS, completion=TEXT_TOKENS, streamed=False)
+    assert (call.retries, call.rate_limited_retries) == (2, 1)
+
+
+def test_a_stream_given_up_after_its_retries(provider, patched):
+    client = sync_client(provider, "httpx2", RETRY)
+    provider.enqueue(*[Reply.error(429)] * 4)
+
+    error, calls = in_session(
+        raised(lambda: list(client.models.generate_content_stream(model=MODEL, contents=PROMPT)))
+    )
+
+    assert error.code == 429
+    call = assert_failed(calls, "rate_limit", streamed=True)
+    assert (call.retries, call.rate_limited_retries) == (3, 3)
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_async_retries_are_counted(provider, patched, transport):
+    client = async_client(provider, transport, RETRY)
+    provider.enqueue(Reply.error(500))
+
+    _, calls = await in_async_session(
+        lambda: client.aio.models.generate_content(model=MODEL, contents=PROMPT)
+    )
+
+    call = assert_call(calls, prompt=PROMPT_TOKENS, completion=TEXT_TOKENS, streamed=False)
+    assert (call.retries, call.rate_limited_retries) == (1, 0)

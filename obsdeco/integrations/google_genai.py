@@ -7,7 +7,9 @@ calling's round trips) goes through its `BaseApiClient`'s `request`, `request_st
 HTTP library (httpx, httpx2, or aiohttp for async) and above the SDK's retries. Those four
 methods are observed. They answer with the API's own JSON (a body, or one body per chunk), so
 the Gemini format's readers read it as the HTTP seam does. While a call is recorded here it is
-the call in flight, so the HTTP seam below stands aside.
+the call in flight, so the HTTP seam below stands aside. With `HttpRetryOptions` the SDK
+retries inside those methods, one `_request_once` per attempt: the attempts after a failed one
+are counted as the call's retries.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import importlib.util
 import json
 import logging
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +32,7 @@ from obsdeco.integrations.proxies import ObservedAsyncStream, ObservedStream
 from obsdeco.integrations.recorder import (
     CallRecorder,
     explicit_attribution,
+    in_flight,
     reset_in_flight,
     set_in_flight,
 )
@@ -186,11 +190,58 @@ async def _async_request_streamed(
     return _observed(recorder, chunks, ObservedAsyncStream)
 
 
-_TARGETS: tuple[tuple[str, Callable[..., Any]], ...] = (
+_failed_attempt: ContextVar[tuple[CallRecorder, Any] | None] = ContextVar(
+    "obsdeco_genai_failed_attempt", default=None
+)
+"""The call whose last attempt failed in this context, and that failure's HTTP status."""
+
+
+@guarded()
+def _count_retry() -> None:
+    """An attempt begins: if the call in flight had a failed one, this one is a retry."""
+    recorder = in_flight()
+    failed = _failed_attempt.get()
+    if recorder is None or failed is None or failed[0] is not recorder:
+        return
+    recorder.retries += 1
+    if failed[1] == 429:
+        recorder.rate_limited_retries += 1
+
+
+@guarded()
+def _note_failed_attempt(error: BaseException) -> None:
+    recorder = in_flight()
+    if recorder is not None:
+        _failed_attempt.set((recorder, getattr(error, "code", None)))
+
+
+def _attempt(wrapped: Callable[..., Any], _client: Any, args: Any, kwargs: Any) -> Any:
+    _count_retry()
+    try:
+        return wrapped(*args, **kwargs)
+    except BaseException as error:
+        _note_failed_attempt(error)
+        raise
+
+
+async def _async_attempt(wrapped: Callable[..., Any], _client: Any, args: Any, kwargs: Any) -> Any:
+    _count_retry()
+    try:
+        return await wrapped(*args, **kwargs)
+    except BaseException as error:
+        _note_failed_attempt(error)
+        raise
+
+
+_CALLS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("request", _request),
     ("request_streamed", _request_streamed),
     ("async_request", _async_request),
     ("async_request_streamed", _async_request_streamed),
+)
+_ATTEMPTS: tuple[tuple[str, Callable[..., Any]], ...] = (
+    ("_request_once", _attempt),
+    ("_async_request_once", _async_attempt),
 )
 
 
@@ -208,6 +259,9 @@ def install_google_genai() -> bool:
             logger.warning("obsdeco could not load google-genai; not patched", exc_info=True)
             return False
         installed = [
-            seam.install(f"{_CLIENT}.{name}", client, name, wrapper) for name, wrapper in _TARGETS
+            seam.install(f"{_CLIENT}.{name}", client, name, wrapper) for name, wrapper in _CALLS
         ]
+        # Retries are counted where the SDK makes each attempt; without these, uncounted.
+        for name, wrapper in _ATTEMPTS:
+            seam.install(f"{_CLIENT}.{name}", client, name, wrapper)
         return any(installed)
