@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.util
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -744,7 +746,14 @@ async def test_the_async_call_is_in_flight_while_httpx_sends_it(provider, patche
 
 def test_patch_all_names_google_genai_and_unpatch_all_restores_exactly(provider, plain_client):
     client_class = _api_client.BaseApiClient
-    names = ("request", "request_streamed", "async_request", "async_request_streamed")
+    names = (
+        "request",
+        "request_streamed",
+        "async_request",
+        "async_request_streamed",
+        "_request_once",
+        "_async_request_once",
+    )
     originals = {name: client_class.__dict__[name] for name in names}
 
     patched_names = obsdeco.patch_all()
@@ -819,3 +828,32 @@ async def test_async_retries_are_counted(provider, patched, transport):
 
     call = assert_call(calls, prompt=PROMPT_TOKENS, completion=TEXT_TOKENS, streamed=False)
     assert (call.retries, call.rate_limited_retries) == (1, 0)
+
+
+def test_one_missing_target_disables_only_itself(monkeypatch, caplog, provider, plain_client):
+    monkeypatch.delattr(_api_client.BaseApiClient, "async_request")
+
+    with caplog.at_level(logging.WARNING, logger="obsdeco"):
+        names = obsdeco.patch_all()
+    try:
+        assert "google-genai" in names
+        assert "google.genai._api_client.BaseApiClient.async_request" in caplog.text
+        _, calls = in_session(
+            lambda: plain_client.models.generate_content(model=MODEL, contents=PROMPT)
+        )
+        assert len(calls) == 1
+    finally:
+        obsdeco.unpatch_all()
+
+
+def test_google_genai_not_installed_is_skipped(monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "google.genai" else find_spec(name, *args),
+    )
+    try:
+        assert "google-genai" not in obsdeco.patch_all()
+    finally:
+        obsdeco.unpatch_all()
