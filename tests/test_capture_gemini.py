@@ -857,3 +857,28 @@ def test_google_genai_not_installed_is_skipped(monkeypatch):
         assert "google-genai" not in obsdeco.patch_all()
     finally:
         obsdeco.unpatch_all()
+
+
+@pytest.mark.parametrize(
+    ("path", "model"),
+    [
+        ("models/gemini-2.5-flash:generateContent", "gemini-2.5-flash"),
+        ("models/gemini-2.5-flash:streamGenerateContent?alt=sse", "gemini-2.5-flash"),
+        ("/v1beta/models/gemini-2.0-flash:generateContent", "gemini-2.0-flash"),
+        (
+            "projects/p/locations/us-central1/publishers/google/models/gemini-2.5-pro"
+            ":generateContent",
+            "gemini-2.5-pro",
+        ),
+        ("tunedModels/my-tuned:generateContent", "tunedModels/my-tuned"),
+        ("projects/p/locations/l/endpoints/123:streamGenerateContent", "endpoints/123"),
+    ],
+)
+def test_the_model_is_read_from_the_path_as_the_user_named_it(path, model):
+    api = gemini_format.GEMINI.endpoint(path.split("?", 1)[0])
+
+    assert api == "generate_content"
+    assert gemini_format.GEMINI.request_model(api, path, {}) == model
+    assert gemini_format.GEMINI.request_streamed(api, path, {}) is (
+        ":streamGenerateContent" in path
+    )

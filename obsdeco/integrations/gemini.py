@@ -28,7 +28,6 @@ from obsdeco.models import ModelProvider
 GENERATE_CONTENT = "generate_content"
 
 _STREAM_ENDING = ":streamGenerateContent"
-_MODELS_SEGMENT = "/models/"
 
 
 def _apply_usage(facts: ResponseFacts, usage: Any) -> None:
@@ -146,11 +145,14 @@ class GeminiFormat(ProviderFormat):
     }
 
     def request_model(self, api: str, path: str, body: Mapping[str, Any]) -> str | None:
-        """The model in the path (`.../models/{model}:generateContent`), without `models/`."""
-        resource = "/" + path.split("?", 1)[0].rsplit(":", 1)[0].lstrip("/")
-        if _MODELS_SEGMENT in resource:
-            return resource.rsplit(_MODELS_SEGMENT, 1)[1] or None
-        return resource.rsplit("/", 1)[1] or None
+        """The model in the path as the user names it: `gemini-2.5-flash` for
+        `.../models/gemini-2.5-flash:generateContent` (any prefix: API version, Vertex AI's
+        project, location and publisher), `tunedModels/x` or `endpoints/1` for those."""
+        resource = path.split("?", 1)[0].rsplit(":", 1)[0].strip("/").split("/")
+        if len(resource) < 2:
+            return resource[0] or None
+        collection, name = resource[-2:]
+        return name if collection == "models" else f"{collection}/{name}"
 
     def request_streamed(self, api: str, path: str, body: Mapping[str, Any]) -> bool:
         """Gemini says stream in the path (`:streamGenerateContent`), not in the body."""
