@@ -175,7 +175,10 @@ def assert_call(
     assert call.success is True
     assert call.error_type is None
     assert call.streamed is streamed
-    assert call.cost_usd == pytest.approx(usd(prompt, completion or 0, cached or 0), rel=1e-9)
+    if completion is None:  # unknown tokens are never priced as 0
+        assert call.cost_usd is None
+    else:
+        assert call.cost_usd == pytest.approx(usd(prompt, completion, cached or 0), rel=1e-9)
     if streamed:
         assert 0 <= call.time_to_first_token_ms <= call.latency_ms
     else:
@@ -882,3 +885,28 @@ def test_the_model_is_read_from_the_path_as_the_user_named_it(path, model):
     assert gemini_format.GEMINI.request_streamed(api, path, {}) is (
         ":streamGenerateContent" in path
     )
+
+
+BLOCKED = {
+    "promptFeedback": {"blockReason": "SAFETY"},
+    "usageMetadata": {"promptTokenCount": 9, "totalTokenCount": 9},
+    "modelVersion": MODEL,
+}
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_blocked_prompt_is_recorded_with_its_block_reason(
+    provider, plain_client, patched, streamed
+):
+    provider.enqueue(Reply.sse([BLOCKED]) if streamed else Reply.json(BLOCKED))
+    models = plain_client.models
+
+    def run() -> Any:
+        if streamed:
+            return list(models.generate_content_stream(model=MODEL, contents=PROMPT))[-1]
+        return models.generate_content(model=MODEL, contents=PROMPT)
+
+    response, calls = in_session(run)
+
+    assert response.prompt_feedback.block_reason == "SAFETY"
+    assert_call(calls, prompt=9, completion=None, streamed=streamed, finish_reason="SAFETY")

@@ -62,12 +62,19 @@ def _answer_text(part: Any) -> str:
     return field(part, "text") or ""
 
 
+def _block_reason(response: Any) -> str | None:
+    """Why a prompt was refused (`promptFeedback.blockReason`, e.g. SAFETY): no candidates."""
+    return field(field(response, "promptFeedback"), "blockReason")
+
+
 def _content_facts(response: Any) -> ResponseFacts:
     facts = ResponseFacts(response_model=field(response, "modelVersion"))
     _apply_usage(facts, field(response, "usageMetadata"))
     candidates = field(response, "candidates") or []
     if candidates:
         facts.finish_reason = field(candidates[0], "finishReason")
+    else:
+        facts.finish_reason = _block_reason(response)
     facts.tool_call_count = sum(
         1
         for candidate in candidates
@@ -118,6 +125,9 @@ class _ContentStream(StreamAccumulator):
         usage = field(event, "usageMetadata")
         if usage is not None:
             _apply_usage(facts, usage)
+        blocked = _block_reason(event)
+        if blocked is not None:
+            facts.finish_reason = blocked
         for candidate in field(event, "candidates") or ():
             reason = field(candidate, "finishReason")
             if reason is not None:
