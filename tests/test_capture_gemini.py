@@ -910,3 +910,18 @@ def test_a_blocked_prompt_is_recorded_with_its_block_reason(
 
     assert response.prompt_feedback.block_reason == "SAFETY"
     assert_call(calls, prompt=9, completion=None, streamed=streamed, finish_reason="SAFETY")
+
+
+def test_stream_closed_early_is_recorded_once(provider, plain_client, patched):
+    def run() -> None:
+        stream = plain_client.models.generate_content_stream(model=MODEL, contents=PROMPT)
+        next(stream)
+        next(stream)
+        stream.close()
+        gc.collect()
+
+    _, calls = in_session(run)
+
+    (call,) = calls
+    assert (call.success, call.streamed) == (True, True)
+    assert (call.prompt_tokens, call.completion_tokens) == (PROMPT_TOKENS, 2)  # as seen so far
