@@ -104,6 +104,7 @@ class ModelProvider(StrEnum):
 
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
+    GOOGLE = "google"
     OTHER = "other"
 
 

@@ -57,9 +57,9 @@ def _implicit_calls() -> list[obsdeco.LLMCall]:
 def test_patch_all_is_idempotent_and_unpatch_all_restores_the_originals(provider, openai_client):
     originals = _seams()
 
-    assert obsdeco.patch_all() == ["openai", "anthropic", *DSPY, "threadpool"]
+    assert obsdeco.patch_all() == ["openai", "anthropic", "google-genai", *DSPY, "threadpool"]
     patched_once = _seams()
-    assert obsdeco.patch_all() == ["openai", "anthropic", *DSPY, "threadpool"]
+    assert obsdeco.patch_all() == ["openai", "anthropic", "google-genai", *DSPY, "threadpool"]
     assert _seams() == patched_once
     assert all(patched_once[name] is not originals[name] for name in originals)
 
@@ -78,7 +78,7 @@ def test_one_missing_target_disables_only_itself(monkeypatch, caplog, provider, 
     with caplog.at_level(logging.WARNING, logger="obsdeco"):
         names = obsdeco.patch_all()
     try:
-        assert names == ["openai", "anthropic", *DSPY, "threadpool"]
+        assert names == ["openai", "anthropic", "google-genai", *DSPY, "threadpool"]
         assert "anthropic._base_client.AsyncAPIClient" in caplog.text
         anthropic_client.messages.create(model="claude-haiku-4-5", max_tokens=5, messages=MESSAGES)
         assert len(_implicit_calls()) == 1
@@ -94,7 +94,7 @@ def test_an_sdk_that_is_not_installed_is_skipped(monkeypatch):
         lambda name, *args: None if name == "anthropic" else find_spec(name, *args),
     )
     try:
-        assert obsdeco.patch_all() == ["openai", *DSPY, "threadpool"]
+        assert obsdeco.patch_all() == ["openai", "google-genai", *DSPY, "threadpool"]
     finally:
         obsdeco.unpatch_all()
 

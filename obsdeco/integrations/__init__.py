@@ -2,9 +2,10 @@
 
 One module per job: `facts` (the readers' vocabulary), `format` (what a provider format
 supplies), `recorder` (one observed call), `proxies` (observed streams and raw responses),
-`seam` (installing and removing patches), `sdk` (the SDK request seam), `dspy` (dspy's
-lm15 client), `explicit` (the `wrap_*` integrations), `patching` (`patch_all`); one module per
-provider format (`openai`, `anthropic`), shared by every seam.
+`seam` (installing and removing patches), `sdk` (the SDK request seam), `google_genai` (the
+google-genai SDK's own seam), `dspy` (dspy's lm15 client), `explicit` (the `wrap_*`
+integrations), `patching` (`patch_all`); one module per provider format (`openai`,
+`anthropic`, `gemini`), shared by every seam.
 """
 
 from obsdeco.integrations.explicit import AnthropicIntegration, OpenAIIntegration

@@ -1,8 +1,9 @@
 """`patch_all()` / `unpatch_all()`: every seam obsdeco knows, installed or removed at once.
 
 The SDK seams (`sdk.py`) observe the openai and anthropic SDKs at their base client's
-`request`; `dspy.py` observes dspy's own lm15 client. `ThreadPoolExecutor.submit` is wrapped so
-that jobs keep their submitter's session.
+`request`; `google_genai.py` observes the google-genai SDK at its API client, `dspy.py` dspy's
+own lm15 client. `ThreadPoolExecutor.submit` is wrapped so that jobs keep their submitter's
+session.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from obsdeco.context import propagating
 from obsdeco.integrations import seam
 from obsdeco.integrations.anthropic import AnthropicSDK
 from obsdeco.integrations.dspy import install_dspy_seam
+from obsdeco.integrations.google_genai import install_google_genai
 from obsdeco.integrations.openai import OpenAISDK
 from obsdeco.integrations.sdk import SDKSeam, install_sdk_seam
 
@@ -29,7 +31,8 @@ def _submit_in_context(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> 
 def patch_all() -> list[str]:
     """Capture every call of the installed provider SDKs; idempotent.
 
-    Returns the names of what is patched: "openai", "anthropic", "dspy" (each only if
+    Returns the names of what is patched: "openai", "anthropic", "google-genai", "dspy" (each
+    only if
     installed) and "threadpool" (context propagation into `ThreadPoolExecutor` jobs).
     """
     patched = []
@@ -37,6 +40,8 @@ def patch_all() -> list[str]:
         for sdk in _SDKS:
             if install_sdk_seam(sdk):
                 patched.append(sdk.module)
+        if install_google_genai():
+            patched.append("google-genai")
         if install_dspy_seam():
             patched.append("dspy")
         if seam.install(

@@ -44,7 +44,15 @@ from obsdeco.models import (
 
 _MAX_ERROR_MESSAGE = 500
 _HASH_IGNORED_KEYS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
-_PROMPT_KEYS = ("system", "instructions", "messages", "input", "prompt", "contents")
+_PROMPT_KEYS = (
+    "system",
+    "systemInstruction",
+    "instructions",
+    "messages",
+    "input",
+    "prompt",
+    "contents",
+)
 
 
 # The HTTP status as the SDKs (status_code), google-genai (code), lm15 and aiohttp (status) keep it.

@@ -1,7 +1,7 @@
 """Test helpers shipped with obsdeco: a local server that answers like the provider APIs.
 
-`ProviderServer` lets tests and examples drive the real OpenAI and Anthropic SDKs without an
-API key; see `obsdeco.testing.provider` for the details.
+`ProviderServer` lets tests and examples drive the real OpenAI, Anthropic and google-genai SDKs
+without an API key; see `obsdeco.testing.provider` for the details.
 """
 
 from obsdeco.testing.provider import (

@@ -1,4 +1,4 @@
-"""A local HTTP server that answers like the OpenAI and Anthropic APIs, for tests and examples.
+"""A local HTTP server that answers like the OpenAI, Anthropic and Gemini APIs, for tests.
 
 The server uses only the standard library. It listens on 127.0.0.1 on a free port, records every
 request it receives, and answers each one with the next scripted `Reply` queued for it, or with a
@@ -11,8 +11,9 @@ response synthesised from the request when nothing is queued:
         assert provider.requests[0].body["model"] == "gpt-4o"
 
 Endpoints: ``POST /v1/chat/completions``, ``/v1/completions`` (legacy), ``/v1/responses`` and
-``/v1/embeddings`` (OpenAI) and
-``POST /v1/messages`` (Anthropic, also with ``?beta=true``). Streams are sent as
+``/v1/embeddings`` (OpenAI), ``POST /v1/messages`` (Anthropic, also with ``?beta=true``) and
+``POST /{version}/models/{model}:generateContent`` and ``:streamGenerateContent`` (Gemini, with
+``?alt=sse`` a stream, else a JSON array of chunks). Streams are sent as
 ``text/event-stream`` with chunked transfer encoding, one HTTP chunk per event, each written as
 soon as it is due, so clients see them arrive over time.
 
@@ -80,6 +81,10 @@ _ANTHROPIC_MESSAGES: Final = "/v1/messages"
 _ENDPOINTS: Final = frozenset(
     {_OPENAI_CHAT, _OPENAI_COMPLETIONS, _OPENAI_RESPONSES, _OPENAI_EMBEDDINGS, _ANTHROPIC_MESSAGES}
 )
+_GEMINI_PATH: Final = re.compile(
+    r"/(?P<version>v[^/]+)/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)"
+)
+"""Gemini's generate endpoints under any API version (``v1``, ``v1beta``, ...)."""
 
 _SSE_CONTENT_TYPE: Final = "text/event-stream; charset=utf-8"
 _JSON_CONTENT_TYPE: Final = "application/json"
@@ -264,14 +269,26 @@ class RecordedRequest:
 
     @property
     def stream(self) -> bool:
-        """Whether the body asked for a stream (``"stream": true``)."""
+        """Whether the request asked for a stream (``"stream": true``, or Gemini's
+        ``:streamGenerateContent``)."""
+        gemini = _GEMINI_PATH.fullmatch(self.path)
+        if gemini is not None:
+            return gemini["method"] == "streamGenerateContent"
         return isinstance(self.body, Mapping) and self.body.get("stream") is True
 
     @property
     def model(self) -> str | None:
-        """The requested ``model``, if any."""
+        """The requested ``model`` (for Gemini, the one in the path), if any."""
+        gemini = _GEMINI_PATH.fullmatch(self.path)
+        if gemini is not None:
+            return gemini["model"]
         model = self.body.get("model") if isinstance(self.body, Mapping) else None
         return model if isinstance(model, str) else None
+
+    @property
+    def is_gemini(self) -> bool:
+        """Whether the request is for the Gemini API (its path or API key header says so)."""
+        return _GEMINI_PATH.fullmatch(self.path) is not None or "x-goog-api-key" in self.headers
 
     @property
     def is_anthropic(self) -> bool:
@@ -533,9 +550,10 @@ class Reply:
 
         ``body`` is sent as given (a mapping as JSON). Without it the server writes the error
         envelope of the API the request was for: OpenAI's
-        ``{"error": {"message", "type", "param", "code"}}`` or Anthropic's
-        ``{"type": "error", "error": {"type", "message"}, "request_id"}``, with ``message``,
-        ``error_type`` and ``code`` or defaults for the status. E.g.
+        ``{"error": {"message", "type", "param", "code"}}``, Anthropic's
+        ``{"type": "error", "error": {"type", "message"}, "request_id"}`` or Gemini's
+        ``{"error": {"code", "message", "status"}}`` (``error_type`` is the status there), with
+        ``message``, ``error_type`` and ``code`` or defaults for the status. E.g.
         ``Reply.error(429, headers={"retry-after": "0"})``.
         """
         if not 400 <= status <= 599:
@@ -586,7 +604,8 @@ class Reply:
         the model reported; ``input_tokens`` / ``output_tokens`` the prompt and completion
         counts (totals follow); ``usage`` is merged last, key by key, into the usage object
         (e.g. ``{"prompt_tokens_details": {"cached_tokens": 5}}`` for OpenAI chat or
-        ``{"cache_read_input_tokens": 5}`` for Anthropic).
+        ``{"cache_read_input_tokens": 5}`` for Anthropic, ``{"thoughtsTokenCount": 7}`` for
+        Gemini, where it goes into every chunk of a stream).
         """
         spec = _Synthesis(
             text=text,
@@ -669,6 +688,18 @@ _ANTHROPIC_ERRORS: Final[dict[int, tuple[str, str]]] = {
 }
 
 
+_GEMINI_ERRORS: Final[dict[int, tuple[str, str]]] = {
+    400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
+    401: ("UNAUTHENTICATED", "API key not valid. Please pass a valid API key."),
+    403: ("PERMISSION_DENIED", "The caller does not have permission."),
+    404: ("NOT_FOUND", "Requested entity was not found."),
+    429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+    500: ("INTERNAL", "An internal error has occurred."),
+    503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+    504: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
+}
+
+
 def _error_payload(
     request: RecordedRequest,
     status: int,
@@ -676,6 +707,18 @@ def _error_payload(
     error_type: str | None = None,
     code: str | None = None,
 ) -> dict[str, Any]:
+    if request.is_gemini:
+        fallback_status = "INTERNAL" if status >= 500 else "INVALID_ARGUMENT"
+        gemini_status, gemini_message = _GEMINI_ERRORS.get(
+            status, (fallback_status, _status_phrase(status))
+        )
+        return {
+            "error": {
+                "code": status,
+                "message": message or gemini_message,
+                "status": error_type or gemini_status,
+            }
+        }
     if request.is_anthropic:
         fallback_type = "api_error" if status >= 500 else "invalid_request_error"
         default_type, default_message = _ANTHROPIC_ERRORS.get(
@@ -741,6 +784,8 @@ def _synthesize(
     reply: Reply, request: RecordedRequest, provider: ProviderServer, *, spec: _Synthesis
 ) -> Reply:
     path = request.path.rstrip("/") or "/"
+    if request.method == "POST" and _GEMINI_PATH.fullmatch(path):
+        return _synthesize_gemini(reply, request, provider, spec)
     if request.method != "POST" or path not in _ENDPOINTS:
         return _fail(reply, request, 404, f"Invalid URL ({request.method} {request.path})")
     body = request.body
@@ -775,6 +820,24 @@ def _synthesize(
     return synth.finish(reply, synth.messages(), None)
 
 
+def _synthesize_gemini(
+    reply: Reply, request: RecordedRequest, provider: ProviderServer, spec: _Synthesis
+) -> Reply:
+    body = request.body
+    if not isinstance(body, Mapping):
+        return _fail(reply, request, 400, "Invalid JSON payload received.")
+    if not isinstance(body.get("contents"), list) or not body["contents"]:
+        return _fail(
+            reply, request, 400, "* GenerateContentRequest.contents: contents is not specified"
+        )
+    synth = _Synthesizer(provider, request, body, spec.model or request.model or "", spec)
+    if not request.stream:
+        return synth.finish(reply, synth.gemini(), None)
+    if request.query.get("alt") == "sse":
+        return synth.finish(reply, None, [_frame(chunk) for chunk in synth.gemini_chunks()])
+    return synth.finish(reply, synth.gemini_chunks(), None)
+
+
 class _Synthesizer:
     """Builds the default reply of one request in the shape of the real API."""
 
@@ -806,6 +869,10 @@ class _Synthesizer:
         self.output_tokens = spec.output_tokens if spec.output_tokens is not None else len(pieces)
 
     def _max_tokens(self, path: str) -> int | None:
+        if _GEMINI_PATH.fullmatch(path):
+            config = self.body.get("generationConfig")
+            value = config.get("maxOutputTokens") if isinstance(config, Mapping) else None
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
         names = {
             _OPENAI_CHAT: ("max_completion_tokens", "max_tokens"),
             _OPENAI_COMPLETIONS: ("max_tokens",),
@@ -818,9 +885,7 @@ class _Synthesizer:
                 return value
         return None
 
-    def finish(
-        self, reply: Reply, body: dict[str, Any] | None, frames: list[bytes] | None
-    ) -> Reply:
+    def finish(self, reply: Reply, body: Any, frames: list[bytes] | None) -> Reply:
         if frames is not None:
             return dataclasses.replace(
                 reply, body=None, events=tuple(frames), content_type=_SSE_CONTENT_TYPE, dynamic=None
@@ -1153,6 +1218,49 @@ class _Synthesizer:
         frames.append(event("message_stop"))
         return frames
 
+    # -- Gemini generateContent ------------------------------------------------------------
+
+    def _gemini_usage(self, candidates_tokens: int) -> dict[str, Any]:
+        usage = _merge(
+            {
+                "promptTokenCount": self.input_tokens,
+                "candidatesTokenCount": candidates_tokens,
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": self.input_tokens}],
+            },
+            self.spec.usage,
+        )
+        if "totalTokenCount" not in usage:
+            parts = ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount")
+            usage["totalTokenCount"] = sum(usage.get(name) or 0 for name in parts)
+        return usage
+
+    def _gemini_response(self, text: str, finish: bool, candidates_tokens: int) -> dict[str, Any]:
+        candidate: dict[str, Any] = {
+            "content": {"parts": [{"text": text}], "role": "model"},
+            "index": 0,
+        }
+        if finish:
+            candidate["finishReason"] = "MAX_TOKENS" if self.truncated else "STOP"
+        return {
+            "candidates": [candidate],
+            "usageMetadata": self._gemini_usage(candidates_tokens),
+            "modelVersion": self.model,
+            "responseId": f"gemini-test{self.serial:012d}",
+        }
+
+    def gemini(self) -> dict[str, Any]:
+        return self._gemini_response(self.text, True, self.output_tokens)
+
+    def gemini_chunks(self) -> list[dict[str, Any]]:
+        """One chunk per token, each with the usage so far (cumulative, as Gemini sends it)."""
+        pieces = self.pieces or [""]
+        chunks = []
+        for index, piece in enumerate(pieces):
+            last = index == len(pieces) - 1
+            so_far = self.output_tokens if last else min(index + 1, self.output_tokens)
+            chunks.append(self._gemini_response(piece, last, so_far))
+        return chunks
+
 
 @functools.lru_cache(maxsize=1024)
 def _embedding_bytes(key: str, dimensions: int) -> bytes:
@@ -1389,12 +1497,14 @@ class _Queued:
 
 
 class ProviderServer:
-    """A local HTTP server answering like the OpenAI and Anthropic APIs.
+    """A local HTTP server answering like the OpenAI, Anthropic and Gemini APIs.
 
     Use it as a context manager (``with ProviderServer() as provider:``) or call `start` and
     `stop`. Point the SDKs at it with ``openai.OpenAI(base_url=provider.openai_base_url,
     api_key="test")`` and ``anthropic.Anthropic(base_url=provider.anthropic_base_url,
-    api_key="test")``. Queue replies with `enqueue`; read what the SDKs sent in `requests`.
+    api_key="test")``, and google-genai with ``genai.Client(api_key="test",
+    http_options=HttpOptions(base_url=provider.gemini_base_url))``. Queue replies with
+    `enqueue`; read what the SDKs sent in `requests`.
     All methods are thread-safe.
 
     ``default_text`` is the assistant text of synthesised replies and
@@ -1529,6 +1639,12 @@ class ProviderServer:
     @property
     def anthropic_base_url(self) -> str:
         """The ``base_url`` for ``anthropic.Anthropic``: the root URL."""
+        return self.base_url
+
+    @property
+    def gemini_base_url(self) -> str:
+        """The ``base_url`` for google-genai's ``HttpOptions``: the root URL (the SDK adds the
+        API version, e.g. ``/v1beta``)."""
         return self.base_url
 
     # -- scripting -------------------------------------------------------------------------
