@@ -43,12 +43,15 @@ def connect(stack: ExitStack) -> tuple[openai.OpenAI, anthropic.Anthropic]:
     if os.environ.get("OPENAI_API_KEY") and os.environ.get("ANTHROPIC_API_KEY"):
         return openai.OpenAI(max_retries=2), anthropic.Anthropic(max_retries=2)
     provider = stack.enter_context(ProviderServer())
+    # The real APIs answer an alias with the snapshot it stands for; so do these replies.
     provider.enqueue(_planner_tool_call(), path="/v1/chat/completions")
-    provider.enqueue(Reply.default(), path="/v1/chat/completions")
+    provider.enqueue(Reply.default(model="gpt-4o-mini-2024-07-18"), path="/v1/chat/completions")
     provider.enqueue(
         Reply.error(429, message="Rate limit reached for gpt-4o", headers={"retry-after-ms": "5"}),
         path="/v1/chat/completions",
     )
+    provider.enqueue(Reply.default(model="gpt-4o-2024-08-06"), path="/v1/chat/completions")
+    provider.enqueue(Reply.default(model="claude-haiku-4-5-20251001"), path="/v1/messages")
     print(f"no API keys: using the local provider at {provider.base_url}\n")
     return (
         openai.OpenAI(base_url=provider.openai_base_url, api_key="sk-local", max_retries=2),

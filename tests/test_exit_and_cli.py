@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 import obsdeco
 from tests.conftest import count_rows
+
+REPO = Path(__file__).resolve().parents[1]
 
 RECORD_AND_EXIT = textwrap.dedent(
     """
@@ -78,3 +82,22 @@ def test_cli_version_and_help():
         [sys.executable, "-m", "obsdeco.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "usage: obsdeco" in usage.stdout
+
+
+def test_the_demo_reports_each_model_once(tmp_path):
+    environment = {key: value for key, value in os.environ.items() if not key.endswith("_API_KEY")}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=environment,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    section = result.stdout.split("Cost by model\n", 1)[1].split("\n\n", 1)[0]
+    models = [line.split()[0] for line in section.splitlines()]
+    assert models == ["claude-haiku-4-5-20251001", "gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18"]
+    assert (tmp_path / "obsdeco.db").is_file()
