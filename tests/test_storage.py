@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy
 
+import obsdeco
 from obsdeco.models import AgentSpan, LLMCall, ModelProvider, Session, Totals
 from obsdeco.storage import CallFilter, SessionState, SQLAlchemyStorage, WriteBatch
 
@@ -197,3 +199,37 @@ def test_aggregates_are_computed_by_the_store(storage):
 
 def test_unknown_session_is_none(storage):
     assert storage.get_session("does-not-exist") is None
+
+
+def test_a_postgresql_store_with_32_bit_token_columns_is_widened_when_opened(postgres_url):
+    engine = sqlalchemy.create_engine(postgres_url)
+    SQLAlchemyStorage(postgres_url).write(WriteBatch())  # today's schema, then made old:
+    with engine.begin() as connection:
+        for table in ("llm_calls", "sessions"):
+            for column in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+                connection.execute(
+                    sqlalchemy.text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE INTEGER")
+                )
+
+    obsdeco.configure(database_url=postgres_url)
+    collector = obsdeco.MetricsCollector("big")
+    session = collector.start_session("long-context")
+    collector.record_llm_call(
+        session, provider="openai", model_name="gpt-4o", latency_ms=1.0, prompt_tokens=3 * 2**30
+    )
+    collector.end_session(session)
+    assert obsdeco.flush(timeout=30)
+
+    assert obsdeco.stats().dropped == 0
+    with engine.connect() as connection:
+        kinds = connection.execute(
+            sqlalchemy.text(
+                "SELECT table_name, data_type FROM information_schema.columns "
+                "WHERE column_name = 'prompt_tokens' AND table_schema = current_schema()"
+            )
+        ).all()
+        stored = connection.execute(sqlalchemy.text("SELECT prompt_tokens FROM sessions")).all()
+    engine.dispose()
+    assert dict(kinds)["llm_calls"] == dict(kinds)["sessions"] == "bigint"
+    assert stored == [(3 * 2**30,)]
+    assert obsdeco.get_report(session.id).totals.prompt_tokens == 3 * 2**30
