@@ -1219,3 +1219,34 @@ async def test_calls_outside_any_session_land_in_the_implicit_session(provider, 
         DEFAULT_PROMPT_TOKENS,
         DEFAULT_COMPLETION_TOKENS,
     )
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        ({"prompt_tokens": "lots", "completion_tokens": "7", "total_tokens": None}, (None, None)),
+        ({"prompt_tokens": -3, "completion_tokens": 2**70, "total_tokens": 1}, (None, None)),
+        ({"prompt_tokens": 12.0, "completion_tokens": 5, "total_tokens": 17}, (12, 5)),
+    ],
+)
+def test_usage_no_store_can_hold_is_recorded_as_unknown(
+    configured, provider, patched, openai_client, usage, expected
+):
+    """The SDK does not validate usage: what is no whole count is unknown, never dropped."""
+    body = json.loads(load_fixture("openai/chat_completion.json"))
+    body["usage"] = usage
+    provider.enqueue(Reply.json(body))
+
+    @obsdeco.observe_session("odd-usage", return_report=True)
+    def handle() -> Any:
+        return openai_client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+
+    completion, report = handle()
+    obsdeco.flush()
+
+    assert completion.id == body["id"]
+    assert report.totals.calls == 1
+    [call] = obsdeco.get_calls(report.session.id)
+    assert (call.prompt_tokens, call.completion_tokens) == expected
+    assert obsdeco.stats().dropped == 0
+    assert obsdeco.get_report(report.session.id).totals.calls == 1
