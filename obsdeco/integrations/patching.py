@@ -1,7 +1,9 @@
 """`patch_all()` / `unpatch_all()`: every seam obsdeco knows, installed or removed at once.
 
 The SDK seams (`sdk.py`) observe the openai and anthropic SDKs at their base client's
-`request`. `ThreadPoolExecutor.submit` is wrapped so that jobs keep their submitter's session.
+`request`; the HTTP seam (`http.py`) observes `httpx` / `httpx2` clients, for the LLM calls
+that reach no SDK seam. `ThreadPoolExecutor.submit` is wrapped so that jobs keep their
+submitter's session.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from obsdeco.context import propagating
 from obsdeco.integrations import seam
 from obsdeco.integrations.anthropic import AnthropicSDK
+from obsdeco.integrations.http import install_http_seam
 from obsdeco.integrations.openai import OpenAISDK
 from obsdeco.integrations.sdk import SDKSeam, install_sdk_seam
 
@@ -27,14 +30,17 @@ def _submit_in_context(wrapped: Any, _instance: Any, args: Any, kwargs: Any) -> 
 def patch_all() -> list[str]:
     """Capture every call of the installed provider SDKs; idempotent.
 
-    Returns the names of what is patched: "openai", "anthropic" (each only if installed) and
-    "threadpool" (context propagation into `ThreadPoolExecutor` jobs).
+    Returns the names of what is patched: "openai", "anthropic" (each only if installed),
+    "http" (the `httpx` / `httpx2` clients, if either is installed) and "threadpool" (context
+    propagation into `ThreadPoolExecutor` jobs).
     """
     patched = []
     with seam.lock:
         for sdk in _SDKS:
             if install_sdk_seam(sdk):
                 patched.append(sdk.module)
+        if install_http_seam():
+            patched.append("http")
         if seam.install(
             "concurrent.futures.ThreadPoolExecutor.submit",
             concurrent.futures.ThreadPoolExecutor,

@@ -16,7 +16,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +34,9 @@ from obsdeco.models import LLMCall, PendingCall, new_id
 _MAX_ERROR_MESSAGE = 500
 _HASH_IGNORED_KEYS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
 _PROMPT_KEYS = ("system", "instructions", "messages", "input", "prompt", "contents")
+
+ErrorDetail = str | Callable[[], str | None] | None
+"""The provider's message for a failed HTTP status, or a function reading it later."""
 
 
 def classify_error(error: BaseException) -> str:
@@ -147,6 +150,7 @@ class CallRecorder(PendingCall):
         "body",
         "ended",
         "error",
+        "error_detail",
         "error_status",
         "facts_source",
         "first_token_at",
@@ -196,6 +200,7 @@ class CallRecorder(PendingCall):
         self.facts_source: FactsSource = None
         self.error: BaseException | None = None
         self.error_status: int | None = None
+        self.error_detail: ErrorDetail = None
         self.ended = 0.0
         self._call: LLMCall | None = None
         self.started_wall = time.time()
@@ -208,11 +213,13 @@ class CallRecorder(PendingCall):
         error: BaseException | None = None,
         *,
         error_status: int | None = None,
+        error_detail: ErrorDetail = None,
     ) -> None:
         """Finish the call (the first time only) and hand it to the collector.
 
         A failure is an exception (`error`) or, where no exception is raised (an HTTP client
-        returning an error response), its HTTP status (`error_status`).
+        returning an error response), its HTTP status (`error_status`) with the provider's
+        message (`error_detail`, read when the record is built).
         """
         if self.ended:
             return
@@ -220,6 +227,7 @@ class CallRecorder(PendingCall):
         self.facts_source = facts
         self.error = error
         self.error_status = error_status
+        self.error_detail = error_detail
         keep(self.session, self)
 
     def materialize(self) -> LLMCall:
@@ -230,7 +238,8 @@ class CallRecorder(PendingCall):
         with _materializing:
             if self._call is None:
                 self._call = self._build()
-                self.body = self.facts_source = None  # release the request and response
+                # release the request and response
+                self.body = self.facts_source = self.error_detail = None
             return self._call
 
     def _failure(self) -> tuple[str | None, str | None]:
@@ -238,7 +247,11 @@ class CallRecorder(PendingCall):
         if self.error is not None:
             return classify_error(self.error), str(self.error)[:_MAX_ERROR_MESSAGE]
         if self.error_status is not None:
-            return classify_status(self.error_status), f"HTTP {self.error_status}"
+            message = f"HTTP {self.error_status}"
+            detail = _read_detail(self.error_detail)
+            if detail:
+                message = f"{message}: {detail}"
+            return classify_status(self.error_status), message[:_MAX_ERROR_MESSAGE]
         return None, None
 
     def _build(self) -> LLMCall:
@@ -293,6 +306,11 @@ def _read_facts(source: FactsSource) -> ResponseFacts:
     if isinstance(source, ResponseFacts):
         return source
     return source()
+
+
+@guarded()
+def _read_detail(detail: ErrorDetail) -> str | None:
+    return detail() if callable(detail) else detail
 
 
 @guarded()
