@@ -16,12 +16,13 @@ byte, so the expected token counts are the fixtures' own:
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import gzip
 import json
 import types
 import zlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,8 @@ from obsdeco import LLMCall, ModelProvider
 from obsdeco.integrations import anthropic as anthropic_format
 from obsdeco.integrations import http as http_seam
 from obsdeco.integrations import seam
+from obsdeco.integrations.format import ProviderFormat
+from obsdeco.integrations.openai import OpenAIFormat
 from obsdeco.integrations.sse import SSEDecoder
 from obsdeco.testing import ProviderServer, Reply, fixture_request, load_fixture, split_sse
 from tests.helpers import in_async_session, in_session
@@ -608,3 +611,333 @@ def test_a_stream_cut_mid_way_is_a_failed_call_with_what_was_read(
     assert len(calls) == 1
     assert (calls[0].success, calls[0].error_type) == (False, "connection")
     assert (calls[0].prompt_tokens, calls[0].completion_tokens) == (21, 7)
+
+
+# --- what is not an LLM call passes untouched ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content"),
+    [
+        ("GET", "/v1/models", None),
+        ("GET", "/v1/messages", None),
+        ("POST", "/v1/files", b'{"model": "gpt-4o"}'),
+        ("POST", "/v1/chat/completions", b"not json"),
+        ("POST", "/v1/chat/completions", b'{"messages": []}'),
+        ("POST", "/v1/messages", b'["model"]'),
+    ],
+    ids=["get", "get-llm-path", "post-unknown-path", "not-json", "no-model", "not-an-object"],
+)
+def test_a_request_that_is_no_llm_call_is_not_recorded(
+    patched: list[str],
+    provider: ProviderServer,
+    lib: types.ModuleType,
+    method: str,
+    path: str,
+    content: bytes | None,
+) -> None:
+    provider.enqueue(Reply.json({"ok": True}))
+
+    def call() -> Any:
+        with lib.Client() as client:
+            return client.request(method, provider.base_url + path, content=content)
+
+    response, calls = in_session(call)
+    assert (response.status_code, response.json()) == (200, {"ok": True})
+    assert calls == []
+    assert provider.last_request.raw_body == (content or b"")
+
+
+def test_nothing_is_recorded_without_implicit_capture(
+    provider: ProviderServer, lib: types.ModuleType
+) -> None:
+    assert http_seam.install_http_seam()
+    try:
+        provider.enqueue(Reply.fixture(OPENAI_CHAT.fixture))
+
+        def call() -> Any:
+            with lib.Client() as client:
+                return client.post(provider.base_url + OPENAI_CHAT.path, json=body_of(OPENAI_CHAT))
+
+        response, calls = in_session(call)
+    finally:
+        seam.restore_all()
+    assert response.status_code == 200
+    assert calls == []
+
+
+# --- an SDK call is recorded once ----------------------------------------------------------------
+
+
+def test_sdk_calls_are_recorded_once(
+    patched: list[str],
+    provider: ProviderServer,
+    openai_client: openai.OpenAI,
+    anthropic_client: anthropic.Anthropic,
+) -> None:
+    provider.enqueue(
+        Reply.fixture(OPENAI_CHAT.fixture),
+        Reply.fixture(ANTHROPIC_MESSAGE.fixture),
+        Reply.fixture(OPENAI_STREAM.fixture),
+        Reply.fixture(ANTHROPIC_STREAM.fixture),
+    )
+
+    @obsdeco.observe_agent("Caller")
+    def call() -> None:
+        openai_client.chat.completions.create(**body_of(OPENAI_CHAT))
+        anthropic_client.messages.create(**body_of(ANTHROPIC_MESSAGE))
+        for _ in openai_client.chat.completions.create(**body_of(OPENAI_STREAM)):
+            pass
+        with anthropic_client.messages.stream(
+            **{key: value for key, value in body_of(ANTHROPIC_STREAM).items() if key != "stream"}
+        ) as stream:
+            stream.until_done()
+
+    _, calls = in_session(call)
+    assert [(call.provider, call.prompt_tokens, call.completion_tokens) for call in calls] == [
+        (ModelProvider.OPENAI, 15, 31),
+        (ModelProvider.ANTHROPIC, 14, 11),
+        (ModelProvider.OPENAI, 78, 9),
+        (ModelProvider.ANTHROPIC, 21, 13),
+    ]
+
+
+async def test_async_sdk_calls_are_recorded_once(
+    patched: list[str],
+    provider: ProviderServer,
+    async_openai_client: openai.AsyncOpenAI,
+    async_anthropic_client: anthropic.AsyncAnthropic,
+) -> None:
+    provider.enqueue(Reply.fixture(OPENAI_CHAT.fixture), Reply.fixture(ANTHROPIC_STREAM.fixture))
+
+    async def call() -> None:
+        await async_openai_client.chat.completions.create(**body_of(OPENAI_CHAT))
+        stream = await async_anthropic_client.messages.create(**body_of(ANTHROPIC_STREAM))
+        async for _ in stream:
+            pass
+
+    _, calls = await in_async_session(call)
+    assert [(call.provider, call.prompt_tokens, call.completion_tokens) for call in calls] == [
+        (ModelProvider.OPENAI, 15, 31),
+        (ModelProvider.ANTHROPIC, 21, 13),
+    ]
+
+
+# --- do no harm ----------------------------------------------------------------------------------
+
+STREAM_CHUNKS = [frame[:5] for frame in split_sse(load_fixture(ANTHROPIC_STREAM.fixture))] + [
+    frame[5:] for frame in split_sse(load_fixture(ANTHROPIC_STREAM.fixture))
+]
+
+
+class _Boom(Exception):
+    """What the mock transport raises."""
+
+
+BOOM = _Boom("transport failed")
+
+
+def _mock_handler(lib: types.ModuleType) -> Callable[[Any], Any]:
+    """Answers like a provider, deterministically: the same bytes in the same chunks."""
+
+    def handle(request: Any) -> Any:
+        path = request.url.path
+        if path.startswith("/boom/"):
+            raise BOOM
+        if b'"stream": true' in request.content or b'"stream":true' in request.content:
+            return lib.Response(
+                200,
+                headers={"content-type": "text/event-stream", "x-extra": "1"},
+                content=iter(STREAM_CHUNKS),
+            )
+        if path == "/v1/chat/completions" and b"fail" in request.content:
+            return lib.Response(429, json={"error": {"message": "slow down"}})
+        return lib.Response(200, content=load_fixture(OPENAI_CHAT.fixture))
+
+    return handle
+
+
+def _exercise(lib: types.ModuleType) -> list[Any]:
+    """Everything a caller sees from a set of sync requests."""
+    seen: list[Any] = []
+    with lib.Client(transport=lib.MockTransport(_mock_handler(lib))) as client:
+        base = "http://llm.test"
+        response = client.post(base + OPENAI_CHAT.path, json=body_of(OPENAI_CHAT))
+        seen += [response.status_code, list(response.headers.items()), response.content]
+        seen.append(response.json())
+        response = client.post(base + OPENAI_CHAT.path, json={"model": "m", "fail": 1})
+        seen += [response.status_code, response.json()]
+        for reader in ("iter_raw", "iter_bytes", "iter_lines", "iter_text"):
+            with client.stream(
+                "POST", base + ANTHROPIC_STREAM.path, json=body_of(ANTHROPIC_STREAM)
+            ) as response:
+                seen += [response.status_code, list(response.headers.items())]
+                seen.append(list(getattr(response, reader)()))
+                seen.append((response.is_stream_consumed, response.is_closed))
+        request = client.build_request(
+            "POST", base + ANTHROPIC_STREAM.path, json=body_of(ANTHROPIC_STREAM)
+        )
+        response = client.send(request, stream=True)
+        seen.append(response.status_code)
+        del response  # dropped unread
+        gc.collect()
+        response = client.get(base + "/v1/models")
+        seen += [response.status_code, response.content]
+        try:
+            client.post(base + "/boom/v1/messages", json={"model": "m"})
+        except _Boom as error:
+            seen.append(error)
+    return seen
+
+
+async def _exercise_async(lib: types.ModuleType) -> list[Any]:
+    """The async twin of `_exercise`."""
+    seen: list[Any] = []
+
+    async def handle(request: Any) -> Any:
+        response = _mock_handler(lib)(request)
+        if response.headers.get("content-type") == "text/event-stream":
+            return lib.Response(200, headers=response.headers, content=_async_chunks())
+        return response
+
+    async with lib.AsyncClient(transport=lib.MockTransport(handle)) as client:
+        base = "http://llm.test"
+        response = await client.post(base + OPENAI_CHAT.path, json=body_of(OPENAI_CHAT))
+        seen += [response.status_code, response.content]
+        for reader in ("aiter_raw", "aiter_bytes", "aiter_lines", "aiter_text"):
+            async with client.stream(
+                "POST", base + ANTHROPIC_STREAM.path, json=body_of(ANTHROPIC_STREAM)
+            ) as response:
+                seen.append([chunk async for chunk in getattr(response, reader)()])
+                seen.append((response.is_stream_consumed, response.is_closed))
+        try:
+            await client.post(base + "/boom/v1/messages", json={"model": "m"})
+        except _Boom as error:
+            seen.append(error)
+    return seen
+
+
+async def _async_chunks() -> Any:
+    for chunk in STREAM_CHUNKS:
+        yield chunk
+
+
+def test_callers_see_the_same_with_and_without_patching(lib: types.ModuleType) -> None:
+    unpatched = _exercise(lib)
+    obsdeco.patch_all()
+    try:
+        patched_view, calls = in_session(lambda: _exercise(lib))
+    finally:
+        obsdeco.unpatch_all()
+    assert patched_view == unpatched
+    assert unpatched[-1] is BOOM  # the transport's own exception object, unwrapped
+    # chat, the 429, four streams, the dropped one, the failed post; not the GET
+    calls.sort(key=lambda call: call.timestamp)  # the dropped one was recorded last
+    assert [(call.success, call.prompt_tokens) for call in calls] == [
+        (True, 15),
+        (False, None),
+        *[(True, 21)] * 4,
+        (True, None),
+        (False, None),
+    ]
+
+
+async def test_async_callers_see_the_same_with_and_without_patching(
+    lib: types.ModuleType,
+) -> None:
+    unpatched = await _exercise_async(lib)
+    obsdeco.patch_all()
+    try:
+        patched_view, calls = await in_async_session(lambda: _exercise_async(lib))
+    finally:
+        obsdeco.unpatch_all()
+    assert patched_view == unpatched
+    assert unpatched[-1] is BOOM
+    assert [(call.success, call.completion_tokens) for call in calls] == [
+        (True, 31),
+        *[(True, 13)] * 4,
+        (False, None),
+    ]
+
+
+def _raise(*_args: Any, **_kwargs: Any) -> Any:
+    raise RuntimeError("injected obsdeco fault")
+
+
+FAULTS = {
+    "endpoint_of": (http_seam, "endpoint_of"),
+    "json_object": (http_seam, "_json_object"),
+    "recognises": (ProviderFormat, "recognises"),
+    "body_read": (http_seam, "_body_read"),
+    "body_reader": (http_seam._BodyReader, "__init__"),
+    "decompressor": (http_seam, "_decompressor"),
+    "sse_feed": (SSEDecoder, "feed"),
+    "sse_finish": (SSEDecoder, "finish"),
+    "accumulator": (anthropic_format._MessageStream, "observe"),
+    "response_facts": (OpenAIFormat, "response_facts"),
+    "error_message": (ProviderFormat, "error_message"),
+    "record_later": (http_seam, "record_later"),
+}
+
+
+@pytest.mark.parametrize("place", list(FAULTS))
+def test_a_fault_at_any_step_leaves_the_request_unchanged(
+    lib: types.ModuleType, monkeypatch: pytest.MonkeyPatch, place: str
+) -> None:
+    unpatched = _exercise(lib)
+    before = obsdeco.stats().internal_faults
+    owner, name = FAULTS[place]
+    monkeypatch.setattr(owner, name, _raise)
+    obsdeco.patch_all()
+    try:
+        patched_view, _ = in_session(lambda: _exercise(lib))
+        gc.collect()
+        obsdeco.flush()
+    finally:
+        obsdeco.unpatch_all()
+    assert patched_view == unpatched
+    assert obsdeco.stats().internal_faults > before
+
+
+def test_unpatch_all_restores_send_exactly() -> None:
+    originals = {
+        (lib, name): vars(getattr(lib, name))["send"]
+        for lib in (httpx, httpx2)
+        for name in ("Client", "AsyncClient")
+    }
+    obsdeco.patch_all()
+    assert all(
+        vars(getattr(lib, name))["send"] is not original
+        for (lib, name), original in originals.items()
+    )
+    obsdeco.patch_all()  # idempotent
+    obsdeco.unpatch_all()
+    assert all(
+        vars(getattr(lib, name))["send"] is original for (lib, name), original in originals.items()
+    )
+
+
+async def test_concurrent_calls_are_attributed_to_their_own_agents(
+    patched: list[str], provider: ProviderServer, lib: types.ModuleType
+) -> None:
+    provider.enqueue(Reply.fixture(ANTHROPIC_STREAM.fixture), path=ANTHROPIC_STREAM.path)
+    provider.enqueue(Reply.fixture(OPENAI_STREAM.fixture), path=OPENAI_STREAM.path)
+
+    async with lib.AsyncClient() as client:
+
+        async def ask(agent: str, case: Case) -> None:
+            @obsdeco.observe_agent(agent)
+            async def run() -> None:
+                async with client.stream(
+                    "POST", provider.base_url + case.path, json=body_of(case)
+                ) as response:
+                    await response.aread()
+
+            await run()
+
+        async def both() -> None:
+            await asyncio.gather(ask("Reader", ANTHROPIC_STREAM), ask("Writer", OPENAI_STREAM))
+
+        _, calls = await in_async_session(both)
+    by_agent = {call.agent_name: (call.prompt_tokens, call.completion_tokens) for call in calls}
+    assert by_agent == {"Reader": (21, 13), "Writer": (78, 9)}
