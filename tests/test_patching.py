@@ -7,6 +7,8 @@ import importlib.util
 import logging
 
 import anthropic
+import httpx
+import httpx2
 import openai
 import pytest
 
@@ -24,6 +26,10 @@ def _seams() -> dict[str, object]:
         "openai async": openai._base_client.AsyncAPIClient.__dict__["request"],
         "anthropic sync": anthropic._base_client.SyncAPIClient.__dict__["request"],
         "anthropic async": anthropic._base_client.AsyncAPIClient.__dict__["request"],
+        "httpx sync": httpx.Client.__dict__["send"],
+        "httpx async": httpx.AsyncClient.__dict__["send"],
+        "httpx2 sync": httpx2.Client.__dict__["send"],
+        "httpx2 async": httpx2.AsyncClient.__dict__["send"],
         "threadpool": concurrent.futures.ThreadPoolExecutor.__dict__["submit"],
     }
 
@@ -39,9 +45,9 @@ def _implicit_calls() -> list[obsdeco.LLMCall]:
 def test_patch_all_is_idempotent_and_unpatch_all_restores_the_originals(provider, openai_client):
     originals = _seams()
 
-    assert obsdeco.patch_all() == ["openai", "anthropic", "threadpool"]
+    assert obsdeco.patch_all() == ["openai", "anthropic", "http", "threadpool"]
     patched_once = _seams()
-    assert obsdeco.patch_all() == ["openai", "anthropic", "threadpool"]
+    assert obsdeco.patch_all() == ["openai", "anthropic", "http", "threadpool"]
     assert _seams() == patched_once
     assert all(patched_once[name] is not originals[name] for name in originals)
 
@@ -60,7 +66,7 @@ def test_one_missing_target_disables_only_itself(monkeypatch, caplog, provider, 
     with caplog.at_level(logging.WARNING, logger="obsdeco"):
         names = obsdeco.patch_all()
     try:
-        assert names == ["openai", "anthropic", "threadpool"]
+        assert names == ["openai", "anthropic", "http", "threadpool"]
         assert "anthropic._base_client.AsyncAPIClient" in caplog.text
         anthropic_client.messages.create(model="claude-haiku-4-5", max_tokens=5, messages=MESSAGES)
         assert len(_implicit_calls()) == 1
@@ -76,7 +82,7 @@ def test_an_sdk_that_is_not_installed_is_skipped(monkeypatch):
         lambda name, *args: None if name == "anthropic" else find_spec(name, *args),
     )
     try:
-        assert obsdeco.patch_all() == ["openai", "threadpool"]
+        assert obsdeco.patch_all() == ["openai", "http", "threadpool"]
     finally:
         obsdeco.unpatch_all()
 
