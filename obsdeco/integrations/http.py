@@ -383,25 +383,18 @@ def _observe(recorder: CallRecorder, response: Any, asynchronous: bool) -> None:
 # --- the seam -------------------------------------------------------------------------------
 
 
-def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The request of `send(request, ...)` if it is a POST while capture is on, else None."""
-    try:
-        request = args[0] if args else kwargs["request"]
-        if request.method == "POST" and seam.capture.implicit:
-            return request
-    except Exception:  # not a call `send` accepts: the library says so itself
-        return None
-    return None
+capture = seam.capture
 
 
-def _send(wrapped: Callable[..., Any], _client: Any, args: Any, kwargs: Any) -> Any:
-    request = _request_of(args, kwargs)
-    recorder = None if request is None else _start(request)
+def _observed_send(
+    send: Callable[..., Any], client: Any, request: Any, kwargs: dict[str, Any]
+) -> Any:
+    recorder = _start(request)
     if recorder is None:
-        return wrapped(*args, **kwargs)
+        return send(client, request, **kwargs)
     token = set_in_flight(recorder)
     try:
-        response = wrapped(*args, **kwargs)
+        response = send(client, request, **kwargs)
     except BaseException as error:
         recorder.record(None, error)
         raise
@@ -411,14 +404,15 @@ def _send(wrapped: Callable[..., Any], _client: Any, args: Any, kwargs: Any) -> 
     return response
 
 
-async def _async_send(wrapped: Callable[..., Any], _client: Any, args: Any, kwargs: Any) -> Any:
-    request = _request_of(args, kwargs)
-    recorder = None if request is None else _start(request)
+async def _observed_async_send(
+    send: Callable[..., Any], client: Any, request: Any, kwargs: dict[str, Any]
+) -> Any:
+    recorder = _start(request)
     if recorder is None:
-        return await wrapped(*args, **kwargs)
+        return await send(client, request, **kwargs)
     token = set_in_flight(recorder)
     try:
-        response = await wrapped(*args, **kwargs)
+        response = await send(client, request, **kwargs)
     except BaseException as error:
         recorder.record(None, error)
         raise
@@ -426,6 +420,36 @@ async def _async_send(wrapped: Callable[..., Any], _client: Any, args: Any, kwar
         reset_in_flight(token)
     _observe(recorder, response, asynchronous=True)
     return response
+
+
+# `send` is replaced by a plain function rather than wrapped with wrapt: every request of
+# every client passes here, and for all but LLM calls this is the whole cost (one test).
+
+
+def _sync_seam(send: Callable[..., Any]) -> Callable[..., Any]:
+    def observed_send(self: Any, request: Any, **kwargs: Any) -> Any:
+        try:
+            candidate = request.method == "POST" and capture.implicit
+        except Exception:  # not a request: the library says so itself
+            candidate = False
+        if not candidate:
+            return send(self, request, **kwargs)
+        return _observed_send(send, self, request, kwargs)
+
+    return observed_send
+
+
+def _async_seam(send: Callable[..., Any]) -> Callable[..., Any]:
+    async def observed_send(self: Any, request: Any, **kwargs: Any) -> Any:
+        try:
+            candidate = request.method == "POST" and capture.implicit
+        except Exception:
+            candidate = False
+        if not candidate:
+            return await send(self, request, **kwargs)
+        return await _observed_async_send(send, self, request, kwargs)
+
+    return observed_send
 
 
 def install_http_seam() -> bool:
@@ -443,11 +467,11 @@ def install_http_seam() -> bool:
                 logger.warning("obsdeco could not load %s; not patched", name, exc_info=True)
                 continue
             # `httpx2.alias_httpx()` makes `httpx` the same module: patch its classes once.
-            for client_name, wrapper in (("Client", _send), ("AsyncClient", _async_send)):
+            for client_name, make in (("Client", _sync_seam), ("AsyncClient", _async_seam)):
                 client = getattr(module, client_name, None)
                 if id(client) in seen:
                     continue
                 seen.add(id(client))
                 key = f"{name}.{client_name}.send"
-                installed = seam.install(key, client, "send", wrapper) or installed
+                installed = seam.replace(key, client, "send", make) or installed
     return installed
