@@ -941,3 +941,69 @@ async def test_concurrent_calls_are_attributed_to_their_own_agents(
         _, calls = await in_async_session(both)
     by_agent = {call.agent_name: (call.prompt_tokens, call.completion_tokens) for call in calls}
     assert by_agent == {"Reader": (21, 13), "Writer": (78, 9)}
+
+
+@pytest.mark.parametrize(
+    ("fixture", "path", "expected"),
+    [
+        (
+            "anthropic/messages_tool_use_stream.sse",
+            "/v1/messages",
+            (721, 113, "tool_use", 2),
+        ),
+        (
+            "openai/chat_completion_parallel_tool_calls_stream.sse",
+            "/v1/chat/completions",
+            (None, None, "tool_calls", 2),  # no include_usage: the stream carries no usage
+        ),
+    ],
+    ids=["anthropic", "openai"],
+)
+def test_streamed_tool_calls_are_counted(
+    patched: list[str],
+    provider: ProviderServer,
+    lib: types.ModuleType,
+    fixture: str,
+    path: str,
+    expected: tuple[Any, ...],
+) -> None:
+    provider.enqueue(Reply.fixture(fixture))
+
+    def call() -> None:
+        with (
+            lib.Client() as client,
+            client.stream(
+                "POST", provider.base_url + path, json=fixture_request(fixture)
+            ) as response,
+        ):
+            response.read()
+
+    _, calls = in_session(call)
+    assert [
+        (call.prompt_tokens, call.completion_tokens, call.finish_reason, call.tool_call_count)
+        for call in calls
+    ] == [expected]
+
+
+def test_a_body_in_an_encoding_obsdeco_cannot_undo_is_recorded_without_its_facts(
+    patched: list[str], provider: ProviderServer, lib: types.ModuleType
+) -> None:
+    data = load_fixture(ANTHROPIC_STREAM.fixture)
+    provider.enqueue(Reply.sse(split_sse(data), headers={"Content-Encoding": "x-unknown"}))
+    faults = obsdeco.stats().internal_faults
+
+    def call() -> bytes:
+        with (
+            lib.Client() as client,
+            client.stream(
+                "POST", provider.base_url + ANTHROPIC_STREAM.path, json=body_of(ANTHROPIC_STREAM)
+            ) as response,
+        ):
+            return response.read()
+
+    read, calls = in_session(call)
+    assert read == data  # the library does not know the encoding either: bytes as sent
+    assert [(call.success, call.streamed, call.prompt_tokens) for call in calls] == [
+        (True, True, None)
+    ]
+    assert obsdeco.stats().internal_faults == faults

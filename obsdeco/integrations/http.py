@@ -164,8 +164,10 @@ def _decompressor(encoding: str) -> _Decompressor | None:
     if encoding in ("gzip", "x-gzip", "deflate"):
         return zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
     if encoding == "zstd":
-        import zstandard  # httpx offers zstd only when zstandard is installed
-
+        try:
+            import zstandard  # httpx offers zstd only when zstandard is installed
+        except ImportError:
+            raise LookupError(encoding) from None
         return zstandard.ZstdDecompressor().decompressobj()  # type: ignore[no-any-return]
     raise LookupError(encoding)
 
