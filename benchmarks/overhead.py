@@ -20,8 +20,10 @@ import os
 import statistics
 import tempfile
 import time
+import timeit
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ import openai
 from common import environment, write_results
 
 import obsdeco
+from obsdeco.integrations.http import _sync_seam
 
 FIXTURES = Path(
     os.environ.get("OBSDECO_FIXTURES", Path(__file__).parents[2] / "shared" / "fixtures")
@@ -302,8 +305,8 @@ def non_llm_requests(blocks: int, block_size: int) -> dict[str, dict[str, float]
                     on: list[float] = []
                     for turn in range(block_size):
                         pair = (
-                            (off, lambda request=request: original_send(client, request)),
-                            (on, lambda request=request: client.send(request)),
+                            (off, partial(original_send, client, request)),
+                            (on, partial(client.send, request)),
                         )
                         for times, send in pair if turn % 2 else pair[::-1]:
                             times.append(_once(send))
@@ -317,6 +320,38 @@ def non_llm_requests(blocks: int, block_size: int) -> dict[str, dict[str, float]
         finally:
             obsdeco.unpatch_all()
             client.close()
+    return results
+
+
+def non_llm_own_time(calls: int, repeats: int) -> dict[str, float]:
+    """obsdeco's own microseconds per request that is no LLM call, in the HTTP seam: the
+    seam's `send` around a `send` that does nothing, minus that `send` alone (best of
+    `repeats` runs of `calls`), on real httpx and httpx2 requests."""
+
+    def nothing(_client: Any, _request: Any, **_kwargs: Any) -> None:
+        return None
+
+    observed = _sync_seam(nothing)
+    results: dict[str, float] = {}
+    obsdeco.patch_all()  # the seam tests that capture is on
+    try:
+        for lib in (httpx, httpx2):
+            requests = {
+                "get": lib.Request("GET", "http://api.bench.invalid/v1/models"),
+                "post": lib.Request(
+                    "POST", "http://api.bench.invalid/v1/files", json={"model": "gpt-4o"}
+                ),
+            }
+            for method, request in requests.items():
+                plain = min(
+                    timeit.repeat(lambda r=request: nothing(None, r), number=calls, repeat=repeats)
+                )
+                seam = min(
+                    timeit.repeat(lambda r=request: observed(None, r), number=calls, repeat=repeats)
+                )
+                results[f"{lib.__name__}_{method}"] = (seam - plain) / calls * 1e6
+    finally:
+        obsdeco.unpatch_all()
     return results
 
 
@@ -345,6 +380,7 @@ def main() -> int:
         results["obsdeco_own_time_per_call_us"] = seam_time(args.blocks * args.block_size) * 1e6
         results["obsdeco_per_chunk_us"] = chunk_time(LONG_STREAM, 200) * 1e6
         results["http_seam_non_llm_request"] = non_llm_requests(args.blocks, args.block_size * 4)
+        results["http_seam_non_llm_own_time_us"] = non_llm_own_time(100_000, 9)
         for name, make_toggle in toggles.items():
             timing = measure(make_toggle(), args.blocks, args.block_size)
             per_chunk = (timing["added_stream_long"] - timing["added_stream_short"]) / (
@@ -388,12 +424,14 @@ def main() -> int:
         )
 
     print("\nHTTP seam, a request that is no LLM call (MockTransport; block medians):")
-    print(f"{'request':<16}{'unpatched':>14}{'patched':>14}{'added':>12}")
+    own = results["http_seam_non_llm_own_time_us"]
+    print(f"{'request':<16}{'unpatched':>14}{'patched':>14}{'added':>12}{'own time':>12}")
     for name, row in results["http_seam_non_llm_request"].items():  # type: ignore[attr-defined]
         print(
             f"{name:<16}{row['unpatched_us']:>11.1f} us{row['patched_us']:>11.1f} us"
-            f"{row['added_us']:>9.2f} us"
+            f"{row['added_us']:>9.2f} us{own[name]:>9.2f} us"  # type: ignore[index]
         )
+    print("(own time: the seam's code alone, best of 9 runs of 100,000 requests)")
 
     write_results("overhead", results)
     return 0

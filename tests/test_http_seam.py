@@ -31,7 +31,6 @@ import httpx
 import httpx2
 import openai
 import pytest
-import zstandard
 
 import obsdeco
 from obsdeco import LLMCall, ModelProvider
@@ -322,6 +321,7 @@ def _gzip_frames(data: bytes) -> list[bytes]:
 
 
 def _zstd_frames(data: bytes) -> list[bytes]:
+    zstandard = pytest.importorskip("zstandard", reason="zstandard is not installed")
     compressor = zstandard.ZstdCompressor().compressobj()
     frames = [
         compressor.compress(frame) + compressor.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)

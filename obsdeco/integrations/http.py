@@ -34,7 +34,7 @@ from obsdeco.guard import fault
 from obsdeco.integrations import seam
 from obsdeco.integrations.facts import FactsSource, ResponseFacts, StreamAccumulator
 from obsdeco.integrations.format import ProviderFormat
-from obsdeco.integrations.formats import endpoint_of
+from obsdeco.integrations.formats import ENDINGS, endpoint_of
 from obsdeco.integrations.proxies import observe_event, record_later
 from obsdeco.integrations.recorder import (
     CallRecorder,
@@ -425,16 +425,21 @@ async def _observed_async_send(
 
 
 # `send` is replaced by a plain function rather than wrapped with wrapt: every request of
-# every client passes here, and for all but LLM calls this is the whole cost (one test).
+# every client passes here, and for all but LLM calls this is the whole cost.
+
+
+def _candidate(request: Any) -> bool:
+    """Whether a request may be an LLM call: a POST, while capture is on, to a path with a
+    known ending. The one test every request takes."""
+    try:
+        return request.method == "POST" and capture.implicit and request.url.path.endswith(ENDINGS)
+    except Exception:  # not a request: the library says so itself
+        return False
 
 
 def _sync_seam(send: Callable[..., Any]) -> Callable[..., Any]:
     def observed_send(self: Any, request: Any, **kwargs: Any) -> Any:
-        try:
-            candidate = request.method == "POST" and capture.implicit
-        except Exception:  # not a request: the library says so itself
-            candidate = False
-        if not candidate:
+        if not _candidate(request):
             return send(self, request, **kwargs)
         return _observed_send(send, self, request, kwargs)
 
@@ -443,11 +448,7 @@ def _sync_seam(send: Callable[..., Any]) -> Callable[..., Any]:
 
 def _async_seam(send: Callable[..., Any]) -> Callable[..., Any]:
     async def observed_send(self: Any, request: Any, **kwargs: Any) -> Any:
-        try:
-            candidate = request.method == "POST" and capture.implicit
-        except Exception:
-            candidate = False
-        if not candidate:
+        if not _candidate(request):
             return await send(self, request, **kwargs)
         return await _observed_async_send(send, self, request, kwargs)
 
