@@ -1,12 +1,13 @@
 """The HTTP transport seam: LLM calls that reach `httpx` / `httpx2` without an SDK seam.
 
 litellm, smolagents' `LiteLLMModel` and hand-written clients post to the provider APIs with
-their own httpx clients. The seam wraps `Client.send` and `AsyncClient.send` of both libraries
-(every request of a client goes through `send`: `post`, `request`, `stream`, retries). A POST
-whose path ends like a known endpoint (`formats.endpoint_of`) and whose JSON body has that
-format's shape is recorded with the same readers as the SDK seams; anything else is passed on
-after two cheap tests. A request made while a seam already records a call in this context (the
-SDK seam underneath which the SDK sends) is passed on too, so a call is recorded once.
+their own httpx clients. The seam replaces `Client.send` and `AsyncClient.send` of both
+libraries (every request of a client goes through `send`: `post`, `request`, `stream`,
+retries) with a plain function calling the original. A POST whose path ends like a known
+endpoint (`formats.endpoint_of`) and whose JSON body has that format's shape is recorded with
+the same readers as the SDK seams; anything else is passed on after one test of its method
+and path. A request made while a seam already records a call in this context (the SDK seam
+above, whose SDK sends through httpx) is passed on too, so a call is recorded once.
 
 The response is what the library returns, unchanged. A body read by `send` (the default) is
 parsed when the record is built; a streamed one (`send(..., stream=True)`) is observed as the
@@ -384,8 +385,7 @@ def _observe(recorder: CallRecorder, response: Any, asynchronous: bool) -> None:
 
 # --- the seam -------------------------------------------------------------------------------
 
-
-capture = seam.capture
+_capture = seam.capture
 
 
 def _observed_send(
@@ -432,7 +432,7 @@ def _candidate(request: Any) -> bool:
     """Whether a request may be an LLM call: a POST, while capture is on, to a path with a
     known ending. The one test every request takes."""
     try:
-        return request.method == "POST" and capture.implicit and request.url.path.endswith(ENDINGS)
+        return request.method == "POST" and _capture.implicit and request.url.path.endswith(ENDINGS)
     except Exception:  # not a request: the library says so itself
         return False
 
