@@ -774,6 +774,7 @@ def _exercise(lib: types.ModuleType) -> list[Any]:
                 seen += [response.status_code, list(response.headers.items())]
                 seen.append(list(getattr(response, reader)()))
                 seen.append((response.is_stream_consumed, response.is_closed))
+            seen.append(type(response.elapsed))  # httpx2 reads it from the closed stream
         request = client.build_request(
             "POST", base + ANTHROPIC_STREAM.path, json=body_of(ANTHROPIC_STREAM)
         )
