@@ -7,7 +7,9 @@ The SDK talks to httpx2's MockTransport (no network), replaying a recorded chat 
 synthetic stream, so the difference is not drowned by I/O. Blocks of calls alternate between
 instrumentation off and on; figures are medians of the on-minus-off block medians. The
 per-chunk figure is the slope between a short and a long stream, which removes the per-call
-part. Prints a table and writes benchmarks/results/overhead.json.
+part. The HTTP seam's cost on requests that are no LLM call (a GET, and a JSON POST to a path
+that is no LLM endpoint) is measured the same way, through httpx and httpx2 clients on a
+MockTransport. Prints a table and writes benchmarks/results/overhead.json.
 """
 
 from __future__ import annotations
@@ -18,16 +20,20 @@ import os
 import statistics
 import tempfile
 import time
+import timeit
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import httpx2
 import openai
 from common import environment, write_results
 
 import obsdeco
+from obsdeco.integrations.http import _sync_seam
 
 FIXTURES = Path(
     os.environ.get("OBSDECO_FIXTURES", Path(__file__).parents[2] / "shared" / "fixtures")
@@ -267,6 +273,88 @@ def chunk_time(chunks: int, repeats: int) -> float:
     return (statistics.median(observed_times) - statistics.median(plain_times)) / len(events)
 
 
+def non_llm_requests(blocks: int, block_size: int) -> dict[str, dict[str, float]]:
+    """Median microseconds of `send` for a request that is no LLM call (a GET, and a JSON POST
+    to a path that is no LLM endpoint), unpatched and patched, through httpx and httpx2 on a
+    MockTransport (so only the clients' own work is timed).
+
+    While patched, the original `send` (the one `unpatch_all()` puts back) is still callable:
+    each pair of timings calls it and the patched `send` on the same request, one right after
+    the other (in turns, which goes first), so both see the same moment of a busy machine. The
+    added figure is the median over blocks of (patched block median - unpatched block median).
+    """
+    results: dict[str, dict[str, float]] = {}
+    for lib in (httpx, httpx2):
+        original_send = vars(lib.Client)["send"]
+        client = lib.Client(
+            transport=lib.MockTransport(lambda request, lib=lib: lib.Response(200, json={}))
+        )
+        requests = {
+            "get": client.build_request("GET", "http://api.bench.invalid/v1/models"),
+            "post": client.build_request(
+                "POST", "http://api.bench.invalid/v1/files", json={"model": "gpt-4o"}
+            ),
+        }
+        obsdeco.patch_all()
+        try:
+            for method, request in requests.items():
+                plain: list[float] = []
+                added: list[float] = []
+                for _ in range(blocks):
+                    off: list[float] = []
+                    on: list[float] = []
+                    for turn in range(block_size):
+                        pair = (
+                            (off, partial(original_send, client, request)),
+                            (on, partial(client.send, request)),
+                        )
+                        for times, send in pair if turn % 2 else pair[::-1]:
+                            times.append(_once(send))
+                    plain.append(statistics.median(off))
+                    added.append(statistics.median(on) - statistics.median(off))
+                results[f"{lib.__name__}_{method}"] = {
+                    "unpatched_us": statistics.median(plain) * 1e6,
+                    "patched_us": (statistics.median(plain) + statistics.median(added)) * 1e6,
+                    "added_us": statistics.median(added) * 1e6,
+                }
+        finally:
+            obsdeco.unpatch_all()
+            client.close()
+    return results
+
+
+def non_llm_own_time(calls: int, repeats: int) -> dict[str, float]:
+    """obsdeco's own microseconds per request that is no LLM call, in the HTTP seam: the
+    seam's `send` around a `send` that does nothing, minus that `send` alone (best of
+    `repeats` runs of `calls`), on real httpx and httpx2 requests."""
+
+    def nothing(_client: Any, _request: Any, **_kwargs: Any) -> None:
+        return None
+
+    observed = _sync_seam(nothing)
+    results: dict[str, float] = {}
+    obsdeco.patch_all()  # the seam tests that capture is on
+    try:
+        for lib in (httpx, httpx2):
+            requests = {
+                "get": lib.Request("GET", "http://api.bench.invalid/v1/models"),
+                "post": lib.Request(
+                    "POST", "http://api.bench.invalid/v1/files", json={"model": "gpt-4o"}
+                ),
+            }
+            for method, request in requests.items():
+                plain = min(
+                    timeit.repeat(lambda r=request: nothing(None, r), number=calls, repeat=repeats)
+                )
+                seam = min(
+                    timeit.repeat(lambda r=request: observed(None, r), number=calls, repeat=repeats)
+                )
+                results[f"{lib.__name__}_{method}"] = (seam - plain) / calls * 1e6
+    finally:
+        obsdeco.unpatch_all()
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--blocks", type=int, default=40)
@@ -291,6 +379,8 @@ def main() -> int:
         obsdeco.configure(database_url=f"sqlite:///{folder}/overhead.db")
         results["obsdeco_own_time_per_call_us"] = seam_time(args.blocks * args.block_size) * 1e6
         results["obsdeco_per_chunk_us"] = chunk_time(LONG_STREAM, 200) * 1e6
+        results["http_seam_non_llm_request"] = non_llm_requests(args.blocks, args.block_size * 4)
+        results["http_seam_non_llm_own_time_us"] = non_llm_own_time(100_000, 9)
         for name, make_toggle in toggles.items():
             timing = measure(make_toggle(), args.blocks, args.block_size)
             per_chunk = (timing["added_stream_long"] - timing["added_stream_short"]) / (
@@ -332,6 +422,16 @@ def main() -> int:
             f"OpenInference / obsdeco: {ratio['per_call']:.1f}x per call, "
             f"{ratio['per_chunk']:.1f}x per chunk"
         )
+
+    print("\nHTTP seam, a request that is no LLM call (MockTransport; block medians):")
+    own = results["http_seam_non_llm_own_time_us"]
+    print(f"{'request':<16}{'unpatched':>14}{'patched':>14}{'added':>12}{'own time':>12}")
+    for name, row in results["http_seam_non_llm_request"].items():  # type: ignore[attr-defined]
+        print(
+            f"{name:<16}{row['unpatched_us']:>11.1f} us{row['patched_us']:>11.1f} us"
+            f"{row['added_us']:>9.2f} us{own[name]:>9.2f} us"  # type: ignore[index]
+        )
+    print("(own time: the seam's code alone, best of 9 runs of 100,000 requests)")
 
     write_results("overhead", results)
     return 0

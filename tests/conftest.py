@@ -6,6 +6,11 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+# litellm fetches its model cost map (and other catalogs) from the network when imported, unless
+# told to use the copies it ships with; the tests use no network.
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+os.environ["LITELLM_OFFLINE_MODE"] = "true"
+
 import anthropic
 import openai
 import pytest

@@ -563,7 +563,7 @@ async def test_litellm_engine_on_openai_failing(litellm, answering, make_lm, pat
     assert [summary(call) for call in calls] == [failed(OPENAI, "bad_request")]
 
 
-async def test_litellm_engine_on_anthropic_needs_the_http_transport_seam(
+async def test_litellm_engine_on_anthropic_is_recorded_by_the_http_seam(
     litellm, answering, make_lm, patched
 ):
     """litellm posts Anthropic requests with its own httpx client, not the anthropic SDK: only

@@ -150,10 +150,11 @@ def test_every_accepted_configuration_records_and_stores(sqlite_url, options):
         assert refusal.startswith("invalid obsdeco configuration: ")
         return
     assert math.isfinite(accepted.flush_at_exit_timeout_s)
+    rejected_before = obsdeco.stats().dropped_rejected
     collector = obsdeco.MetricsCollector()
     session = collector.start_session("configured")
     collector.record_llm_call(session, provider="openai", model_name="gpt-4o", latency_ms=1.0)
     collector.end_session(session)
     assert obsdeco.flush(timeout=60)
-    assert obsdeco.stats().dropped_rejected == 0
+    assert obsdeco.stats().dropped_rejected == rejected_before
     assert obsdeco.get_report(session.id).totals.calls == 1

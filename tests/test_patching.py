@@ -7,6 +7,8 @@ import importlib.util
 import logging
 
 import anthropic
+import httpx
+import httpx2
 import openai
 import pytest
 
@@ -18,6 +20,7 @@ from tests.conftest import count_rows
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 # dspy is an optional client (the frameworks extra): patched when installed.
 DSPY = ["dspy"] if importlib.util.find_spec("dspy") else []
+ALL = ["openai", "anthropic", "google-genai", *DSPY, "http", "threadpool"]
 
 
 def _dspy_seams() -> dict[str, object]:
@@ -42,6 +45,10 @@ def _seams() -> dict[str, object]:
         "anthropic sync": anthropic._base_client.SyncAPIClient.__dict__["request"],
         "anthropic async": anthropic._base_client.AsyncAPIClient.__dict__["request"],
         **_dspy_seams(),
+        "httpx sync": httpx.Client.__dict__["send"],
+        "httpx async": httpx.AsyncClient.__dict__["send"],
+        "httpx2 sync": httpx2.Client.__dict__["send"],
+        "httpx2 async": httpx2.AsyncClient.__dict__["send"],
         "threadpool": concurrent.futures.ThreadPoolExecutor.__dict__["submit"],
     }
 
@@ -57,9 +64,23 @@ def _implicit_calls() -> list[obsdeco.LLMCall]:
 def test_patch_all_is_idempotent_and_unpatch_all_restores_the_originals(provider, openai_client):
     originals = _seams()
 
-    assert obsdeco.patch_all() == ["openai", "anthropic", "google-genai", *DSPY, "threadpool"]
+    assert obsdeco.patch_all() == [
+        "openai",
+        "anthropic",
+        "google-genai",
+        *DSPY,
+        "http",
+        "threadpool",
+    ]
     patched_once = _seams()
-    assert obsdeco.patch_all() == ["openai", "anthropic", "google-genai", *DSPY, "threadpool"]
+    assert obsdeco.patch_all() == [
+        "openai",
+        "anthropic",
+        "google-genai",
+        *DSPY,
+        "http",
+        "threadpool",
+    ]
     assert _seams() == patched_once
     assert all(patched_once[name] is not originals[name] for name in originals)
 
@@ -78,7 +99,7 @@ def test_one_missing_target_disables_only_itself(monkeypatch, caplog, provider, 
     with caplog.at_level(logging.WARNING, logger="obsdeco"):
         names = obsdeco.patch_all()
     try:
-        assert names == ["openai", "anthropic", "google-genai", *DSPY, "threadpool"]
+        assert names == ALL
         assert "anthropic._base_client.AsyncAPIClient" in caplog.text
         anthropic_client.messages.create(model="claude-haiku-4-5", max_tokens=5, messages=MESSAGES)
         assert len(_implicit_calls()) == 1
@@ -94,7 +115,7 @@ def test_an_sdk_that_is_not_installed_is_skipped(monkeypatch):
         lambda name, *args: None if name == "anthropic" else find_spec(name, *args),
     )
     try:
-        assert obsdeco.patch_all() == ["openai", "google-genai", *DSPY, "threadpool"]
+        assert obsdeco.patch_all() == ["openai", "google-genai", *DSPY, "http", "threadpool"]
     finally:
         obsdeco.unpatch_all()
 

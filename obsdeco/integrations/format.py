@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from obsdeco.integrations.facts import ResponseFacts, StreamAccumulator
+from obsdeco.integrations.facts import ResponseFacts, StreamAccumulator, field
 from obsdeco.models import ModelProvider
 
 
@@ -35,6 +35,18 @@ class ProviderFormat:
         """The model a request asks for."""
         model = body.get("model")
         return model if isinstance(model, str) else None
+
+    def recognises(self, api: str, path: str, body: Mapping[str, Any]) -> bool:
+        """Whether a JSON request body to one of this format's endpoints has the format's
+        shape (for the HTTP seam, which sees any request to any server): by default, it names
+        its model."""
+        return self.request_model(api, path, body) is not None
+
+    def error_message(self, body: Any) -> str | None:
+        """The provider's message in the JSON body of an error response: by default,
+        `error.message` (OpenAI, Anthropic and Gemini all answer so)."""
+        message = field(field(body, "error"), "message")
+        return message if isinstance(message, str) else None
 
     def request_streamed(self, api: str, path: str, body: Mapping[str, Any]) -> bool:
         """Whether a request asks for a stream."""

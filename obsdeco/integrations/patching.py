@@ -2,8 +2,9 @@
 
 The SDK seams (`sdk.py`) observe the openai and anthropic SDKs at their base client's
 `request`; `google_genai.py` observes the google-genai SDK at its API client, `dspy.py` dspy's
-own lm15 client. `ThreadPoolExecutor.submit` is wrapped so that jobs keep their submitter's
-session.
+own lm15 client, and the HTTP seam (`http.py`) the `httpx` / `httpx2` clients, for the LLM calls
+that reach no other seam. `ThreadPoolExecutor.submit` is wrapped so that jobs keep their
+submitter's session.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from obsdeco.integrations import seam
 from obsdeco.integrations.anthropic import AnthropicSDK
 from obsdeco.integrations.dspy import install_dspy_seam
 from obsdeco.integrations.google_genai import install_google_genai
+from obsdeco.integrations.http import install_http_seam
 from obsdeco.integrations.openai import OpenAISDK
 from obsdeco.integrations.sdk import SDKSeam, install_sdk_seam
 
@@ -32,8 +34,8 @@ def patch_all() -> list[str]:
     """Capture every call of the installed provider SDKs; idempotent.
 
     Returns the names of what is patched: "openai", "anthropic", "google-genai", "dspy" (each
-    only if
-    installed) and "threadpool" (context propagation into `ThreadPoolExecutor` jobs).
+    only if installed), "http" (the `httpx` / `httpx2` clients, if either is installed) and
+    "threadpool" (context propagation into `ThreadPoolExecutor` jobs).
     """
     patched = []
     with seam.lock:
@@ -44,6 +46,8 @@ def patch_all() -> list[str]:
             patched.append("google-genai")
         if install_dspy_seam():
             patched.append("dspy")
+        if install_http_seam():
+            patched.append("http")
         if seam.install(
             "concurrent.futures.ThreadPoolExecutor.submit",
             concurrent.futures.ThreadPoolExecutor,

@@ -17,16 +17,24 @@ import wrapt
 
 from obsdeco.guard import fault
 from obsdeco.integrations.facts import FactsSource, StreamAccumulator
-from obsdeco.integrations.recorder import CallRecorder
+from obsdeco.integrations.recorder import CallRecorder, ErrorDetail
 from obsdeco.runtime import pipeline
 
 
-def record_later(recorder: CallRecorder, facts: FactsSource) -> None:
+def record_later(
+    recorder: CallRecorder,
+    facts: FactsSource,
+    *,
+    error_status: int | None = None,
+    error_detail: ErrorDetail = None,
+) -> None:
     """For a stream or response dropped without being closed: record from the writer thread,
     not from the garbage collector (which may run while this thread holds a lock obsdeco
     needs). Nothing to do if the call was already recorded."""
     if not recorder.ended:
-        pipeline.defer(lambda: recorder.record(facts))
+        pipeline.defer(
+            lambda: recorder.record(facts, error_status=error_status, error_detail=error_detail)
+        )
 
 
 def observe_event(accumulator: StreamAccumulator, event: Any) -> bool:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,6 +60,9 @@ _STATUS_ATTRIBUTES = ("status_code", "code", "status")
 # Transport failures as httpx, the SDKs and lm15 name them (a timeout is told apart first).
 _CONNECTION_NAMES = ("Connect", "ProtocolError", "ReadError", "WriteError")
 _MAX_CAUSES = 4
+
+ErrorDetail = str | Callable[[], str | None] | None
+"""The provider's message for a failed HTTP status, or a function reading it later."""
 
 
 def classify_error(error: BaseException) -> str:
@@ -188,6 +191,7 @@ class CallRecorder(PendingCall):
         "body",
         "ended",
         "error",
+        "error_detail",
         "error_status",
         "facts_source",
         "first_token_at",
@@ -237,6 +241,7 @@ class CallRecorder(PendingCall):
         self.facts_source: FactsSource = None
         self.error: BaseException | None = None
         self.error_status: int | None = None
+        self.error_detail: ErrorDetail = None
         self.ended = 0.0
         self._call: LLMCall | None = None
         self.started_wall = time.time()
@@ -249,11 +254,13 @@ class CallRecorder(PendingCall):
         error: BaseException | None = None,
         *,
         error_status: int | None = None,
+        error_detail: ErrorDetail = None,
     ) -> None:
         """Finish the call (the first time only) and hand it to the collector.
 
         A failure is an exception (`error`) or, where no exception is raised (an HTTP client
-        returning an error response), its HTTP status (`error_status`).
+        returning an error response), its HTTP status (`error_status`) with the provider's
+        message (`error_detail`, read when the record is built).
         """
         if self.ended:
             return
@@ -261,6 +268,7 @@ class CallRecorder(PendingCall):
         self.facts_source = facts
         self.error = error
         self.error_status = error_status
+        self.error_detail = error_detail
         keep(self.session, self)
 
     def materialize(self) -> LLMCall:
@@ -271,7 +279,8 @@ class CallRecorder(PendingCall):
         with _materializing:
             if self._call is None:
                 self._call = self._build()
-                self.body = self.facts_source = None  # release the request and response
+                # release the request and response
+                self.body = self.facts_source = self.error_detail = None
             return self._call
 
     def _failure(self) -> tuple[str | None, str | None]:
@@ -279,7 +288,11 @@ class CallRecorder(PendingCall):
         if self.error is not None:
             return classify_error(self.error), str(self.error)[:_MAX_ERROR_MESSAGE]
         if self.error_status is not None:
-            return classify_status(self.error_status), f"HTTP {self.error_status}"
+            message = f"HTTP {self.error_status}"
+            detail = _read_detail(self.error_detail)
+            if detail:
+                message = f"{message}: {detail}"
+            return classify_status(self.error_status), message[:_MAX_ERROR_MESSAGE]
         return None, None
 
     def _build(self) -> LLMCall:
@@ -364,6 +377,11 @@ def _read_facts(source: FactsSource) -> ResponseFacts:
     if isinstance(source, ResponseFacts):
         return source
     return source()
+
+
+@guarded()
+def _read_detail(detail: ErrorDetail) -> str | None:
+    return detail() if callable(detail) else detail
 
 
 @guarded()

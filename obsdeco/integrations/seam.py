@@ -6,6 +6,7 @@ never the others. `restore_all()` puts back exactly the objects that were there.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -45,12 +46,31 @@ capture = _Capture()
 def install(key: str, owner: Any, name: str, wrapper: Callable[..., Any]) -> bool:
     """Wrap `owner.name` with a wrapt `wrapper(wrapped, instance, args, kwargs)`, once per `key`;
     True if it is in place."""
+    return _put(key, owner, name, lambda _: wrapt.wrap_function_wrapper(owner, name, wrapper))
+
+
+def replace(
+    key: str, owner: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]
+) -> bool:
+    """Set `owner.name` to `make(original)`, a plain function (with the original's name and
+    docstring), once per `key`; True if it is in place. For a method called so often that a
+    wrapt wrapper's own cost (about 0.8 us a call, against 0.1 us) matters."""
+    return _put(
+        key,
+        owner,
+        name,
+        lambda original: setattr(owner, name, functools.wraps(original)(make(original))),
+    )
+
+
+def _put(key: str, owner: Any, name: str, patch: Callable[[Any], None]) -> bool:
+    """Apply `patch(original)` to `owner.name` under its own guard and keep the original."""
     with lock:
         if key in _installed:
             return True
         try:
             original = owner.__dict__[name]
-            wrapt.wrap_function_wrapper(owner, name, wrapper)
+            patch(original)
         except Exception:
             logger.warning(
                 "obsdeco could not patch %s; that target is left alone", key, exc_info=True

@@ -1,0 +1,480 @@
+"""The HTTP transport seam: LLM calls that reach `httpx` / `httpx2` without an SDK seam.
+
+litellm, smolagents' `LiteLLMModel` and hand-written clients post to the provider APIs with
+their own httpx clients. The seam replaces `Client.send` and `AsyncClient.send` of both
+libraries (every request of a client goes through `send`: `post`, `request`, `stream`,
+retries) with a plain function calling the original. A POST whose path ends like a known
+endpoint (`formats.endpoint_of`) and whose JSON body has that format's shape is recorded with
+the same readers as the SDK seams; anything else is passed on after one test of its method
+and path. A request made while a seam already records a call in this context (the SDK seam
+above, whose SDK sends through httpx) is passed on too, so a call is recorded once.
+
+The response is what the library returns, unchanged. A body read by `send` (the default) is
+parsed when the record is built; a streamed one (`send(..., stream=True)`) is observed as the
+caller reads it: `response.stream` is replaced with a proxy that passes every chunk on as it
+is and feeds a copy (its Content-Encoding undone) to an SSE decoder and the format's stream
+accumulator, or keeps it for a JSON body. The call is recorded once: when the body is read to
+its end, fails, is closed, or is dropped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import time
+import zlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
+from functools import partial
+from typing import Any, Protocol
+
+import wrapt
+
+from obsdeco.guard import fault
+from obsdeco.integrations import seam
+from obsdeco.integrations.facts import FactsSource, ResponseFacts, StreamAccumulator
+from obsdeco.integrations.format import ProviderFormat
+from obsdeco.integrations.formats import ENDINGS, endpoint_of
+from obsdeco.integrations.proxies import observe_event, record_later
+from obsdeco.integrations.recorder import (
+    CallRecorder,
+    ErrorDetail,
+    in_flight,
+    reset_in_flight,
+    set_in_flight,
+)
+from obsdeco.integrations.sse import SSEDecoder
+
+logger = logging.getLogger("obsdeco.patching")
+
+LIBRARIES = ("httpx", "httpx2")
+"""The HTTP libraries whose clients the seam wraps (each when installed)."""
+
+_DONE = "[DONE]"
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+def _host_of(url: Any) -> str | None:
+    host = url.host
+    if not host:
+        return None
+    port = url.port
+    return f"{host}:{port}" if port else str(host)
+
+
+def _json_object(content: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return None
+    return value if type(value) is dict else None
+
+
+def _start(request: Any) -> CallRecorder | None:
+    """A recorder for a POST `request` to a known LLM endpoint, or None to pass it on.
+
+    Runs for every POST while implicit capture is on, so the quick tests come first.
+    """
+    try:
+        url = request.url
+        path = url.path
+        found = endpoint_of(path)
+        if found is None or in_flight() is not None:
+            return None
+        format, api = found
+        try:
+            content = request.content
+        except Exception:  # a streamed request body (not read): no JSON to tell a call by
+            return None
+        body = _json_object(content)
+        if body is None or not format.recognises(api, path, body):
+            return None
+        return CallRecorder(
+            format,
+            api,
+            body,
+            model=format.request_model(api, path, body),
+            streamed=format.request_streamed(api, path, body),
+            host=_host_of(url),
+        )
+    except Exception:
+        fault("http._start")
+        return None
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+def _is_sse(headers: Any) -> bool:
+    return "text/event-stream" in headers.get("content-type", "")
+
+
+def _json_facts(format: ProviderFormat, api: str, content: Callable[[], bytes]) -> ResponseFacts:
+    body = _json_object(content())
+    return ResponseFacts() if body is None else format.response_facts(api, body)
+
+
+def _feed_events(accumulator: StreamAccumulator, events: Iterable[str]) -> None:
+    for data in events:
+        if data == _DONE:
+            continue
+        try:
+            event = json.loads(data)
+        except ValueError:
+            continue
+        observe_event(accumulator, event)
+
+
+def _sse_facts(format: ProviderFormat, api: str, content: bytes) -> ResponseFacts:
+    """Facts of a whole SSE body (a stream the client read at once)."""
+    accumulator = format.stream_accumulator(api, False)
+    decoder = SSEDecoder()
+    _feed_events(accumulator, decoder.feed(content))
+    _feed_events(accumulator, decoder.finish())
+    return accumulator.facts
+
+
+def _error_detail(format: ProviderFormat, content: Callable[[], bytes]) -> str | None:
+    body = _json_object(content())
+    return None if body is None else format.error_message(body)
+
+
+def _body_read(response: Any) -> bool:
+    try:
+        response.content  # noqa: B018 -- raises when the body has not been read
+    except Exception:
+        return False
+    return True
+
+
+class _Decompressor(Protocol):
+    def decompress(self, data: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+def _decompressor(encoding: str) -> _Decompressor | None:
+    """What undoes a Content-Encoding on obsdeco's copy (None: none to undo); LookupError
+    for an encoding obsdeco cannot undo."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        return zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
+    if encoding == "zstd":
+        try:
+            import zstandard  # httpx offers zstd only when zstandard is installed
+        except ImportError:
+            raise LookupError(encoding) from None
+        return zstandard.ZstdDecompressor().decompressobj()  # type: ignore[no-any-return]
+    raise LookupError(encoding)
+
+
+class _BodyReader:
+    """Reads obsdeco's copy of a streamed response body as the caller reads the body, and
+    finishes the call once."""
+
+    __slots__ = (
+        "_accumulator",
+        "_chunks",
+        "_decompressor",
+        "_events",
+        "_reading",
+        "_status",
+        "recorder",
+    )
+
+    def __init__(self, recorder: CallRecorder, status: int, headers: Any) -> None:
+        self.recorder = recorder
+        self._status = status
+        self._reading = True
+        self._chunks: list[bytes] = []
+        self._events: SSEDecoder | None = None
+        self._accumulator: StreamAccumulator | None = None
+        if status < 400 and _is_sse(headers):
+            self._events = SSEDecoder()
+            self._accumulator = recorder.format.stream_accumulator(recorder.api, False)
+        try:
+            self._decompressor = _decompressor(headers.get("content-encoding", ""))
+        except LookupError:
+            self._decompressor = None
+            self._reading = False  # recorded all the same, without what the body says
+
+    def feed(self, raw: bytes) -> None:
+        """Read a copy of one chunk of the body as it passes; never raises."""
+        recorder = self.recorder
+        if recorder.first_token_at is None:
+            recorder.first_token_at = time.perf_counter()
+        if not self._reading:
+            return
+        try:
+            self._read(raw if self._decompressor is None else self._decompressor.decompress(raw))
+        except Exception:
+            self._reading = False  # the rest of the body is passed on, not read
+            fault("http._BodyReader.feed")
+
+    def _read(self, data: bytes) -> None:
+        if self._accumulator is None:
+            if data:
+                self._chunks.append(data)
+        elif self._events is not None:
+            _feed_events(self._accumulator, self._events.feed(data))
+
+    def _flush(self) -> None:
+        if not self._reading:
+            return
+        self._reading = False
+        try:
+            if self._decompressor is not None:
+                self._read(self._decompressor.flush())
+            if self._events is not None and self._accumulator is not None:
+                _feed_events(self._accumulator, self._events.finish())
+        except Exception:
+            fault("http._BodyReader.flush")
+
+    def _content(self) -> bytes:
+        return b"".join(self._chunks)
+
+    def _outcome(self) -> tuple[FactsSource, int | None, ErrorDetail]:
+        """(facts, error status, error detail) from what was read so far."""
+        recorder = self.recorder
+        if self._status >= 400:
+            return None, self._status, partial(_error_detail, recorder.format, self._content)
+        if self._accumulator is not None:
+            return self._accumulator.facts, None, None
+        if not self._chunks:
+            return None, None, None
+        return partial(_json_facts, recorder.format, recorder.api, self._content), None, None
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Record the call now (once): the body was read to its end, failed, or was closed."""
+        try:
+            if self.recorder.ended:
+                return
+            self._flush()
+            facts, status, detail = self._outcome()
+            self.recorder.record(facts, error, error_status=status, error_detail=detail)
+        except Exception:
+            fault("http._BodyReader.finish")
+
+    def finish_later(self) -> None:
+        """Record the call from the writer thread: the body was dropped unread or half read."""
+        try:
+            if not self.recorder.ended:
+                facts, status, detail = self._outcome()
+                record_later(self.recorder, facts, error_status=status, error_detail=detail)
+        except Exception:
+            fault("http._BodyReader.finish_later")
+
+
+class _Chunks:
+    """The chunks of a sync byte stream, each read by obsdeco on its way to the caller.
+
+    An iterator object rather than a generator, so that a body left half read has nothing
+    to close when it is garbage collected: the stream's proxy records it from the writer
+    thread then.
+    """
+
+    __slots__ = ("_chunks", "_reader")
+
+    def __init__(self, chunks: Iterator[bytes], reader: _BodyReader) -> None:
+        self._chunks = chunks
+        self._reader = reader
+
+    def __iter__(self) -> _Chunks:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            self._reader.finish()
+            raise
+        except BaseException as error:
+            self._reader.finish(error)
+            raise
+        self._reader.feed(chunk)
+        return chunk
+
+
+class ObservedByteStream(wrapt.ObjectProxy):  # type: ignore[misc]
+    """A sync response byte stream whose chunks obsdeco reads as they pass; everything else
+    (its type for `isinstance`, `elapsed`, ...) is the library's own."""
+
+    def __init__(self, stream: Any, reader: _BodyReader) -> None:
+        super().__init__(stream)
+        self._self_reader = reader
+
+    def __iter__(self) -> Iterator[bytes]:
+        return _Chunks(iter(self.__wrapped__), self._self_reader)
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_reader.finish()
+
+    def __del__(self) -> None:
+        self._self_reader.finish_later()
+
+
+class ObservedAsyncByteStream(wrapt.ObjectProxy):  # type: ignore[misc]
+    """The async twin of `ObservedByteStream`."""
+
+    def __init__(self, stream: Any, reader: _BodyReader) -> None:
+        super().__init__(stream)
+        self._self_reader = reader
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        # An async generator, as the library's own stream is: its client closes it when the
+        # body is left half read (an async generator is closed in its loop, not by the
+        # garbage collector), and closing it closes the library's.
+        reader = self._self_reader
+        chunks = self.__wrapped__.__aiter__()
+        try:
+            async for chunk in chunks:
+                reader.feed(chunk)
+                yield chunk
+        except GeneratorExit:
+            reader.finish()
+            raise
+        except BaseException as error:
+            reader.finish(error)
+            raise
+        finally:
+            if isinstance(chunks, AsyncGenerator):
+                await chunks.aclose()
+        reader.finish()
+
+    async def aclose(self) -> None:
+        try:
+            await self.__wrapped__.aclose()
+        finally:
+            self._self_reader.finish()
+
+    def __del__(self) -> None:
+        self._self_reader.finish_later()
+
+
+def _observe(recorder: CallRecorder, response: Any, asynchronous: bool) -> None:
+    """Record a response's call now (its body read) or as its body is read; never raises."""
+    try:
+        status = response.status_code
+        headers = response.headers
+        format = recorder.format
+        if not _body_read(response):
+            reader = _BodyReader(recorder, status, headers)
+            stream_type = ObservedAsyncByteStream if asynchronous else ObservedByteStream
+            response.stream = stream_type(response.stream, reader)
+            return
+        content = response.content
+        if status >= 400:
+            detail = partial(_error_detail, format, lambda: content)
+            recorder.record(None, error_status=status, error_detail=detail)
+        elif _is_sse(headers):
+            recorder.record(partial(_sse_facts, format, recorder.api, content))
+        else:
+            recorder.record(partial(_json_facts, format, recorder.api, lambda: content))
+    except Exception:
+        fault("http._observe")
+        recorder.record(None)
+
+
+# --- the seam -------------------------------------------------------------------------------
+
+_capture = seam.capture
+
+
+def _observed_send(
+    send: Callable[..., Any], client: Any, request: Any, kwargs: dict[str, Any]
+) -> Any:
+    recorder = _start(request)
+    if recorder is None:
+        return send(client, request, **kwargs)
+    token = set_in_flight(recorder)
+    try:
+        response = send(client, request, **kwargs)
+    except BaseException as error:
+        recorder.record(None, error)
+        raise
+    finally:
+        reset_in_flight(token)
+    _observe(recorder, response, asynchronous=False)
+    return response
+
+
+async def _observed_async_send(
+    send: Callable[..., Any], client: Any, request: Any, kwargs: dict[str, Any]
+) -> Any:
+    recorder = _start(request)
+    if recorder is None:
+        return await send(client, request, **kwargs)
+    token = set_in_flight(recorder)
+    try:
+        response = await send(client, request, **kwargs)
+    except BaseException as error:
+        recorder.record(None, error)
+        raise
+    finally:
+        reset_in_flight(token)
+    _observe(recorder, response, asynchronous=True)
+    return response
+
+
+# `send` is replaced by a plain function rather than wrapped with wrapt: every request of
+# every client passes here, and for all but LLM calls this is the whole cost.
+
+
+def _candidate(request: Any) -> bool:
+    """Whether a request may be an LLM call: a POST, while capture is on, to a path with a
+    known ending. The one test every request takes."""
+    try:
+        return request.method == "POST" and _capture.implicit and request.url.path.endswith(ENDINGS)
+    except Exception:  # not a request: the library says so itself
+        return False
+
+
+def _sync_seam(send: Callable[..., Any]) -> Callable[..., Any]:
+    def observed_send(self: Any, request: Any, **kwargs: Any) -> Any:
+        if not _candidate(request):
+            return send(self, request, **kwargs)
+        return _observed_send(send, self, request, kwargs)
+
+    return observed_send
+
+
+def _async_seam(send: Callable[..., Any]) -> Callable[..., Any]:
+    async def observed_send(self: Any, request: Any, **kwargs: Any) -> Any:
+        if not _candidate(request):
+            return await send(self, request, **kwargs)
+        return await _observed_async_send(send, self, request, kwargs)
+
+    return observed_send
+
+
+def install_http_seam() -> bool:
+    """Wrap `send` of every installed library's `Client` and `AsyncClient` (each under its own
+    guard); True if at least one is in place."""
+    installed = False
+    seen: set[int] = set()
+    with seam.lock:
+        for name in LIBRARIES:
+            if importlib.util.find_spec(name) is None:
+                continue
+            try:
+                module = importlib.import_module(name)
+            except Exception:
+                logger.warning("obsdeco could not load %s; not patched", name, exc_info=True)
+                continue
+            # `httpx2.alias_httpx()` makes `httpx` the same module: patch its classes once.
+            for client_name, make in (("Client", _sync_seam), ("AsyncClient", _async_seam)):
+                client = getattr(module, client_name, None)
+                if id(client) in seen:
+                    continue
+                seen.add(id(client))
+                key = f"{name}.{client_name}.send"
+                installed = seam.replace(key, client, "send", make) or installed
+    return installed
