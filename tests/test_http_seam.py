@@ -1008,3 +1008,81 @@ def test_a_body_in_an_encoding_obsdeco_cannot_undo_is_recorded_without_its_facts
         (True, True, None)
     ]
     assert obsdeco.stats().internal_faults == faults
+
+
+# --- Gemini, posted without the SDK -----------------------------------------------------------
+
+GEMINI_ANSWER = {
+    "candidates": [
+        {"content": {"parts": [{"text": "Paris."}], "role": "model"}, "finishReason": "STOP"}
+    ],
+    "usageMetadata": {
+        "promptTokenCount": 9,
+        "cachedContentTokenCount": 4,
+        "candidatesTokenCount": 3,
+        "thoughtsTokenCount": 20,
+        "totalTokenCount": 32,
+    },
+    "modelVersion": "gemini-2.5-flash",
+}
+GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "Capital of France?"}]}]}
+GEMINI_EXPECTED = {
+    "provider": ModelProvider.GOOGLE,
+    "provider_name": "gcp.gemini",
+    "api": "generate_content",
+    "model": "gemini-2.5-flash",
+    "response_model": "gemini-2.5-flash",
+    "prompt_tokens": 9,
+    "cached_tokens": 4,
+    "completion_tokens": 23,
+    "reasoning_tokens": 20,
+    "finish_reason": "STOP",
+    "agent_name": "Caller",
+}
+
+
+def test_a_gemini_post_is_recorded_with_the_gemini_reader(
+    patched: list[str], provider: ProviderServer, lib: types.ModuleType
+) -> None:
+    provider.enqueue(Reply.json(GEMINI_ANSWER))
+    url = provider.base_url + "/v1beta/models/gemini-2.5-flash:generateContent"
+
+    @obsdeco.observe_agent("Caller")
+    def call() -> Any:
+        with lib.Client() as client:
+            return client.post(url, json=GEMINI_BODY)
+
+    response, calls = in_session(call)
+
+    assert response.json() == GEMINI_ANSWER
+    [recorded] = calls
+    assert summary(recorded, GEMINI_EXPECTED) == GEMINI_EXPECTED
+    assert recorded.streamed is False
+
+
+
+
+async def test_an_async_gemini_stream_is_recorded_from_its_last_usage(
+    patched: list[str], provider: ProviderServer, lib: types.ModuleType
+) -> None:
+    url = provider.base_url + "/v1/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+
+    @obsdeco.observe_agent("Caller")
+    async def call() -> bytes:
+        async with lib.AsyncClient() as client:
+            async with client.stream("POST", url, json=GEMINI_BODY) as response:
+                return b"".join([chunk async for chunk in response.aiter_bytes()])
+
+    body, calls = await in_async_session(call)
+
+    chunks = [json.loads(line[6:]) for line in body.split(b"\n") if line.startswith(b"data: ")]
+    assert len(chunks) > 2
+    last = chunks[-1]["usageMetadata"]
+    [recorded] = calls
+    assert recorded.streamed is True
+    assert recorded.model == "gemini-2.5-flash"
+    assert recorded.prompt_tokens == last["promptTokenCount"]
+    assert recorded.completion_tokens == last["candidatesTokenCount"] + last.get(
+        "thoughtsTokenCount", 0
+    )
+    assert recorded.time_to_first_token_ms is not None

@@ -34,23 +34,21 @@ import wrapt
 
 from obsdeco.guard import guarded
 from obsdeco.integrations import seam
-from obsdeco.integrations.anthropic import ANTHROPIC
 from obsdeco.integrations.facts import ResponseFacts
 from obsdeco.integrations.format import ProviderFormat
-from obsdeco.integrations.openai import OPENAI
+from obsdeco.integrations.formats import endpoint_of
 from obsdeco.integrations.proxies import record_later
 from obsdeco.integrations.recorder import (
     CallRecorder,
     in_flight,
     reset_in_flight,
+    sending,
     set_in_flight,
 )
 
 logger = logging.getLogger("obsdeco.patching")
 
 _PROVIDERS = "dspy._vendor.lm15.providers"
-_FORMATS: tuple[ProviderFormat, ...] = (OPENAI, ANTHROPIC)
-"""The formats whose endpoints lm15 requests are matched against, in this order."""
 
 
 # --- one observed request -------------------------------------------------------------------
@@ -98,12 +96,10 @@ def _start(request: Any, *, streamed: bool) -> CallRecorder | None:
     if str(getattr(request, "method", "")).upper() != "POST":
         return None
     url = urlsplit(str(getattr(request, "url", "")))
-    for format in _FORMATS:
-        api = format.endpoint(url.path)
-        if api is not None:
-            break
-    else:
+    found = endpoint_of(url.path)
+    if found is None:
         return None
+    format, api = found
     body = json.loads(getattr(request, "body", b"") or b"null")
     if not isinstance(body, Mapping):
         return None
@@ -154,14 +150,8 @@ def _send(wrapped: Any, _adapter: Any, args: Any, kwargs: Any) -> Any:
     recorder = _start(_request_of(args, kwargs, 0, "request"), streamed=False)
     if recorder is None:
         return wrapped(*args, **kwargs)
-    token = set_in_flight(recorder)
-    try:
+    with sending(recorder):
         response = wrapped(*args, **kwargs)
-    except BaseException as error:
-        recorder.record(None, error)
-        raise
-    finally:
-        reset_in_flight(token)
     _record_answer(recorder, response)
     return response
 
@@ -170,14 +160,8 @@ async def _async_send(wrapped: Any, _adapter: Any, args: Any, kwargs: Any) -> An
     recorder = _start(_request_of(args, kwargs, 0, "request"), streamed=False)
     if recorder is None:
         return await wrapped(*args, **kwargs)
-    token = set_in_flight(recorder)
-    try:
+    with sending(recorder):
         response = await wrapped(*args, **kwargs)
-    except BaseException as error:
-        recorder.record(None, error)
-        raise
-    finally:
-        reset_in_flight(token)
     _record_answer(recorder, response)
     return response
 

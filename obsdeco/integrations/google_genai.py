@@ -34,6 +34,7 @@ from obsdeco.integrations.recorder import (
     explicit_attribution,
     in_flight,
     reset_in_flight,
+    sending,
     set_in_flight,
 )
 
@@ -75,8 +76,7 @@ def _start(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallRe
     return CallRecorder(
         GEMINI,
         api,
-        # The model is in the path, not the body: the request hash must tell models apart.
-        {**body, "model": model},
+        body,
         model=model,
         streamed=GEMINI.request_streamed(api, path, body),
         host=_host_of(client),
@@ -125,14 +125,8 @@ def _request(wrapped: Callable[..., Any], client: Any, args: Any, kwargs: Any) -
     recorder = _start(client, args, kwargs) if _observing() else None
     if recorder is None:
         return wrapped(*args, **kwargs)
-    token = set_in_flight(recorder)
-    try:
+    with sending(recorder):
         response = wrapped(*args, **kwargs)
-    except BaseException as error:
-        recorder.record(None, error)
-        raise
-    finally:
-        reset_in_flight(token)
     recorder.record(partial(_body_facts, recorder.api, response))
     return response
 
@@ -141,14 +135,8 @@ async def _async_request(wrapped: Callable[..., Any], client: Any, args: Any, kw
     recorder = _start(client, args, kwargs) if _observing() else None
     if recorder is None:
         return await wrapped(*args, **kwargs)
-    token = set_in_flight(recorder)
-    try:
+    with sending(recorder):
         response = await wrapped(*args, **kwargs)
-    except BaseException as error:
-        recorder.record(None, error)
-        raise
-    finally:
-        reset_in_flight(token)
     recorder.record(partial(_body_facts, recorder.api, response))
     return response
 
@@ -179,14 +167,8 @@ async def _async_request_streamed(
     recorder = _start(client, args, kwargs) if _observing() else None
     if recorder is None:
         return await wrapped(*args, **kwargs)
-    token = set_in_flight(recorder)
-    try:
+    with sending(recorder):
         chunks = await wrapped(*args, **kwargs)  # the request is sent; chunks are read later
-    except BaseException as error:
-        recorder.record(None, error)
-        raise
-    finally:
-        reset_in_flight(token)
     return _observed(recorder, chunks, ObservedAsyncStream)
 
 

@@ -41,8 +41,7 @@ from obsdeco.integrations.recorder import (
     CallRecorder,
     ErrorDetail,
     in_flight,
-    reset_in_flight,
-    set_in_flight,
+    sending,
 )
 from obsdeco.integrations.sse import SSEDecoder
 
@@ -394,14 +393,8 @@ def _observed_send(
     recorder = _start(request)
     if recorder is None:
         return send(client, request, **kwargs)
-    token = set_in_flight(recorder)
-    try:
+    with sending(recorder):
         response = send(client, request, **kwargs)
-    except BaseException as error:
-        recorder.record(None, error)
-        raise
-    finally:
-        reset_in_flight(token)
     _observe(recorder, response, asynchronous=False)
     return response
 
@@ -412,14 +405,8 @@ async def _observed_async_send(
     recorder = _start(request)
     if recorder is None:
         return await send(client, request, **kwargs)
-    token = set_in_flight(recorder)
-    try:
+    with sending(recorder):
         response = await send(client, request, **kwargs)
-    except BaseException as error:
-        recorder.record(None, error)
-        raise
-    finally:
-        reset_in_flight(token)
     _observe(recorder, response, asynchronous=True)
     return response
 

@@ -159,6 +159,25 @@ def reset_in_flight(token: Token[CallRecorder | None]) -> None:
     _in_flight.reset(token)
 
 
+class sending:
+    """The request of `recorder` being sent: it is the call in flight in this context (so lower
+    seams stand aside and SDK retries count on it), and an exception that ends the send fails
+    the call, then propagates unchanged. Works around `await` as well."""
+
+    __slots__ = ("_recorder", "_token")
+
+    def __init__(self, recorder: CallRecorder) -> None:
+        self._recorder = recorder
+
+    def __enter__(self) -> None:
+        self._token = _in_flight.set(self._recorder)
+
+    def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> None:
+        _in_flight.reset(self._token)
+        if error is not None:
+            self._recorder.record(None, error)
+
+
 @guarded()
 def note_retry(response: Any) -> None:
     """Count an SDK retry against the call in flight in this context (if obsdeco observes it).
@@ -333,7 +352,7 @@ class CallRecorder(PendingCall):
             "retries": self.retries,
             "rate_limited_retries": self.rate_limited_retries,
             "cost_usd": None,
-            "request_hash": _safe_hash(self.body),
+            "request_hash": _safe_hash(self.body, self.model),
             "metadata": {},
         }
         if capturing():
@@ -399,5 +418,10 @@ def _completion_of(facts: ResponseFacts) -> str | None:
 
 
 @guarded()
-def _safe_hash(body: Mapping[str, Any] | None) -> str | None:
-    return None if body is None else request_hash(body)
+def _safe_hash(body: Mapping[str, Any] | None, model: Any) -> str | None:
+    """The request's hash; a model named in the URL (Gemini) counts as if in the body."""
+    if body is None:
+        return None
+    if model is not None and "model" not in body:
+        body = {**body, "model": model}
+    return request_hash(body)

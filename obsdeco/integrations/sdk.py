@@ -31,8 +31,7 @@ from obsdeco.integrations.recorder import (
     CallRecorder,
     explicit_attribution,
     note_retry,
-    reset_in_flight,
-    set_in_flight,
+    sending,
 )
 
 logger = logging.getLogger("obsdeco.patching")
@@ -119,14 +118,8 @@ class SDKSeam:
             return wrapped(cast_to, options, *rest, **kwargs)
         if recorder.streamed:
             options = self._prepared(recorder, options)
-        token = set_in_flight(recorder)
-        try:
+        with sending(recorder):
             result = wrapped(cast_to, options, *rest, **kwargs)
-        except BaseException as error:
-            recorder.record(None, error)
-            raise
-        finally:
-            reset_in_flight(token)
         return self.observed(recorder, result)
 
     async def async_request(
@@ -143,14 +136,8 @@ class SDKSeam:
             return await wrapped(cast_to, options, *rest, **kwargs)
         if recorder.streamed:
             options = self._prepared(recorder, options)
-        token = set_in_flight(recorder)
-        try:
+        with sending(recorder):
             result = await wrapped(cast_to, options, *rest, **kwargs)
-        except BaseException as error:
-            recorder.record(None, error)
-            raise
-        finally:
-            reset_in_flight(token)
         return self.observed(recorder, result)
 
     def _prepared(self, recorder: CallRecorder, options: Any) -> Any:
