@@ -1060,8 +1060,6 @@ def test_a_gemini_post_is_recorded_with_the_gemini_reader(
     assert recorded.streamed is False
 
 
-
-
 async def test_an_async_gemini_stream_is_recorded_from_its_last_usage(
     patched: list[str], provider: ProviderServer, lib: types.ModuleType
 ) -> None:
@@ -1069,9 +1067,11 @@ async def test_an_async_gemini_stream_is_recorded_from_its_last_usage(
 
     @obsdeco.observe_agent("Caller")
     async def call() -> bytes:
-        async with lib.AsyncClient() as client:
-            async with client.stream("POST", url, json=GEMINI_BODY) as response:
-                return b"".join([chunk async for chunk in response.aiter_bytes()])
+        async with (
+            lib.AsyncClient() as client,
+            client.stream("POST", url, json=GEMINI_BODY) as response,
+        ):
+            return b"".join([chunk async for chunk in response.aiter_bytes()])
 
     body, calls = await in_async_session(call)
 
