@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -24,7 +23,6 @@ import timeit
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,17 +32,14 @@ from common import environment, write_results
 
 import obsdeco
 from obsdeco.integrations.http import _sync_seam
-
-FIXTURES = Path(
-    os.environ.get("OBSDECO_FIXTURES", Path(__file__).parents[2] / "shared" / "fixtures")
-)
+from obsdeco.testing import fixture_path
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 SHORT_STREAM, LONG_STREAM = 10, 410
 
 
 def _completion_body() -> bytes:
-    fixture = FIXTURES / "openai" / "chat_completion.json"
+    fixture = fixture_path("openai/chat_completion.json")
     if fixture.exists():
         return fixture.read_bytes()
     return json.dumps(

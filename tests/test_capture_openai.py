@@ -1251,3 +1251,22 @@ def test_usage_no_store_can_hold_is_recorded_as_unknown(
     assert (call.prompt_tokens, call.completion_tokens) == expected
     assert obsdeco.stats().dropped == dropped_before
     assert obsdeco.get_report(report.session.id).totals.calls == 1
+
+
+def test_a_returned_model_name_no_store_holds_is_made_storable(
+    configured, provider, patched, openai_client
+):
+    body = json.loads(load_fixture("openai/chat_completion.json"))
+    body["model"] = "gpt-4o\u0000" + "x" * 300
+    provider.enqueue(Reply.json(body))
+
+    @obsdeco.observe_session("odd-model", return_report=True)
+    def handle() -> Any:
+        return openai_client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+
+    _, report = handle()
+    obsdeco.flush()
+
+    [call] = obsdeco.get_calls(report.session.id)
+    assert call.response_model == ("gpt-4o" + "x" * 300)[:200]
+    assert list(obsdeco.get_report(report.session.id).cost.by_model) == [call.response_model]
