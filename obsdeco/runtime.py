@@ -100,11 +100,11 @@ class _Pipeline:
             current = self.get()
         current.writer.submit(record)
 
-    def defer(self, work: Callable[[], None]) -> None:
-        """Run `work` on the writer thread soon; safe to call from a finaliser."""
+    def defer(self, work: Callable[[], None]) -> bool:
+        """Run `work` on the writer thread soon; safe to call from a finaliser. False when no
+        writer runs to do it."""
         current = self._current
-        if current is not None:
-            current.writer.defer(work)
+        return current is not None and current.writer.defer(work)
 
     def writers(self) -> list[Writer]:
         with self._lock:

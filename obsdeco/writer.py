@@ -277,9 +277,13 @@ class Writer:
             taken += 1
         return batch, markers
 
-    def defer(self, work: Callable[[], None]) -> None:
-        """Queue `work` for the writer thread, without waking it (no lock is taken)."""
+    def defer(self, work: Callable[[], None]) -> bool:
+        """Queue `work` for the writer thread, without waking it (no lock is taken); False when
+        the thread has ended."""
+        if self._closed:
+            return False
         self._queue.append(Deferred(work))
+        return True
 
     @staticmethod
     def _run_deferred(deferred: Deferred) -> None:

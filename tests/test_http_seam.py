@@ -1086,3 +1086,27 @@ async def test_an_async_gemini_stream_is_recorded_from_its_last_usage(
         "thoughtsTokenCount", 0
     )
     assert recorded.time_to_first_token_ms is not None
+
+
+def test_a_gemini_stream_sent_as_a_json_array_is_recorded_from_its_last_usage(
+    patched: list[str], provider: ProviderServer, lib: types.ModuleType
+) -> None:
+    url = provider.base_url + "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+
+    @obsdeco.observe_agent("Caller")
+    def call() -> Any:
+        with lib.Client() as client:
+            return client.post(url, json=GEMINI_BODY)
+
+    response, calls = in_session(call)
+
+    chunks = response.json()
+    assert isinstance(chunks, list)
+    assert len(chunks) > 2
+    last = chunks[-1]["usageMetadata"]
+    [recorded] = calls
+    assert recorded.model == "gemini-2.5-flash"
+    assert recorded.prompt_tokens == last["promptTokenCount"]
+    assert recorded.completion_tokens == last["candidatesTokenCount"] + last.get(
+        "thoughtsTokenCount", 0
+    )

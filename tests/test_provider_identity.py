@@ -18,7 +18,7 @@ from pydantic import ValidationError
 import obsdeco
 from obsdeco import ModelProvider
 from obsdeco.collector import sessions_in_memory
-from obsdeco.integrations.identity import provider_name_for
+from obsdeco.integrations.identity import host_key, provider_name_for
 from obsdeco.provider_names import default_provider_name, otel_name, price_provider_id
 from obsdeco.storage.schema import call_rollups
 from obsdeco.testing import ProviderServer, Reply
@@ -521,3 +521,11 @@ def test_a_store_from_before_provider_names_is_upgraded_on_open(configured):
         {"anthropic": HAIKU, "azure.openai": GPT_4O, "openai": 2 * GPT_4O, "other": 0.0},
         abs=1e-12,
     )
+
+
+def test_an_ipv6_host_is_named_as_provider_hosts_keys_name_it():
+    obsdeco.configure(provider_hosts={"[::1]:8000": "vllm"})
+
+    assert host_key("::1", 8000) == "[::1]:8000"
+    assert host_key("API.Groq.com", None) == "api.groq.com"
+    assert provider_name_for(host_key("::1", 8000), "openai") == "vllm"

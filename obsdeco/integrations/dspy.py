@@ -28,7 +28,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 import wrapt
 
@@ -37,6 +37,7 @@ from obsdeco.integrations import seam
 from obsdeco.integrations.facts import ResponseFacts
 from obsdeco.integrations.format import ProviderFormat
 from obsdeco.integrations.formats import endpoint_of
+from obsdeco.integrations.identity import host_key
 from obsdeco.integrations.proxies import record_later
 from obsdeco.integrations.recorder import (
     CallRecorder,
@@ -80,13 +81,6 @@ class _Stream:
 _opening: ContextVar[_Stream | None] = ContextVar("obsdeco_dspy_stream_opening", default=None)
 
 
-def _host_of(url: SplitResult) -> str | None:
-    """`host[:port]` of a request URL."""
-    if not url.hostname:
-        return None
-    return f"{url.hostname}:{url.port}" if url.port else url.hostname
-
-
 @guarded()
 def _start(request: Any, *, streamed: bool) -> CallRecorder | None:
     """A recorder for an lm15 transport request, or None when it is not an LLM call we know
@@ -109,7 +103,7 @@ def _start(request: Any, *, streamed: bool) -> CallRecorder | None:
         body,
         model=format.request_model(api, url.path, body),
         streamed=streamed,
-        host=_host_of(url),
+        host=host_key(url.hostname, url.port),
     )
 
 

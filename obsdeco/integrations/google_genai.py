@@ -28,6 +28,7 @@ from obsdeco.guard import guarded, safely
 from obsdeco.integrations import seam
 from obsdeco.integrations.facts import ResponseFacts, StreamAccumulator
 from obsdeco.integrations.gemini import GEMINI
+from obsdeco.integrations.identity import host_key
 from obsdeco.integrations.proxies import ObservedAsyncStream, ObservedStream
 from obsdeco.integrations.recorder import (
     CallRecorder,
@@ -49,7 +50,8 @@ def _host_of(client: Any) -> str | None:
     base_url = getattr(getattr(client, "_http_options", None), "base_url", None)
     if not isinstance(base_url, str):
         return None
-    return urlsplit(base_url).netloc or None
+    parts = urlsplit(base_url)
+    return host_key(parts.hostname, parts.port)
 
 
 def _request_parts(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:

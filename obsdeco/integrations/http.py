@@ -36,6 +36,7 @@ from obsdeco.integrations import seam
 from obsdeco.integrations.facts import FactsSource, ResponseFacts, StreamAccumulator
 from obsdeco.integrations.format import ProviderFormat
 from obsdeco.integrations.formats import ENDINGS, endpoint_of
+from obsdeco.integrations.identity import host_key
 from obsdeco.integrations.proxies import observe_event, record_later
 from obsdeco.integrations.recorder import (
     CallRecorder,
@@ -54,14 +55,6 @@ _DONE = "[DONE]"
 
 
 # --- requests -------------------------------------------------------------------------------
-
-
-def _host_of(url: Any) -> str | None:
-    host = url.host
-    if not host:
-        return None
-    port = url.port
-    return f"{host}:{port}" if port else str(host)
 
 
 def _json_object(content: bytes) -> dict[str, Any] | None:
@@ -97,7 +90,7 @@ def _start(request: Any) -> CallRecorder | None:
             body,
             model=format.request_model(api, path, body),
             streamed=format.request_streamed(api, path, body),
-            host=_host_of(url),
+            host=host_key(url.host, url.port),
         )
     except Exception:
         fault("http._start")
@@ -112,8 +105,18 @@ def _is_sse(headers: Any) -> bool:
 
 
 def _json_facts(format: ProviderFormat, api: str, content: Callable[[], bytes]) -> ResponseFacts:
-    body = _json_object(content())
-    return ResponseFacts() if body is None else format.response_facts(api, body)
+    """Facts of a JSON body: one response, or a stream sent as a JSON array of its events
+    (Gemini's `:streamGenerateContent` without `alt=sse`)."""
+    try:
+        body = json.loads(content())
+    except ValueError:
+        return ResponseFacts()
+    if type(body) is list:
+        accumulator = format.stream_accumulator(api, False)
+        for event in body:
+            observe_event(accumulator, event)
+        return accumulator.facts
+    return format.response_facts(api, body) if type(body) is dict else ResponseFacts()
 
 
 def _feed_events(accumulator: StreamAccumulator, events: Iterable[str]) -> None:

@@ -17,6 +17,17 @@ from obsdeco.config import get_settings
 from obsdeco.provider_names import otel_name
 
 
+def host_key(host: object, port: object) -> str | None:
+    """`host[:port]` of a request, as `provider_hosts` keys name it (lower case, an IPv6
+    address in brackets), or None without a host."""
+    if not host:
+        return None
+    name = str(host).lower()
+    if ":" in name and not name.startswith("["):
+        name = f"[{name}]"
+    return f"{name}:{port}" if port else name
+
+
 def provider_name_for(host: str | None, default: str) -> str:
     """The provider name of a request sent to `host` ("host[:port]"); `default` (the format's
     provider name) when the host is unknown or not given."""

@@ -30,11 +30,18 @@ def record_later(
 ) -> None:
     """For a stream or response dropped without being closed: record from the writer thread,
     not from the garbage collector (which may run while this thread holds a lock obsdeco
-    needs). Nothing to do if the call was already recorded."""
-    if not recorder.ended:
-        pipeline.defer(
-            lambda: recorder.record(facts, error_status=error_status, error_detail=error_detail)
+    needs), as having ended now. Nothing to do if the call was already recorded; a call dropped
+    once no writer runs (at interpreter exit) is counted as dropped."""
+    if recorder.ended:
+        return
+    ended = time.perf_counter()
+    deferred = pipeline.defer(
+        lambda: recorder.record(
+            facts, error_status=error_status, error_detail=error_detail, ended=ended
         )
+    )
+    if not deferred:
+        pipeline.counters.add("dropped_at_exit", 1)
 
 
 def observe_event(accumulator: StreamAccumulator, event: Any) -> bool:

@@ -192,6 +192,7 @@ def note_retry(response: Any) -> None:
 
 
 _materializing = threading.Lock()
+_finishing = threading.Lock()
 
 
 class CallRecorder(PendingCall):
@@ -274,16 +275,19 @@ class CallRecorder(PendingCall):
         *,
         error_status: int | None = None,
         error_detail: ErrorDetail = None,
+        ended: float | None = None,
     ) -> None:
         """Finish the call (the first time only) and hand it to the collector.
 
         A failure is an exception (`error`) or, where no exception is raised (an HTTP client
         returning an error response), its HTTP status (`error_status`) with the provider's
-        message (`error_detail`, read when the record is built).
+        message (`error_detail`, read when the record is built). `ended` is when the call
+        ended (`time.perf_counter()`), if not now.
         """
-        if self.ended:
-            return
-        self.ended = time.perf_counter()
+        with _finishing:  # two threads may finish one stream (one reads, one closes)
+            if self.ended:
+                return
+            self.ended = time.perf_counter() if ended is None else ended
         self.facts_source = facts
         self.error = error
         self.error_status = error_status

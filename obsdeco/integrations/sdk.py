@@ -21,6 +21,7 @@ from obsdeco.guard import fault, guarded
 from obsdeco.integrations import seam
 from obsdeco.integrations.facts import FactsSource, ResponseFacts, field
 from obsdeco.integrations.format import ProviderFormat
+from obsdeco.integrations.identity import host_key
 from obsdeco.integrations.proxies import (
     ObservedAsyncResponse,
     ObservedAsyncStream,
@@ -44,11 +45,7 @@ def _is_post(method: Any) -> bool:
 def _host_of(client: Any) -> str | None:
     """`host[:port]` of an SDK client's base URL."""
     url = getattr(client, "base_url", None)
-    host = getattr(url, "host", None)
-    if not host:
-        return None
-    port = getattr(url, "port", None)
-    return f"{host}:{port}" if port else str(host)
+    return host_key(getattr(url, "host", None), getattr(url, "port", None))
 
 
 def _body_read(http_response: Any) -> bool:
@@ -59,14 +56,18 @@ def _body_read(http_response: Any) -> bool:
     return True
 
 
-def _split_request_args(
-    args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[Any, Any, tuple[Any, ...]]:
-    """(cast_to, options, remaining positional) of `request(cast_to, options, ...)`."""
+def _options_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The options of `request(cast_to, options, ...)`, however they were passed."""
+    return args[1] if len(args) >= 2 else kwargs.get("options")
+
+
+def _with_options(
+    args: tuple[Any, ...], kwargs: dict[str, Any], options: Any
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The same arguments with other options, where they were."""
     if len(args) >= 2:
-        return args[0], args[1], args[2:]
-    cast_to = args[0] if args else kwargs.pop("cast_to")
-    return cast_to, kwargs.pop("options"), ()
+        return (args[0], options, *args[2:]), kwargs
+    return args, {**kwargs, "options": options}
 
 
 class SDKSeam:
@@ -112,14 +113,13 @@ class SDKSeam:
         kwargs: dict[str, Any],
     ) -> Any:
         """The sync SDK request, observed."""
-        cast_to, options, rest = _split_request_args(args, kwargs)
-        recorder = self.start(client, options)
+        recorder = self.start(client, _options_of(args, kwargs))
         if recorder is None:
-            return wrapped(cast_to, options, *rest, **kwargs)
+            return wrapped(*args, **kwargs)
         if recorder.streamed:
-            options = self._prepared(recorder, options)
+            args, kwargs = self._prepared(recorder, args, kwargs)
         with sending(recorder):
-            result = wrapped(cast_to, options, *rest, **kwargs)
+            result = wrapped(*args, **kwargs)
         return self.observed(recorder, result)
 
     async def async_request(
@@ -130,27 +130,35 @@ class SDKSeam:
         kwargs: dict[str, Any],
     ) -> Any:
         """The async SDK request, observed."""
-        cast_to, options, rest = _split_request_args(args, kwargs)
-        recorder = self.start(client, options)
+        recorder = self.start(client, _options_of(args, kwargs))
         if recorder is None:
-            return await wrapped(cast_to, options, *rest, **kwargs)
+            return await wrapped(*args, **kwargs)
         if recorder.streamed:
-            options = self._prepared(recorder, options)
+            args, kwargs = self._prepared(recorder, args, kwargs)
         with sending(recorder):
-            result = await wrapped(cast_to, options, *rest, **kwargs)
+            result = await wrapped(*args, **kwargs)
         return self.observed(recorder, result)
 
-    def _prepared(self, recorder: CallRecorder, options: Any) -> Any:
+    def _prepared(
+        self, recorder: CallRecorder, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The request's arguments with the options `prepare` made; unchanged on a fault."""
         try:
-            return self.prepare(recorder, options)
+            options = _options_of(args, kwargs)
+            prepared = self.prepare(recorder, options)
+            return (args, kwargs) if prepared is options else _with_options(args, kwargs, prepared)
         except Exception:
             fault(f"{type(self).__qualname__}.prepare")
-            return options
+            return args, kwargs
 
     def observed(self, recorder: CallRecorder, result: Any) -> Any:
-        """`result`, or the proxy that records its call; records a plain response now."""
+        """`result`, or the proxy that records its call; records a plain response now (and,
+        after a fault in obsdeco, the call without its facts rather than not at all)."""
         wrapped = self._wrap_result(recorder, result)
-        return result if wrapped is None else wrapped
+        if wrapped is None:
+            recorder.record(None)
+            return result
+        return wrapped
 
     @guarded()
     def _wrap_result(self, recorder: CallRecorder, result: Any) -> Any:
