@@ -34,7 +34,7 @@ import wrapt
 
 from obsdeco.guard import guarded
 from obsdeco.integrations import seam
-from obsdeco.integrations.facts import ResponseFacts
+from obsdeco.integrations.facts import ResponseFacts, feed_events
 from obsdeco.integrations.format import ProviderFormat
 from obsdeco.integrations.formats import endpoint_of
 from obsdeco.integrations.identity import host_key
@@ -107,18 +107,9 @@ def _start(request: Any, *, streamed: bool) -> CallRecorder | None:
     )
 
 
-def _body_facts(format: ProviderFormat, api: str, body: bytes) -> ResponseFacts:
-    return format.response_facts(api, json.loads(body))
-
-
 def _stream_facts(format: ProviderFormat, api: str, events: list[str]) -> ResponseFacts:
     accumulator = format.stream_accumulator(api, False)
-    for data in events:
-        try:
-            event = json.loads(data)
-        except ValueError:  # "[DONE]" and other markers that are not JSON
-            continue
-        accumulator.observe(event)
+    feed_events(accumulator, events)
     return accumulator.facts
 
 
@@ -126,11 +117,12 @@ def _stream_facts(format: ProviderFormat, api: str, events: list[str]) -> Respon
 def _record_answer(recorder: CallRecorder, response: Any) -> None:
     """Record a plain answer: an lm15 `HttpResponse`, its body read whole."""
     status = getattr(response, "status", None)
-    if isinstance(status, int) and status >= 400:
-        recorder.record(None, error_status=status)
-        return
     body = getattr(response, "body", b"")
-    recorder.record(partial(_body_facts, recorder.format, recorder.api, body))
+    if isinstance(status, int) and status >= 400:
+        detail = partial(recorder.format.json_error_message, body)
+        recorder.record(None, error_status=status, error_detail=detail)
+        return
+    recorder.record(partial(recorder.format.json_facts, recorder.api, body))
 
 
 def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any], position: int, name: str) -> Any:

@@ -8,11 +8,12 @@ event) to a `StreamAccumulator`. `field` reads both kinds alike, so one reader s
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from obsdeco.config import get_settings
+from obsdeco.guard import fault
 
 
 def field(obj: Any, name: str) -> Any:
@@ -67,3 +68,24 @@ class StreamAccumulator:
 
     def observe(self, event: Any) -> bool:
         raise NotImplementedError
+
+
+def observe_event(accumulator: StreamAccumulator, event: Any) -> bool:
+    """Feed one stream event to its accumulator; True to hide it. Never raises: a fault is
+    noted and the stream is passed on as is."""
+    try:
+        return accumulator.observe(event)
+    except Exception:
+        fault(f"{type(accumulator).__qualname__}.observe")
+        return False
+
+
+def feed_events(accumulator: StreamAccumulator, events: Iterable[str]) -> None:
+    """Feed the data of server-sent events to `accumulator`, each JSON event parsed; data that
+    is no JSON (`[DONE]` and other markers) is passed over."""
+    for data in events:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            continue
+        observe_event(accumulator, event)

@@ -7,10 +7,11 @@ hand it SDK objects, the HTTP seam parsed JSON; its readers use `facts.field` fo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from obsdeco.integrations.facts import ResponseFacts, StreamAccumulator, field
+from obsdeco.integrations.facts import ResponseFacts, StreamAccumulator, field, observe_event
 from obsdeco.models import ModelProvider
 
 
@@ -42,6 +43,14 @@ class ProviderFormat:
         its model."""
         return self.request_model(api, path, body) is not None
 
+    def json_error_message(self, raw: bytes | str) -> str | None:
+        """The provider's message in the raw JSON body of an error response, if it has one."""
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return None
+        return self.error_message(body)
+
     def error_message(self, body: Any) -> str | None:
         """The provider's message in the JSON body of an error response: by default,
         `error.message` (OpenAI, Anthropic and Gemini all answer so)."""
@@ -51,6 +60,20 @@ class ProviderFormat:
     def request_streamed(self, api: str, path: str, body: Mapping[str, Any]) -> bool:
         """Whether a request asks for a stream."""
         return bool(body.get("stream"))
+
+    def json_facts(self, api: str, raw: bytes | str) -> ResponseFacts:
+        """Facts of a JSON body: one response, or a stream sent as a JSON array of its events
+        (Gemini's `:streamGenerateContent` without `alt=sse`); none for a body that is no JSON."""
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return ResponseFacts()
+        if type(body) is list:
+            accumulator = self.stream_accumulator(api, False)
+            for event in body:
+                observe_event(accumulator, event)
+            return accumulator.facts
+        return self.response_facts(api, body) if type(body) is dict else ResponseFacts()
 
     def response_facts(self, api: str, response: Any) -> ResponseFacts:
         """Facts from a response: an SDK object or its JSON body."""

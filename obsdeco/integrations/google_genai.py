@@ -88,8 +88,7 @@ def _start(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallRe
 
 def _body_facts(api: str, response: Any) -> ResponseFacts:
     """Facts from an `SdkHttpResponse` (its body is the API's JSON, a string)."""
-    body = getattr(response, "body", None)
-    return GEMINI.response_facts(api, json.loads(body) if body else {})
+    return GEMINI.json_facts(api, getattr(response, "body", None) or "{}")
 
 
 class _Chunks(StreamAccumulator):

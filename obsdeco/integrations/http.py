@@ -25,7 +25,7 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import Any, Protocol
 
@@ -33,11 +33,11 @@ import wrapt
 
 from obsdeco.guard import fault
 from obsdeco.integrations import seam
-from obsdeco.integrations.facts import FactsSource, ResponseFacts, StreamAccumulator
+from obsdeco.integrations.facts import FactsSource, ResponseFacts, StreamAccumulator, feed_events
 from obsdeco.integrations.format import ProviderFormat
 from obsdeco.integrations.formats import ENDINGS, endpoint_of
 from obsdeco.integrations.identity import host_key
-from obsdeco.integrations.proxies import observe_event, record_later
+from obsdeco.integrations.proxies import record_later
 from obsdeco.integrations.recorder import (
     CallRecorder,
     ErrorDetail,
@@ -104,44 +104,22 @@ def _is_sse(headers: Any) -> bool:
     return "text/event-stream" in headers.get("content-type", "")
 
 
-def _json_facts(format: ProviderFormat, api: str, content: Callable[[], bytes]) -> ResponseFacts:
-    """Facts of a JSON body: one response, or a stream sent as a JSON array of its events
-    (Gemini's `:streamGenerateContent` without `alt=sse`)."""
-    try:
-        body = json.loads(content())
-    except ValueError:
-        return ResponseFacts()
-    if type(body) is list:
-        accumulator = format.stream_accumulator(api, False)
-        for event in body:
-            observe_event(accumulator, event)
-        return accumulator.facts
-    return format.response_facts(api, body) if type(body) is dict else ResponseFacts()
-
-
-def _feed_events(accumulator: StreamAccumulator, events: Iterable[str]) -> None:
-    for data in events:
-        if data == _DONE:
-            continue
-        try:
-            event = json.loads(data)
-        except ValueError:
-            continue
-        observe_event(accumulator, event)
+def _content_facts(format: ProviderFormat, api: str, content: Callable[[], bytes]) -> ResponseFacts:
+    """Facts of a JSON body kept as it streamed by (read when the record is built)."""
+    return format.json_facts(api, content())
 
 
 def _sse_facts(format: ProviderFormat, api: str, content: bytes) -> ResponseFacts:
     """Facts of a whole SSE body (a stream the client read at once)."""
     accumulator = format.stream_accumulator(api, False)
     decoder = SSEDecoder()
-    _feed_events(accumulator, decoder.feed(content))
-    _feed_events(accumulator, decoder.finish())
+    feed_events(accumulator, decoder.feed(content))
+    feed_events(accumulator, decoder.finish())
     return accumulator.facts
 
 
 def _error_detail(format: ProviderFormat, content: Callable[[], bytes]) -> str | None:
-    body = _json_object(content())
-    return None if body is None else format.error_message(body)
+    return format.json_error_message(content())
 
 
 def _body_read(response: Any) -> bool:
@@ -223,7 +201,7 @@ class _BodyReader:
             if data:
                 self._chunks.append(data)
         elif self._events is not None:
-            _feed_events(self._accumulator, self._events.feed(data))
+            feed_events(self._accumulator, self._events.feed(data))
 
     def _flush(self) -> None:
         if not self._reading:
@@ -233,7 +211,7 @@ class _BodyReader:
             if self._decompressor is not None:
                 self._read(self._decompressor.flush())
             if self._events is not None and self._accumulator is not None:
-                _feed_events(self._accumulator, self._events.finish())
+                feed_events(self._accumulator, self._events.finish())
         except Exception:
             fault("http._BodyReader.flush")
 
@@ -249,7 +227,7 @@ class _BodyReader:
             return self._accumulator.facts, None, None
         if not self._chunks:
             return None, None, None
-        return partial(_json_facts, recorder.format, recorder.api, self._content), None, None
+        return partial(_content_facts, recorder.format, recorder.api, self._content), None, None
 
     def finish(self, error: BaseException | None = None) -> None:
         """Record the call now (once): the body was read to its end, failed, or was closed."""
@@ -379,7 +357,7 @@ def _observe(recorder: CallRecorder, response: Any, asynchronous: bool) -> None:
         elif _is_sse(headers):
             recorder.record(partial(_sse_facts, format, recorder.api, content))
         else:
-            recorder.record(partial(_json_facts, format, recorder.api, lambda: content))
+            recorder.record(partial(format.json_facts, recorder.api, content))
     except Exception:
         fault("http._observe")
         recorder.record(None)

@@ -15,8 +15,7 @@ from typing import Any
 
 import wrapt
 
-from obsdeco.guard import fault
-from obsdeco.integrations.facts import FactsSource, StreamAccumulator
+from obsdeco.integrations.facts import FactsSource, StreamAccumulator, observe_event
 from obsdeco.integrations.recorder import CallRecorder, ErrorDetail
 from obsdeco.runtime import pipeline
 
@@ -42,16 +41,6 @@ def record_later(
     )
     if not deferred:
         pipeline.counters.add("dropped_at_exit", 1)
-
-
-def observe_event(accumulator: StreamAccumulator, event: Any) -> bool:
-    """Feed one stream event to its accumulator; True to hide it. Never raises: a fault is
-    noted and the stream is passed on as is."""
-    try:
-        return accumulator.observe(event)
-    except Exception:
-        fault(f"{type(accumulator).__qualname__}.observe")
-        return False
 
 
 class ObservedStream(wrapt.ObjectProxy):  # type: ignore[misc]

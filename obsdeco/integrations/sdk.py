@@ -178,10 +178,7 @@ class SDKSeam:
         """Facts from a raw response whose (JSON) body has been read; none otherwise."""
         if not _body_read(http_response):
             return ResponseFacts()
-        return partial(self._json_facts, recorder.api, http_response)
-
-    def _json_facts(self, api: str, http_response: Any) -> ResponseFacts:
-        return self.format.response_facts(api, http_response.json())
+        return partial(self.format.json_facts, recorder.api, http_response.content)
 
     def _raw(self, recorder: CallRecorder, response: Any) -> Any:
         """A raw response (`with_raw_response`, `with_streaming_response`).
