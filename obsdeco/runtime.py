@@ -90,7 +90,7 @@ class _Pipeline:
                     batch_size=settings.batch_size,
                 )
                 current = self._current = Runtime(settings, backend, writer)
-                exit_hooks.on_first_record()
+                exit_hooks.install()
             return current
 
     def submit(self, record: Record) -> None:

@@ -53,8 +53,9 @@ class ExitHooks:
         self._sigterm_installed = False
         atexit.register(flush_at_exit)
 
-    def on_first_record(self) -> None:
-        """Called when this process starts recording: install what its way of ending needs."""
+    def install(self) -> None:
+        """Install what this process's way of ending needs (once; the SIGTERM handler only
+        from the main thread): called when the process starts recording, and by `patch_all()`."""
         with self._lock:
             self._register_child_finalizer()
             self._install_sigterm_handler()

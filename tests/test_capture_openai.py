@@ -1270,3 +1270,24 @@ def test_a_returned_model_name_no_store_holds_is_made_storable(
     [call] = obsdeco.get_calls(report.session.id)
     assert call.response_model == ("gpt-4o" + "x" * 300)[:200]
     assert list(obsdeco.get_report(report.session.id).cost.by_model) == [call.response_model]
+
+
+async def test_request_stream_usage_leaves_a_raw_stream_as_asked(provider, client):
+    """A raw stream's chunks reach the user unparsed, so obsdeco cannot hide a usage chunk it
+    asked for: it asks for none (the user reads exactly the lines of the request they made)."""
+    obsdeco.configure(database_url=obsdeco.get_settings().database_url, request_stream_usage=True)
+    kwargs = {"model": "gpt-4o", "messages": MESSAGES, "stream": True}
+
+    async def run() -> list[str]:
+        manager = client.chat.completions.with_streaming_response.create(**kwargs)
+        async with entered(manager) as response:
+            return await drain(response.iter_lines())
+
+    with unpatched():
+        baseline = await run()
+    with in_session():
+        lines = await run()
+
+    assert len(lines) == len(baseline)  # the same chunks (their ids are the server's own)
+    assert not any('"choices":[]' in line for line in lines)  # no usage chunk to hide
+    assert "stream_options" not in provider.requests[-1].body

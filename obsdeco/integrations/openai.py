@@ -26,6 +26,9 @@ from obsdeco.integrations.recorder import CallRecorder
 from obsdeco.integrations.sdk import SDKSeam
 from obsdeco.models import ModelProvider
 
+_RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
+"""Set by `with_raw_response` / `with_streaming_response` (openai._constants)."""
+
 CHAT = "chat.completions"
 COMPLETIONS = "completions"
 RESPONSES = "responses"
@@ -247,6 +250,8 @@ class OpenAISDK(SDKSeam):
         """With `request_stream_usage`, ask a chat stream for its usage (and hide that chunk)."""
         if recorder.api not in (CHAT, COMPLETIONS) or not recorder.streamed:
             return options
+        if _RAW_RESPONSE_HEADER in (getattr(options, "headers", None) or {}):
+            return options  # a raw stream's chunks reach the user unparsed: none can be hidden
         body = recorder.body or {}
         stream_options = body.get("stream_options") or {}
         if stream_options.get("include_usage") or not get_settings().request_stream_usage:

@@ -20,6 +20,7 @@ from obsdeco.integrations.google_genai import install_google_genai
 from obsdeco.integrations.http import install_http_seam
 from obsdeco.integrations.openai import OpenAISDK
 from obsdeco.integrations.sdk import SDKSeam, install_sdk_seam
+from obsdeco.runtime import exit_hooks
 
 _SDKS: tuple[type[SDKSeam], ...] = (OpenAISDK, AnthropicSDK)
 
@@ -56,6 +57,7 @@ def patch_all() -> list[str]:
         ):
             patched.append("threadpool")
         seam.capture.implicit = True
+    exit_hooks.install()
     return patched
 
 

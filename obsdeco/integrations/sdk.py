@@ -227,6 +227,8 @@ def install_sdk_seam(sdk_cls: type[SDKSeam]) -> bool:
     sync_path = f"{module}._base_client.SyncAPIClient"
     async_path = f"{module}._base_client.AsyncAPIClient"
     sync_key, async_key = f"{sync_path}.request", f"{async_path}.request"
+    if seam.installed(sync_key) and seam.installed(async_key):
+        return True  # every explicit `wrap_*` call asks
     if importlib.util.find_spec(module) is None:
         return False
     with seam.lock:
