@@ -8,6 +8,27 @@ from typing import Any
 import obsdeco
 from obsdeco import LLMCall
 
+CALL_FACTS = (
+    "provider",
+    "api",
+    "model",
+    "response_model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "streamed",
+    "success",
+    "error_type",
+)
+"""What the capture tests compare of a recorded call, besides what a test adds."""
+
+
+def call_facts(call: LLMCall, *more: str) -> dict[str, Any]:
+    """`CALL_FACTS` (and `more`) of a recorded call, by name."""
+    return {name: getattr(call, name) for name in (*CALL_FACTS, *more)}
+
 
 def in_session(run: Callable[[], Any]) -> tuple[Any, list[LLMCall]]:
     """Run `run()` inside a fresh observed session; its value and the session's records."""

@@ -18,6 +18,7 @@ import pytest
 import obsdeco
 from obsdeco import LLMCall, ModelProvider
 from obsdeco.testing import DEFAULT_TEXT, Reply, count_tokens
+from tests.helpers import call_facts
 
 pytestmark = pytest.mark.usefixtures("patched")
 
@@ -122,22 +123,7 @@ async def unpatched_value(client: Any, **kwargs: Any) -> Any:
 
 
 def summary(call: LLMCall) -> dict[str, Any]:
-    return {
-        "provider": call.provider,
-        "api": call.api,
-        "model": call.model,
-        "response_model": call.response_model,
-        "prompt_tokens": call.prompt_tokens,
-        "completion_tokens": call.completion_tokens,
-        "cached_tokens": call.cached_tokens,
-        "cache_creation_tokens": call.cache_creation_tokens,
-        "reasoning_tokens": call.reasoning_tokens,
-        "finish_reason": call.finish_reason,
-        "tool_call_count": call.tool_call_count,
-        "streamed": call.streamed,
-        "success": call.success,
-        "error_type": call.error_type,
-    }
+    return call_facts(call, "finish_reason", "tool_call_count")
 
 
 def completion_record(

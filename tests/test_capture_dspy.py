@@ -32,6 +32,7 @@ from obsdeco.testing import (
     count_request_tokens,
     count_tokens,
 )
+from tests.helpers import call_facts
 
 # Neither dspy (its model metadata) nor litellm (its price map) may fetch from the network.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
@@ -111,20 +112,7 @@ async def make_lm(answering: ProviderServer) -> AsyncIterator[Callable[..., Any]
 
 
 def summary(call: LLMCall) -> dict[str, Any]:
-    return {
-        "provider": call.provider,
-        "api": call.api,
-        "model": call.model,
-        "response_model": call.response_model,
-        "prompt_tokens": call.prompt_tokens,
-        "completion_tokens": call.completion_tokens,
-        "cached_tokens": call.cached_tokens,
-        "cache_creation_tokens": call.cache_creation_tokens,
-        "reasoning_tokens": call.reasoning_tokens,
-        "streamed": call.streamed,
-        "success": call.success,
-        "error_type": call.error_type,
-    }
+    return call_facts(call)
 
 
 def answered(target: Target, request: RecordedRequest, *, streamed: bool = False) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import pytest
 import obsdeco
 from obsdeco import LLMCall, ModelProvider
 from obsdeco.testing import ProviderServer, Reply
-from tests.helpers import in_async_session, in_session
+from tests.helpers import call_facts, in_async_session, in_session
 
 # The model name the brief asks for is one the SDKs warn about; the warning is not under test.
 pytestmark = pytest.mark.filterwarnings(
@@ -62,21 +62,7 @@ async def closing() -> AsyncIterator[Callable[[Any], None]]:
 
 
 def summary(call: LLMCall) -> dict[str, Any]:
-    return {
-        "provider": call.provider,
-        "api": call.api,
-        "model": call.model,
-        "response_model": call.response_model,
-        "prompt_tokens": call.prompt_tokens,
-        "completion_tokens": call.completion_tokens,
-        "cached_tokens": call.cached_tokens,
-        "cache_creation_tokens": call.cache_creation_tokens,
-        "reasoning_tokens": call.reasoning_tokens,
-        "finish_reason": call.finish_reason,
-        "streamed": call.streamed,
-        "success": call.success,
-        "error_type": call.error_type,
-    }
+    return call_facts(call, "finish_reason")
 
 
 def openai_chat_record(model: str, *, streamed: bool = False) -> dict[str, Any]:

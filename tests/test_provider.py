@@ -152,6 +152,7 @@ def test_explicit_start_stop_joins_threads_even_with_idle_keepalive_connections(
 
 
 def test_no_resource_warning_from_a_full_lifecycle() -> None:
+    gc.collect()  # what earlier tests left is theirs, not this lifecycle's
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
         with ProviderServer() as server:
