@@ -17,11 +17,10 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
-from obsdeco.provider_names import check_provider_name, default_provider_name
+from obsdeco.provider_names import MAX_PROVIDER_NAME, default_provider_name
 
 _random_bits = random.getrandbits
 
@@ -94,6 +93,15 @@ _NAME_PROBLEMS = {
 }
 
 
+ProviderName = Annotated[
+    str,
+    StringConstraints(
+        min_length=1,
+        max_length=MAX_PROVIDER_NAME,
+        pattern=r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$",
+    ),
+]
+"""A provider name: printable, without surrounding spaces (one pattern: no Python per call)."""
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Milliseconds = Annotated[float, Field(ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False)]
@@ -151,7 +159,7 @@ class LLMCall(BaseModel):
     project_name: Name
     timestamp: AwareDatetime = Field(default_factory=utc_now)
     provider: ModelProvider
-    provider_name: str = Field(
+    provider_name: ProviderName = Field(
         default_factory=lambda fields: default_provider_name(str(fields.get("provider", "other"))),
         description='the service that answered, OpenTelemetry style ("openai", "groq", '
         '"gcp.gemini", ...): from the endpoint\'s host, else from `provider`',
@@ -194,11 +202,6 @@ class LLMCall(BaseModel):
         default=None,
         description='the answer as JSON {"text", "tool_calls"}; only with capture_content',
     )
-
-    @field_validator("provider_name")
-    @classmethod
-    def _usable_provider_name(cls, value: str) -> str:
-        return check_provider_name(value)
 
     @model_validator(mode="after")
     def _parts_within_totals(self) -> LLMCall:

@@ -337,11 +337,11 @@ def test_record_llm_call_without_a_provider_name_takes_the_providers(configured)
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("", "must not be empty"),
-        ("   ", "must not be empty"),
-        ("g" * 65, "longer than 64 characters"),
-        ("groq\n", "control characters"),
-        (7, "string"),
+        ("", "at least 1 character"),
+        ("   ", "should match pattern"),  # spaces around, or nothing but spaces
+        ("g" * 65, "at most 64 characters"),
+        ("groq\n", "should match pattern"),  # a control character
+        (7, "valid string"),
     ],
 )
 def test_a_bad_provider_name_is_refused_and_nothing_recorded(configured, name, message):

@@ -379,15 +379,17 @@ class CallRecorder(PendingCall):
 def _reported_count(value: Any, limit: int) -> int | None:
     """A count as the provider reported it, or None (unknown) when it is none a store holds:
     not a whole number (SDKs do not validate usage), negative, or beyond `limit`."""
-    if type(value) is float and value.is_integer():
-        value = int(value)
-    if type(value) is int and 0 <= value <= limit:
-        return value
+    if type(value) is int:
+        return value if 0 <= value <= limit else None
+    if type(value) is float and value.is_integer() and 0 <= value <= limit:
+        return int(value)
     return None
 
 
 def _reported_text(value: Any, limit: int) -> str | None:
     """A name as the provider reported it, made storable: text, cut to `limit` characters."""
+    if type(value) is str and value.isascii() and len(value) <= limit and "\x00" not in value:
+        return value or None  # the common case, with nothing to clean
     if not isinstance(value, str):
         return None if value is None else _reported_text(str(value), limit)
     return storable_text(value)[:limit] or None
