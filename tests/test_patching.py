@@ -5,6 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 import importlib.util
 import logging
+import subprocess
+import sys
+import textwrap
 
 import anthropic
 import httpx
@@ -288,3 +291,27 @@ def test_nothing_is_recorded_before_patch_all(provider, openai_client, sqlite_ur
     openai_client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     obsdeco.flush()
     assert count_rows(sqlite_url, "llm_calls") == 0
+
+
+LAZY = textwrap.dedent(
+    """
+    import sys
+    import obsdeco
+    from obsdeco.integrations import seam
+
+    names = obsdeco.patch_all()
+    print("google-genai" in names, "dspy" in names)
+    print("google.genai" in sys.modules, "dspy" in sys.modules)
+    import google.genai
+    print(seam.installed("google.genai._api_client.BaseApiClient.request"))
+    """
+)
+
+
+def test_patch_all_patches_heavy_libraries_when_they_are_imported_not_before():
+    result = subprocess.run(
+        [sys.executable, "-c", LAZY], capture_output=True, text=True, timeout=120, check=False
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:3] == ["True True", "False False", "True"]

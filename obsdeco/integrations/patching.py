@@ -35,17 +35,19 @@ def patch_all() -> list[str]:
     """Capture every call of the installed provider SDKs; idempotent.
 
     Returns the names of what is patched: "openai", "anthropic", "google-genai", "dspy" (each
-    only if installed), "http" (the `httpx` / `httpx2` clients, if either is installed) and
-    "threadpool" (context propagation into `ThreadPoolExecutor` jobs).
+    only if installed; the last two when the program imports them, if it has not yet), "http"
+    (the `httpx` / `httpx2` clients, if either is installed) and "threadpool" (context
+    propagation into `ThreadPoolExecutor` jobs).
     """
     patched = []
     with seam.lock:
         for sdk in _SDKS:
             if install_sdk_seam(sdk):
                 patched.append(sdk.module)
-        if install_google_genai():
+        # Heavy libraries a program may have installed but not use are patched on import.
+        if seam.when_imported("google.genai", install_google_genai):
             patched.append("google-genai")
-        if install_dspy_seam():
+        if seam.when_imported("dspy", install_dspy_seam):
             patched.append("dspy")
         if install_http_seam():
             patched.append("http")

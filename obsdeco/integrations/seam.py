@@ -7,7 +7,9 @@ never the others. `restore_all()` puts back exactly the objects that were there.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +80,29 @@ def _put(key: str, owner: Any, name: str, patch: Callable[[Any], None]) -> bool:
             return False
         _installed[key] = _Installed(owner, name, original)
         return True
+
+
+_awaited: set[str] = set()
+
+
+def when_imported(module: str, install: Callable[[], bool]) -> bool:
+    """`install()` now if `module` is imported, else when it first is (while implicit capture is
+    on), so that patching never imports a library the program does not use. True if the
+    library is there to patch (and, if imported, its patch is in place)."""
+    if module in sys.modules:
+        return install()
+    try:
+        if importlib.util.find_spec(module) is None:
+            return False
+    except ImportError:  # a parent package is missing
+        return False
+    with lock:
+        if module not in _awaited:
+            _awaited.add(module)
+            wrapt.register_post_import_hook(
+                lambda _imported: capture.implicit and install(), module
+            )
+    return True
 
 
 def installed(key: str) -> bool:
