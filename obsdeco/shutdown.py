@@ -6,9 +6,12 @@
 - `multiprocessing` children (`Process`, `Pool` workers; fork, forkserver and spawn) end through
   `os._exit`, which skips `atexit`; multiprocessing runs its own exit finalizers first, so one is
   registered in each child that records anything.
-- SIGTERM (how systemd, Docker and Kubernetes stop a service, and how `Pool.terminate()` stops
-  its workers): a handler flushes within the exit timeout, then does what was there before: the
-  user's own handler is called, or the default action (the process ends, killed by SIGTERM).
+- SIGTERM (how systemd, Docker and Kubernetes stop a service): a handler flushes within the
+  exit timeout, then does what was there before: the user's own handler is called, or the
+  default action (the process ends, killed by SIGTERM). Not in `multiprocessing` workers:
+  `Pool.terminate()` stops them with SIGTERM, and delaying their end can hang the pool's own
+  shutdown, so what a terminated worker had not stored yet is lost (end pools with
+  `close(); join()`).
 
 Each flush is bounded by `flush_at_exit_timeout_s`; what cannot be stored in time is counted
 and logged as dropped at exit.
@@ -70,6 +73,8 @@ class ExitHooks:
     def _install_sigterm_handler(self) -> None:
         if self._sigterm_installed or threading.current_thread() is not threading.main_thread():
             return
+        if multiprocessing.parent_process() is not None:
+            return  # see _on_sigterm
         try:
             previous = signal.getsignal(signal.SIGTERM)
             signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -80,6 +85,12 @@ class ExitHooks:
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         previous = self._previous_sigterm
+        if multiprocessing.parent_process() is not None:
+            # A multiprocessing worker (which inherits this handler under fork): SIGTERM is how
+            # `Pool.terminate()` stops it, and delaying its end can hang the pool's shutdown.
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         timeout = self._timeout()
         if callable(previous):  # the user's handler decides whether the process ends
             self._in_own_thread(lambda: self._flush(timeout), timeout)
