@@ -6,10 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import uuid
+from collections.abc import Iterator
 
+import pytest
 import sqlalchemy
+from sqlalchemy.engine import make_url
 
-from tests.conftest import count_rows
+from tests.conftest import POSTGRES_URL, count_rows, require_postgres
 
 WRITER = textwrap.dedent(
     """
@@ -40,6 +44,22 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.fixture
+def database_of_its_own() -> Iterator[str]:
+    """A PostgreSQL database for this test alone, so that its deadlock count is the test's."""
+    require_postgres()
+    name = f"obsdeco_fleet_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def _deadlocks(url: str) -> int:
     """Deadlocks PostgreSQL has detected in this database since its statistics were reset."""
     engine = sqlalchemy.create_engine(url)
@@ -54,7 +74,8 @@ def _deadlocks(url: str) -> int:
         engine.dispose()
 
 
-def test_eight_processes_share_one_postgresql_store(postgres_url):
+def test_eight_processes_share_one_postgresql_store(database_of_its_own):
+    postgres_url = database_of_its_own
     deadlocks_before = _deadlocks(postgres_url)
     writers = [
         subprocess.Popen(
