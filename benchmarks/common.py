@@ -8,7 +8,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy
 
@@ -33,6 +35,26 @@ def environment() -> dict[str, object]:
         "python": sys.version.split()[0],
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     }
+
+
+def timed_without_inner(
+    seam_call: Callable[[Callable[..., Any]], Any], wrapped: Callable[..., Any], own: list[float]
+) -> Any:
+    """`seam_call(inner)`, `inner` being `wrapped` timed apart: appends to `own` the seconds the
+    seam itself spent (the whole call less `wrapped`'s), and returns the seam's result."""
+    inner = [0.0]
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            inner[0] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    result = seam_call(timed)
+    own.append(time.perf_counter() - start - inner[0])
+    return result
 
 
 def write_results(name: str, results: dict[str, object]) -> None:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 
 import httpx2
-from common import environment, write_results
+from common import environment, timed_without_inner, write_results
 from google import genai
 from google.genai import types
 
@@ -131,19 +131,7 @@ def own_call_time(calls: int) -> float:
     observed = google_genai._request
 
     def timed(wrapped: Callable[..., object], instance: object, args: object, kwargs: object):
-        inner = [0.0]
-
-        def sdk(*a: object, **k: object) -> object:
-            start = time.perf_counter()
-            try:
-                return wrapped(*a, **k)
-            finally:
-                inner[0] = time.perf_counter() - start
-
-        start = time.perf_counter()
-        result = observed(sdk, instance, args, kwargs)
-        own.append(time.perf_counter() - start - inner[0])
-        return result
+        return timed_without_inner(lambda sdk: observed(sdk, instance, args, kwargs), wrapped, own)
 
     calls_before = google_genai._CALLS
     google_genai._CALLS = (("request", timed), *calls_before[1:])

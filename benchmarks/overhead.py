@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import httpx2
 import openai
-from common import environment, write_results
+from common import environment, timed_without_inner, write_results
 
 import obsdeco
 from obsdeco.integrations.http import _sync_seam
@@ -212,19 +212,9 @@ def seam_time(calls: int) -> float:
     original = SDKSeam.request
 
     def timed(self: SDKSeam, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        inner = [0.0]
-
-        def sdk(*a: Any, **k: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return wrapped(*a, **k)
-            finally:
-                inner[0] = time.perf_counter() - start
-
-        start = time.perf_counter()
-        result = original(self, sdk, instance, args, kwargs)
-        own.append(time.perf_counter() - start - inner[0])
-        return result
+        return timed_without_inner(
+            lambda sdk: original(self, sdk, instance, args, kwargs), wrapped, own
+        )
 
     SDKSeam.request = timed  # type: ignore[method-assign]
     obsdeco.patch_all()
