@@ -153,6 +153,16 @@ async def async_openai_client(provider: ProviderServer) -> AsyncIterator[openai.
         yield client
 
 
+@pytest.fixture(params=["sync", "async"])
+def client(
+    request: pytest.FixtureRequest,
+    openai_client: openai.OpenAI,
+    async_openai_client: openai.AsyncOpenAI,
+) -> openai.OpenAI | openai.AsyncOpenAI:
+    """An OpenAI client: each test using it runs with the sync one, then with the async one."""
+    return openai_client if request.param == "sync" else async_openai_client
+
+
 @pytest.fixture
 def anthropic_client(provider: ProviderServer) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(

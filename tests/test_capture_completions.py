@@ -35,16 +35,6 @@ def test_the_expected_counts_are_the_providers_own() -> None:
     assert count_tokens(DEFAULT_TEXT) == COMPLETION_TOKENS
 
 
-@pytest.fixture(params=["sync", "async"])
-def client(
-    request: pytest.FixtureRequest,
-    openai_client: openai.OpenAI,
-    async_openai_client: openai.AsyncOpenAI,
-) -> openai.OpenAI | openai.AsyncOpenAI:
-    """Each test using it runs with the sync client, then with the async one."""
-    return openai_client if request.param == "sync" else async_openai_client
-
-
 @pytest.fixture(autouse=True)
 async def _clients_closed(async_openai_client: openai.AsyncOpenAI) -> AsyncIterator[None]:
     """Close the async client while the test's event loop still runs."""

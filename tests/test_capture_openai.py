@@ -219,16 +219,6 @@ def dumped(items: list[Any]) -> list[dict[str, Any]]:
     return [item.model_dump() for item in items]
 
 
-@pytest.fixture(params=["sync", "async"])
-def client(
-    request: pytest.FixtureRequest,
-    openai_client: openai.OpenAI,
-    async_openai_client: openai.AsyncOpenAI,
-) -> openai.OpenAI | openai.AsyncOpenAI:
-    """Each test using it runs with the sync client, then with the async one."""
-    return openai_client if request.param == "sync" else async_openai_client
-
-
 @pytest.fixture(autouse=True)
 async def _clients_closed(
     openai_client: openai.OpenAI, async_openai_client: openai.AsyncOpenAI
