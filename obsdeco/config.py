@@ -15,11 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from obsdeco.engine.routes import Route
 from obsdeco.models import Name
 from obsdeco.provider_names import check_provider_name
 from obsdeco.storage import registered_scheme
 
 DEFAULT_DATABASE_URL = "sqlite:///obsdeco.db"
+DEFAULT_CACHE_URL = "memory://"
 
 _SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 _PRICE_KEYS = frozenset({"input", "output", "cache_read", "cache_write"})
@@ -58,6 +60,11 @@ class Settings(BaseModel):
     provider_hosts: dict[str, str] = Field(default_factory=dict)
     """"host[:port]" -> provider name, for gateways and local servers (before genai-prices'
     provider URL patterns); hosts are kept lowercase."""
+    cache_url: str = DEFAULT_CACHE_URL
+    """Where `obsdeco.cache()` keeps responses: memory://, sqlite:///path, postgresql+psycopg://,
+    redis://host:port/db."""
+    routes: tuple[Route, ...] = ()
+    """The model router's rules, tried in order; the first that matches a request routes it."""
 
     @field_validator("provider_hosts")
     @classmethod
@@ -94,6 +101,11 @@ class Settings(BaseModel):
     @classmethod
     def _known_database(cls, value: str) -> str:
         return normalise_database_url(value)
+
+    @field_validator("cache_url")
+    @classmethod
+    def _known_cache(cls, value: str) -> str:
+        return normalise_cache_url(value)
 
     @field_validator("pricing_overrides")
     @classmethod
@@ -161,6 +173,23 @@ def normalise_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+_CACHE_SCHEMES = ("memory", "redis", "rediss")
+
+
+def normalise_cache_url(url: str) -> str:
+    """Check that `url` names a cache backend: memory://, redis(s)://, or a database URL."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme in _CACHE_SCHEMES:
+        return url
+    try:
+        return normalise_database_url(url)
+    except ValueError:
+        raise ValueError(
+            f"cache_url {url!r} is not supported; use memory://, redis://host:6379/0, "
+            "sqlite:///path.db or postgresql+psycopg://user@host:5432/db"
+        ) from None
+
+
 def _parse_bool(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -210,6 +239,7 @@ _ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "metadata_deny": _parse_list,
     "encryption_key": str,
     "provider_hosts": _parse_json,
+    "cache_url": str,
 }
 
 
@@ -293,6 +323,8 @@ def configure(
     metadata_deny: Sequence[str] | None = None,
     encryption_key: str | None = None,
     provider_hosts: Mapping[str, str] | None = None,
+    cache_url: str | None = None,
+    routes: Sequence[Route] | None = None,
 ) -> Settings:
     """Replace the whole obsdeco configuration.
 
@@ -318,6 +350,8 @@ def configure(
         metadata_deny=metadata_deny,
         encryption_key=encryption_key,
         provider_hosts=provider_hosts,
+        cache_url=cache_url,
+        routes=None if routes is None else tuple(routes),
     )
     settings_holder.replace(settings)
     return settings

@@ -166,7 +166,7 @@ class LLMCall(BaseModel):
     )
     model: Name = Field(
         validation_alias=AliasChoices("model", "model_name"),
-        description="the model that was requested",
+        description="the model that was called: the one requested, or the router's choice",
     )
     response_model: Name | None = Field(default=None, description="the model the provider returned")
     api: Code | None = Field(
@@ -193,6 +193,25 @@ class LLMCall(BaseModel):
     )
     cost_usd: float | None = None
     request_hash: Code | None = None
+    cache_hit: bool | None = Field(
+        default=None,
+        description="True: answered by obsdeco's response cache, without a request; False: a "
+        "miss inside `obsdeco.cache()`; None: made outside it",
+    )
+    saved_usd: float | None = Field(
+        default=None,
+        description="what the cache (the whole price of a hit) or the router (the price at "
+        "`routed_from` less the price paid) saved on this call; priced like `cost_usd`",
+    )
+    requested_model: Name | None = Field(
+        default=None, description="the model the code asked for, when the router changed it"
+    )
+    routed_from: Name | None = Field(
+        default=None, description="the `from_model` of the route rule that changed the model"
+    )
+    shadow_model: Name | None = Field(
+        default=None, description="the model a shadow route rule would have sent the call to"
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
     prompt: str | None = Field(
         default=None,

@@ -39,7 +39,15 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.functions import FunctionElement
 
-from obsdeco.models import AgentSpan, LLMCall, ModelProvider, Session, SessionRecord, SessionSummary
+from obsdeco.models import (
+    MAX_NAME_LENGTH,
+    AgentSpan,
+    LLMCall,
+    ModelProvider,
+    Session,
+    SessionRecord,
+    SessionSummary,
+)
 from obsdeco.provider_names import MAX_PROVIDER_NAME, default_provider_name
 from obsdeco.storage import rollups
 from obsdeco.storage.base import (
@@ -285,6 +293,10 @@ class SQLAlchemyStorage:
             "prompt": "TEXT",
             "completion": "TEXT",
             "provider_name": f"VARCHAR({MAX_PROVIDER_NAME})",
+            "cache_hit": "BOOLEAN",
+            "requested_model": f"VARCHAR({MAX_NAME_LENGTH})",
+            "routed_from": f"VARCHAR({MAX_NAME_LENGTH})",
+            "shadow_model": f"VARCHAR({MAX_NAME_LENGTH})",
         }
         with self.engine.begin() as connection:
             for name, definition in added.items():

@@ -1,0 +1,1 @@
+"""The optimisation engine (opt-in): response cache, model router, prompt experiments, scores."""
