@@ -9,6 +9,8 @@ from obsdeco.collector import MetricsCollector, get_calls, get_report, report
 from obsdeco.config import Settings, configure, get_settings
 from obsdeco.context import current_session
 from obsdeco.decorators import SessionResult, observe_agent, observe_session
+from obsdeco.engine.cache import cache
+from obsdeco.engine.routes import Route
 from obsdeco.integrations.patching import patch_all, unpatch_all
 from obsdeco.models import (
     AgentSpan,
@@ -30,6 +32,7 @@ __all__ = [
     "ModelProvider",
     "Observatory",
     "ProjectReport",
+    "Route",
     "Session",
     "SessionReport",
     "SessionResult",
@@ -38,6 +41,7 @@ __all__ = [
     "StorageBackend",
     "Suggestion",
     "__version__",
+    "cache",
     "configure",
     "current_session",
     "flush",

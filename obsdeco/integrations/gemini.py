@@ -164,6 +164,18 @@ class GeminiFormat(ProviderFormat):
         collection, name = resource[-2:]
         return name if collection == "models" else f"{collection}/{name}"
 
+    def with_model(
+        self, path: str, body: Mapping[str, Any], model: str
+    ) -> tuple[str, dict[str, Any]] | None:
+        """Gemini names the model in the path: `.../models/{model}:{method}`."""
+        resource, colon, method = path.rpartition(":")
+        prefix, slash, current = resource.rpartition("/")
+        if not (colon and slash and (prefix.endswith("/models") or prefix == "models")):
+            return None
+        if current != self.request_model("", path, body):
+            return None
+        return f"{prefix}/{model}:{method}", dict(body)
+
     def request_streamed(self, api: str, path: str, body: Mapping[str, Any]) -> bool:
         """Gemini says stream in the path (`:streamGenerateContent`), not in the body."""
         return path.split("?", 1)[0].endswith(_STREAM_ENDING)
