@@ -23,6 +23,8 @@ class ProviderFormat:
     provider_name: ClassVar[str]
     """The OpenTelemetry name of the provider, unless the request's host names another."""
     endpoints: ClassVar[Mapping[str, str]]
+    model_in_path: ClassVar[bool] = False
+    """The request names its model in the URL path (Gemini), not in the body."""
     stream_end_markers: ClassVar[tuple[bytes, ...]] = ()
     """Bytes an SSE stream of this format sends last: an SDK that stops reading there (and
     closes the body before its end) has still received the whole answer."""

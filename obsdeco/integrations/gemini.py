@@ -147,6 +147,7 @@ class _ContentStream(StreamAccumulator):
 class GeminiFormat(ProviderFormat):
     """The Gemini API (Google AI Studio, and Vertex AI's publisher models), any API version."""
 
+    model_in_path: ClassVar[bool] = True
     provider: ClassVar[ModelProvider] = ModelProvider.GOOGLE
     provider_name: ClassVar[str] = "gcp.gemini"
     endpoints: ClassVar[Mapping[str, str]] = {

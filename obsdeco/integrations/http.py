@@ -31,13 +31,14 @@ from typing import Any, Protocol
 
 import wrapt
 
+from obsdeco.engine.cache import CachePlan, replayed
 from obsdeco.guard import fault, safely
 from obsdeco.integrations import engine, seam
-from obsdeco.integrations.engine import CachePlan
 from obsdeco.integrations.facts import FactsSource, ResponseFacts, StreamAccumulator, feed_events
 from obsdeco.integrations.format import ProviderFormat
 from obsdeco.integrations.formats import ENDINGS, endpoint_of
 from obsdeco.integrations.identity import host_key
+from obsdeco.integrations.libraries import LIBRARIES
 from obsdeco.integrations.proxies import record_later
 from obsdeco.integrations.recorder import (
     CallRecorder,
@@ -49,8 +50,6 @@ from obsdeco.integrations.sse import SSEDecoder
 
 logger = logging.getLogger("obsdeco.patching")
 
-LIBRARIES = ("httpx", "httpx2")
-"""The HTTP libraries whose clients the seam wraps (each when installed)."""
 
 _DONE = "[DONE]"
 
@@ -429,15 +428,22 @@ def _keep(plan: CachePlan, response: Any, asynchronous: bool) -> None:
         fault("http._keep")
 
 
-def _prepared(recorder: CallRecorder, request: Any) -> tuple[Any, CachePlan | None]:
-    """The request as the engine sends it (routed or not) and its cache plan, if any."""
-    request = engine.route(recorder, request) or request
-    return request, engine.cache_plan(recorder)
+def _prepared(recorder: CallRecorder, request: Any) -> tuple[Any, CachePlan | None, bool]:
+    """The request as the engine sends it (routed or not), the call's cache plan, and whether
+    this seam looks the call up (the seam above has not)."""
+    looks_up = not recorder.planned
+    cache_plan = engine.plan(recorder) if looks_up else recorder.cache_plan
+    return engine.routed_request(recorder, request) or request, cache_plan, looks_up
 
 
-def _replayed(recorder: CallRecorder, plan: CachePlan, request: Any, response_type: type) -> Any:
-    """The cached answer as the library's response (the call a hit), or None."""
-    response = safely("http.replay", partial(plan.replay, request, response_type))
+def _replayed(
+    recorder: CallRecorder, cache_plan: CachePlan, request: Any, response_type: type
+) -> Any:
+    """The stored answer as the library's response (the call is then a hit), or None."""
+    entry = safely("http.lookup", cache_plan.lookup)
+    if entry is None:
+        return None
+    response = safely("http.replayed", partial(replayed, entry, request, response_type))
     if response is not None:
         recorder.cache_hit = True
     return response
@@ -454,8 +460,8 @@ def _observed_send(
     recorder = above if above is not None else _start(request)
     if recorder is None:
         return send(client, request, **kwargs)
-    request, plan = _prepared(recorder, request)
-    if plan is not None:
+    request, plan, looks_up = _prepared(recorder, request)
+    if plan is not None and looks_up:
         response = _replayed(recorder, plan, request, response_type)
         if response is not None:
             if above is None:
@@ -483,8 +489,8 @@ async def _observed_async_send(
     recorder = above if above is not None else _start(request)
     if recorder is None:
         return await send(client, request, **kwargs)
-    request, plan = _prepared(recorder, request)
-    if plan is not None:
+    request, plan, looks_up = _prepared(recorder, request)
+    if plan is not None and looks_up:
         response = _replayed(recorder, plan, request, response_type)
         if response is not None:
             if above is None:

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from obsdeco.collector import implicit_session, keep
 from obsdeco.context import current_agent, current_session
+from obsdeco.engine.cache import CachePlan
 from obsdeco.engine.router import RuleState
 from obsdeco.guard import fault, guarded, safely
 from obsdeco.integrations.facts import FactsSource, ResponseFacts, capturing
@@ -212,6 +213,7 @@ class CallRecorder(PendingCall):
         "api",
         "body",
         "cache_hit",
+        "cache_plan",
         "call_id",
         "ended",
         "error",
@@ -224,9 +226,11 @@ class CallRecorder(PendingCall):
         "host",
         "model",
         "operation",
+        "planned",
         "rate_limited_retries",
         "requested_model",
         "retries",
+        "route_applied",
         "route_rule",
         "routed_from",
         "session",
@@ -271,11 +275,15 @@ class CallRecorder(PendingCall):
         self.error_status: int | None = None
         self.error_detail: ErrorDetail = None
         self.ended = 0.0
+        self.planned = False
         self.cache_hit: bool | None = None
+        self.cache_plan: CachePlan | None = None
         self.requested_model: str | None = None
         self.routed_from: str | None = None
         self.shadow_model: str | None = None
         self.route_rule: RuleState | None = None
+        self.route_applied = False
+        """Whether the seam that planned the call sent its request for the routed model."""
         self.call_id: str | None = None
         self._key: str | None = None
         self._call: LLMCall | None = None
