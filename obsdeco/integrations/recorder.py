@@ -306,6 +306,9 @@ class CallRecorder(PendingCall):
                 self.body = self.facts_source = self.error_detail = None
             return self._call
 
+    def built(self) -> LLMCall | None:
+        return self._call
+
     def _failure(self) -> tuple[str | None, str | None]:
         """(error_type, error_message) of the call; (None, None) when it succeeded."""
         if self.error is not None:
@@ -357,6 +360,7 @@ class CallRecorder(PendingCall):
             "rate_limited_retries": self.rate_limited_retries,
             "cost_usd": None,
             "request_hash": _safe_hash(self.body, self.model),
+            "experiments": self.experiments,
             "metadata": {},
         }
         if capturing():
