@@ -28,7 +28,7 @@ from obsdeco.guard import safely
 from obsdeco.models import Session, checked_name
 from obsdeco.runtime import flush, get_runtime, pipeline
 from obsdeco.storage import SessionState
-from obsdeco.storage.base import CallFilter, ScoreFilter
+from obsdeco.storage.base import CallFilter, ScoreFilter, StorageBackend
 
 V = TypeVar("V")
 
@@ -130,16 +130,36 @@ def _cached_winner(project: str, name: str) -> str | None:
     return winner
 
 
+def stored_experiment_report(
+    backend: StorageBackend,
+    prices: PriceTable,
+    name: str,
+    project: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> ExperimentReport:
+    """The report of experiment `name` from what `backend` holds now."""
+    assigned = backend.experiment_sessions(name, project, since, until)
+    calls = backend.query_calls(CallFilter(project=project, since=since, experiment=name))
+    scores = backend.query_scores(ScoreFilter(project=project, experiment=name))
+    return build_experiment_report(
+        name, project, since, until, assigned, price_calls(calls, prices), scores
+    )
+
+
 def _report(
     name: str, project: str | None, since: datetime | None, until: datetime | None
 ) -> ExperimentReport:
-    """The report from what is stored now (nothing is flushed here)."""
-    backend = get_runtime().backend
-    assigned = backend.experiment_sessions(name, project, since, until)
-    calls = backend.query_calls(CallFilter(project=project, since=since, experiment=name))
-    priced = price_calls(calls, PriceTable(get_settings().pricing_overrides))
-    scores = backend.query_scores(ScoreFilter(project=project, experiment=name))
-    report = build_experiment_report(name, project, since, until, assigned, priced, scores)
+    """The report from what is stored now (nothing is flushed here); one over all time
+    refreshes the winner `auto_select` uses."""
+    report = stored_experiment_report(
+        get_runtime().backend,
+        PriceTable(get_settings().pricing_overrides),
+        name,
+        project,
+        since,
+        until,
+    )
     if project is not None and since is None and until is None:
         _winners[(get_settings().database_url, project, name)] = (
             time.monotonic(),
