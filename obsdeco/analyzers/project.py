@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from obsdeco.analyzers.columns import NONE_KEY, CallColumns
 from obsdeco.analyzers.cost_analyzer import PriceTable
+from obsdeco.analyzers.scores import stored_score_breakdown
 from obsdeco.analyzers.suggestions import (
     EVIDENCE_LIMIT,
     ModelUsage,
@@ -42,6 +43,7 @@ from obsdeco.storage.base import (
     CallAggregate,
     CallFilter,
     GroupKey,
+    ScoreFilter,
     StorageBackend,
 )
 
@@ -308,7 +310,7 @@ def build_project_report(
     agent: str | None = None,
 ) -> ProjectReport:
     """Every breakdown of a project's calls in [since, until) (of one model or agent, if
-    given), aggregated by the store."""
+    given), and of the scores given in that range, aggregated by the store."""
     where = CallFilter(project=project, since=since, until=until, model=model, agent=agent)
     rows, row_cost, costs = priced_groups(backend, where, prices)
 
@@ -390,5 +392,9 @@ def build_project_report(
         ),
         suggestions=suggest(
             _usages(rows), _repeats(backend, project, rows, row_cost), latency, prices
+        ),
+        scores=stored_score_breakdown(
+            backend,
+            ScoreFilter(project=project, since=since, until=until, model=model, agent=agent),
         ),
     )

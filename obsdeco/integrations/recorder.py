@@ -338,6 +338,9 @@ class CallRecorder(PendingCall):
                 self.body = self.facts_source = self.error_detail = None
             return self._call
 
+    def built(self) -> LLMCall | None:
+        return self._call
+
     def _failure(self) -> tuple[str | None, str | None]:
         """(error_type, error_message) of the call; (None, None) when it succeeded."""
         if self.error is not None:
@@ -393,6 +396,7 @@ class CallRecorder(PendingCall):
             "requested_model": _reported_text(self.requested_model, MAX_NAME_LENGTH),
             "routed_from": self.routed_from,
             "shadow_model": self.shadow_model,
+            "experiments": self.experiments,
             "metadata": {},
         }
         if capturing():
