@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from obsdeco.engine.routes import CHARS_PER_TOKEN, QUALITY_WINDOW, Route
+from obsdeco.engine.scores import add_score_listener
 from obsdeco.guard import fault
+from obsdeco.models import Score
 
 logger = logging.getLogger("obsdeco.router")
 
@@ -197,6 +199,11 @@ def router_for(routes: tuple[Route, ...]) -> Router | None:
         return _current
 
 
-def current_router() -> Router | None:
-    """The router last built (for scores arriving after the call)."""
-    return _current
+def _learn_score(score: Score) -> None:
+    """A score on a call a rule routed counts in that rule's quality."""
+    router = _current
+    if router is not None and score.call_id is not None:
+        router.score(score.call_id, score.value)
+
+
+add_score_listener(_learn_score)
