@@ -4,6 +4,9 @@ Everything public is importable from here; see the README for the guide.
 """
 
 from obsdeco._version import __version__
+from obsdeco.alerts.events import AlertEvent
+from obsdeco.alerts.rules import Alert
+from obsdeco.alerts.service import check_alerts, get_alerts
 from obsdeco.analyzers.registry import register_analyzer, unregister_analyzer
 from obsdeco.collector import MetricsCollector, get_calls, get_report, report
 from obsdeco.config import Settings, configure, get_settings
@@ -38,6 +41,8 @@ from obsdeco.storage import StorageBackend, register_backend
 
 __all__ = [
     "AgentSpan",
+    "Alert",
+    "AlertEvent",
     "Difference",
     "ExperimentReport",
     "ExperimentSummary",
@@ -60,11 +65,13 @@ __all__ = [
     "VariantStats",
     "__version__",
     "cache",
+    "check_alerts",
     "configure",
     "current_session",
     "experiment",
     "experiment_report",
     "flush",
+    "get_alerts",
     "get_calls",
     "get_report",
     "get_scores",

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from obsdeco.alerts.rules import Alert
 from obsdeco.engine.routes import Route
 from obsdeco.models import Name
 from obsdeco.provider_names import check_provider_name
@@ -65,6 +66,19 @@ class Settings(BaseModel):
     redis://host:port/db."""
     routes: tuple[Route, ...] = ()
     """The model router's rules, tried in order; the first that matches a request routes it."""
+    alerts: tuple[Alert, ...] = ()
+    """Alert rules, evaluated off the caller's thread from what is stored."""
+    alert_interval_s: float = Field(default=30.0, ge=0.0, le=86_400.0, allow_inf_nan=False)
+    """How often the background evaluator checks the alerts (0: only `check_alerts()`)."""
+
+    @field_validator("alerts")
+    @classmethod
+    def _unique_alert_names(cls, value: tuple[Alert, ...]) -> tuple[Alert, ...]:
+        names = [alert.name for alert in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"alert names must be unique; given twice: {twice}")
+        return value
 
     @field_validator("provider_hosts")
     @classmethod
@@ -240,6 +254,7 @@ _ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "encryption_key": str,
     "provider_hosts": _parse_json,
     "cache_url": str,
+    "alert_interval_s": float,
 }
 
 
@@ -281,6 +296,11 @@ class _SettingsHolder:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.current: Settings | None = None
+        self._listeners: list[Callable[[Settings], None]] = []
+
+    def add_listener(self, listener: Callable[[Settings], None]) -> None:
+        """Call `listener(settings)` after each `configure()`, on its thread."""
+        self._listeners.append(listener)
 
     def get(self) -> Settings:
         settings = self.current
@@ -294,6 +314,8 @@ class _SettingsHolder:
     def replace(self, settings: Settings) -> None:
         with self._lock:
             self.current = settings
+        for listener in self._listeners:
+            listener(settings)
 
 
 settings_holder = _SettingsHolder()
@@ -325,6 +347,8 @@ def configure(
     provider_hosts: Mapping[str, str] | None = None,
     cache_url: str | None = None,
     routes: Sequence[Route] | None = None,
+    alerts: Sequence[Alert] | None = None,
+    alert_interval_s: float | None = None,
 ) -> Settings:
     """Replace the whole obsdeco configuration.
 
@@ -332,6 +356,8 @@ def configure(
     Records made after this call go to the new database; records already queued still go to
     the database they were recorded for. Bad values raise `ValueError` naming the option.
     """
+    if isinstance(alerts, Alert):
+        raise ValueError("alerts must be a list of obsdeco.Alert, e.g. alerts=[obsdeco.Alert(...)]")
     settings = build_settings(
         project=project,
         database_url=database_url,
@@ -352,6 +378,8 @@ def configure(
         provider_hosts=provider_hosts,
         cache_url=cache_url,
         routes=None if routes is None else tuple(routes),
+        alerts=None if alerts is None else tuple(alerts),
+        alert_interval_s=alert_interval_s,
     )
     settings_holder.replace(settings)
     return settings

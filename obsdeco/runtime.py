@@ -16,6 +16,7 @@ from functools import partial
 
 from pydantic import BaseModel
 
+from obsdeco.alerts.counters import alert_counters
 from obsdeco.analyzers import PriceTable, session_totals
 from obsdeco.config import Settings, get_settings, settings_holder
 from obsdeco.guard import internal_faults
@@ -59,6 +60,14 @@ class Stats(BaseModel):
     last_error: str | None
     internal_faults: int
     """obsdeco faults swallowed so that your code was unaffected (each place logged once)."""
+    alerts_fired: int = 0
+    alerts_resolved: int = 0
+    alert_notifications_sent: int = 0
+    alert_notifications_failed: int = 0
+    """Not delivered: a webhook that failed every attempt, a callable notifier that raised."""
+    alert_notification_retries: int = 0
+    alert_evaluation_errors: int = 0
+    """Alert evaluations, or stores of their events, that failed (e.g. the database down)."""
 
 
 class _Pipeline:
@@ -141,6 +150,12 @@ class _Pipeline:
                 queue_bound=get_settings().max_queue_size,
                 last_error=counters.last_error,
                 internal_faults=internal_faults(),
+                alerts_fired=alert_counters.fired,
+                alerts_resolved=alert_counters.resolved,
+                alert_notifications_sent=alert_counters.notifications_sent,
+                alert_notifications_failed=alert_counters.notifications_failed,
+                alert_notification_retries=alert_counters.notification_retries,
+                alert_evaluation_errors=alert_counters.evaluation_errors,
             )
 
     def flush_at_exit(self) -> None:
