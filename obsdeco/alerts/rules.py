@@ -38,7 +38,8 @@ class Alert(BaseModel):
     threshold. `window` does not apply to budgets (they have their own).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    """Inputs are left out of errors: a webhook URL carries its secret."""
 
     name: Name
     metric: Metric
@@ -49,11 +50,11 @@ class Alert(BaseModel):
     project: Name | None = None
     budget: Name | None = None
 
-    @field_validator("window")
+    @field_validator("window", mode="before")
     @classmethod
-    def _known_window(cls, value: str) -> str:
-        parse_window(value)
-        return value.strip()
+    def _known_window(cls, value: object) -> str:
+        parse_window(value)  # type: ignore[arg-type]
+        return str(value).strip()
 
     @field_validator("notify", mode="before")
     @classmethod

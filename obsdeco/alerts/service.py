@@ -62,7 +62,7 @@ class AlertService:
             while self._warnings:
                 warnings.append(self._warnings.popleft())
             settings = get_settings()
-            if not settings.alerts:
+            if not settings.alerts or not (measured or warnings):
                 return []
             return self.evaluator.evaluate(
                 settings, get_runtime().backend, now, warnings, measured=measured
@@ -109,8 +109,8 @@ def check_alerts(now: datetime | None = None) -> list[AlertEvent]:
     is the end of every rule's window, so tests and backfills can move time. The background
     evaluator does the same every `alert_interval_s` seconds.
     """
-    if now is not None:
-        checked_range(now, None)
+    if now is not None and now.tzinfo is None:
+        raise ValueError(f"now must be timezone-aware (e.g. datetime.now(UTC)), got {now!r}")
     flush()
     return service.run_once(now if now is not None else datetime.now(UTC))
 

@@ -1,4 +1,5 @@
-"""obsdeco's Streamlit dashboard: overview, session history with drill-down, models and agents.
+"""obsdeco's Streamlit dashboard: overview, session history with drill-down, models and agents,
+experiments and alerts.
 
 Run it with `obsdeco dashboard [--database-url URL] [--port N] [--host ADDRESS]` or
 `streamlit run dashboard/app.py`. It reads the store named by `OBSDECO_DATABASE_URL` (else
@@ -30,7 +31,7 @@ from obsdeco.privacy.store import open_store
 from obsdeco.storage import StorageBackend
 from obsdeco.storage.base import ExperimentVariant, SessionOrder
 
-PAGES = ("Overview", "Sessions", "Models & agents", "Experiments")
+PAGES = ("Overview", "Sessions", "Models & agents", "Experiments", "Alerts")
 RANGES = {
     "1h": timedelta(hours=1),
     "24h": timedelta(days=1),
@@ -110,6 +111,11 @@ def _experiments(url: str, project: str | None) -> list[ExperimentVariant]:
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner="Comparing variants...")
 def _experiment(url: str, name: str, filters: data.Filters) -> ExperimentReport:
     return data.experiment(_backend(url), _prices(), name, filters)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def _alerts(url: str, filters: data.Filters) -> data.AlertsView:
+    return data.alerts(_backend(url), filters)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
@@ -577,6 +583,21 @@ def experiments_page(url: str, filters: data.Filters, params: UrlParams) -> None
     sections.experiment_report(report)
 
 
+def alerts_page(url: str, filters: data.Filters) -> None:
+    """Each alert's current state (its newest event) and the events fired in the range."""
+    found = _alerts(url, filters)
+    if not found.states:
+        st.info("No alert has fired yet (see obsdeco.Alert).")
+        return
+    st.subheader("Rules")
+    sections.alert_events(found.states, "Since (UTC)")
+    st.subheader("Fired and resolved in this range")
+    if not found.events:
+        st.info("No alert fired or resolved in this range.")
+        return
+    sections.alert_events(found.events, "At (UTC)")
+
+
 def empty_state() -> None:
     st.info("Nothing recorded yet in this store.")
     st.markdown(
@@ -613,6 +634,8 @@ def main() -> None:
         models_and_agents_page(url, filters)
     elif page == "Experiments":
         experiments_page(url, filters, params)
+    elif page == "Alerts":
+        alerts_page(url, filters)
     else:
         overview_page(url, filters)
     params.notice(notice)
