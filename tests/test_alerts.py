@@ -22,11 +22,11 @@ import obsdeco
 from obsdeco.alerts import notify
 from obsdeco.alerts.budget_usage import (
     BudgetUsage,
+    fire_budget_warning,
     register_budget_metric,
     unregister_budget_metric,
 )
 from obsdeco.alerts.events import AlertEvent
-from obsdeco.alerts.service import fire_budget_warning
 from obsdeco.storage import SQLAlchemyStorage
 from obsdeco.windows import parse_window
 from tests.conftest import count_rows

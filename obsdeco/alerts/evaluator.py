@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 
-from obsdeco.alerts.budget_usage import BudgetUsage, budget_usages
+from obsdeco.alerts.budget_usage import BudgetWarning, budget_usages
 from obsdeco.alerts.counters import alert_counters
 from obsdeco.alerts.events import AlertEvent
 from obsdeco.alerts.metrics import Measurement, budget_measurement, measure
@@ -21,15 +21,6 @@ from obsdeco.guard import fault
 from obsdeco.storage.base import StorageBackend
 
 logger = logging.getLogger("obsdeco.alerts")
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetWarning:
-    """A budget passed its soft limit (told by the budgets code)."""
-
-    budget: str
-    usage: BudgetUsage
-    at: datetime
 
 
 @dataclass(slots=True)

@@ -1,5 +1,5 @@
-"""Alerts at work: the background evaluator thread, and the public functions `check_alerts`,
-`get_alerts` and `fire_budget_warning`.
+"""Alerts at work: the background evaluator thread, and the public functions `check_alerts` and
+`get_alerts`.
 
 The thread starts when `configure(alerts=[...])` is called and evaluates every rule each
 `alert_interval_s` seconds (0: only when `check_alerts()` is called), reading what is stored;
@@ -13,15 +13,14 @@ import math
 import os
 import threading
 import time
-from collections import deque
 from datetime import UTC, datetime
 
-from obsdeco.alerts.budget_usage import BudgetUsage
-from obsdeco.alerts.evaluator import BudgetWarning, Evaluator
+from obsdeco.alerts import budget_usage
+from obsdeco.alerts.evaluator import Evaluator
 from obsdeco.alerts.events import AlertEvent
 from obsdeco.collector import checked_range
 from obsdeco.config import Settings, get_settings, settings_holder
-from obsdeco.guard import fault, guarded
+from obsdeco.guard import fault
 from obsdeco.models import checked_name
 from obsdeco.runtime import flush, get_runtime
 
@@ -29,11 +28,10 @@ MAX_LISTED = 10_000
 
 
 class AlertService:
-    """Owns the evaluator, the budget warnings waiting for it and the thread that runs it."""
+    """Owns the evaluator and the thread that runs it."""
 
     def __init__(self) -> None:
         self.evaluator = Evaluator()
-        self._warnings: deque[BudgetWarning] = deque()
         self._wake = threading.Event()
         self._start = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -50,17 +48,14 @@ class AlertService:
                     self._thread.start()
         self._wake.set()
 
-    def warn(self, warning: BudgetWarning) -> None:
-        """Queue a budget warning for the thread (never blocks)."""
-        self._warnings.append(warning)
+    def wake(self) -> None:
+        """Have the thread look at the budget warnings queued."""
         self._wake.set()
 
     def run_once(self, now: datetime, *, measured: bool = True) -> list[AlertEvent]:
         """One evaluation (or, not `measured`, only the waiting budget warnings)."""
         with self.evaluator.lock:
-            warnings = []
-            while self._warnings:
-                warnings.append(self._warnings.popleft())
+            warnings = budget_usage.take_warnings()
             settings = get_settings()
             if not settings.alerts or not (measured or warnings):
                 return []
@@ -90,7 +85,6 @@ class AlertService:
 
     def after_fork_in_child(self) -> None:
         self.evaluator = Evaluator()
-        self._warnings = deque()
         self._wake = threading.Event()
         self._start = threading.Lock()
         self._thread = None
@@ -99,6 +93,7 @@ class AlertService:
 
 service = AlertService()
 settings_holder.add_listener(service.settings_replaced)
+budget_usage.on_warning(service.wake)
 os.register_at_fork(after_in_child=service.after_fork_in_child)
 
 
@@ -133,17 +128,3 @@ def get_alerts(
     return get_runtime().backend.query_alert_events(
         since=since, name=name, project=project, limit=limit
     )
-
-
-@guarded()
-def fire_budget_warning(
-    budget_name: str, spent_usd: float, limit_usd: float, soft_usd: float | None
-) -> None:
-    """For the budgets code: `budget_name` has passed its soft limit, having spent `spent_usd`
-    of `limit_usd`. Alerts on metric "budget" watching it (or any budget) fire, on the
-    evaluator's thread, if the fraction used passes their threshold (`above`, else
-    soft / limit). Never blocks and never raises; a no-op without such alerts."""
-    alerts = get_settings().alerts
-    if any(alert.metric == "budget" for alert in alerts):
-        usage = BudgetUsage(float(spent_usd), float(limit_usd), soft_usd)
-        service.warn(BudgetWarning(budget_name, usage, datetime.now(UTC)))
