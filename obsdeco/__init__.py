@@ -9,6 +9,7 @@ from obsdeco.collector import MetricsCollector, get_calls, get_report, report
 from obsdeco.config import Settings, configure, get_settings
 from obsdeco.context import current_session
 from obsdeco.decorators import SessionResult, observe_agent, observe_session
+from obsdeco.engine.budget_rules import Budget, BudgetExceeded
 from obsdeco.engine.cache import cache
 from obsdeco.engine.experiment_report import Difference, ExperimentReport, VariantStats
 from obsdeco.engine.experiments import (
@@ -38,6 +39,8 @@ from obsdeco.storage import StorageBackend, register_backend
 
 __all__ = [
     "AgentSpan",
+    "Budget",
+    "BudgetExceeded",
     "Difference",
     "ExperimentReport",
     "ExperimentSummary",

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from obsdeco.engine.budget_rules import Budget
 from obsdeco.engine.routes import Route
 from obsdeco.models import Name
 from obsdeco.provider_names import check_provider_name
@@ -65,6 +66,8 @@ class Settings(BaseModel):
     redis://host:port/db."""
     routes: tuple[Route, ...] = ()
     """The model router's rules, tried in order; the first that matches a request routes it."""
+    budgets: tuple[Budget, ...] = ()
+    """Hard budgets: a call that could pass one is refused before it is sent."""
 
     @field_validator("provider_hosts")
     @classmethod
@@ -325,6 +328,7 @@ def configure(
     provider_hosts: Mapping[str, str] | None = None,
     cache_url: str | None = None,
     routes: Sequence[Route] | None = None,
+    budgets: Sequence[Budget] | None = None,
 ) -> Settings:
     """Replace the whole obsdeco configuration.
 
@@ -352,6 +356,7 @@ def configure(
         provider_hosts=provider_hosts,
         cache_url=cache_url,
         routes=None if routes is None else tuple(routes),
+        budgets=None if budgets is None else tuple(budgets),
     )
     settings_holder.replace(settings)
     return settings

@@ -35,6 +35,8 @@ class Runtime:
     settings: Settings
     backend: StorageBackend
     writer: Writer
+    prices: PriceTable
+    """The price table of these settings (their pricing overrides over genai-prices)."""
     implicit_sessions: dict[tuple[str, date], Session] = field(default_factory=dict)
     """The implicit sessions whose rows this runtime's database has been sent."""
 
@@ -82,14 +84,15 @@ class _Pipeline:
                     current.writer.stop()
                     self._retired.append(current.writer)
                 backend = open_store(settings, self.counters.add)
+                prices = PriceTable(settings.pricing_overrides)
                 writer = Writer(
                     backend,
                     self.counters,
-                    partial(session_totals, prices=PriceTable(settings.pricing_overrides)),
+                    partial(session_totals, prices=prices),
                     max_queue_size=settings.max_queue_size,
                     batch_size=settings.batch_size,
                 )
-                current = self._current = Runtime(settings, backend, writer)
+                current = self._current = Runtime(settings, backend, writer, prices)
                 exit_hooks.install()
             return current
 

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from genai_prices import __version__ as genai_prices_version
 from genai_prices import data_snapshot
 from genai_prices.data_snapshot import find_provider_by_id
-from genai_prices.types import ModelPrice, Provider, TieredPrices
+from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices
 
 from obsdeco.analyzers.columns import CallColumns, FloatArray
 from obsdeco.models import CostBreakdown
@@ -89,13 +89,21 @@ def _snapshot_provider(provider_name: str) -> Provider | None:
 
 
 @cache
-def _snapshot_prices(provider_name: str, model: str) -> UnitPrices | None:
+def _snapshot_model(provider_name: str, model: str) -> ModelInfo | None:
     snapshot = data_snapshot.get_snapshot()
     try:
         _, model_info = snapshot.find_provider_model(
             model, _snapshot_provider(provider_name), None, None
         )
     except LookupError:
+        return None
+    return model_info
+
+
+@cache
+def _snapshot_prices(provider_name: str, model: str) -> UnitPrices | None:
+    model_info = _snapshot_model(provider_name, model)
+    if model_info is None:
         return None
     prices: ModelPrice = model_info.get_prices(datetime.now(UTC))
     return _unit_prices({key: _rate(getattr(prices, attr)) for key, attr in _PRICE_KEYS.items()})
@@ -121,6 +129,13 @@ class PriceTable:
         return _snapshot_prices(provider_name, model) or _snapshot_prices(
             provider_name, requested_model
         )
+
+    @staticmethod
+    def context_window(provider_name: str, model: str) -> int | None:
+        """The tokens `model` reads and writes at most in one call, as genai-prices knows it."""
+        model_info = _snapshot_model(provider_name, model)
+        window = None if model_info is None else model_info.context_window
+        return window if isinstance(window, int) and window > 0 else None
 
     def price_calls(self, columns: CallColumns) -> FloatArray:
         """USD per call; NaN where the model has no price or the token counts are unknown."""

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from obsdeco.engine.request_size import prompt_characters
 from obsdeco.engine.routes import CHARS_PER_TOKEN, QUALITY_WINDOW, Route
 from obsdeco.engine.scores import add_score_listener
 from obsdeco.guard import fault
@@ -26,25 +27,11 @@ from obsdeco.models import Score
 logger = logging.getLogger("obsdeco.router")
 
 _TOOL_KEYS = ("tools", "functions", "toolConfig")
-_PROMPT_KEYS = ("messages", "system", "instructions", "input", "prompt", "contents")
-_TEXT_KEYS = frozenset({"content", "text", "parts", "input", "system", "instructions", "prompt"})
-
-
-def prompt_characters(value: Any) -> int:
-    """The characters of text in a request's prompt part (message contents, text parts)."""
-    if type(value) is str:
-        return len(value)
-    if type(value) is list:
-        return sum(prompt_characters(item) for item in value)
-    if type(value) is dict:
-        return sum(prompt_characters(item) for key, item in value.items() if key in _TEXT_KEYS)
-    return 0
 
 
 def estimated_prompt_tokens(body: Mapping[str, Any]) -> int:
     """A request's prompt size in tokens, estimated from its text (`CHARS_PER_TOKEN`)."""
-    characters = sum(prompt_characters(body.get(key)) for key in _PROMPT_KEYS)
-    return math.ceil(characters / CHARS_PER_TOKEN)
+    return math.ceil(prompt_characters(body) / CHARS_PER_TOKEN)
 
 
 def _has_tools(body: Mapping[str, Any]) -> bool:

@@ -17,10 +17,12 @@ import json
 from typing import Any
 
 from obsdeco.config import get_settings
+from obsdeco.engine import budgets
 from obsdeco.engine.cache import CachePlan, current_scope
 from obsdeco.engine.cache_store import response_cache
 from obsdeco.engine.router import router_for
 from obsdeco.guard import guarded
+from obsdeco.integrations.identity import provider_name_for
 from obsdeco.integrations.recorder import CallRecorder
 from obsdeco.models import new_id
 
@@ -58,6 +60,19 @@ def plan(recorder: CallRecorder) -> CachePlan | None:
         key, scope.ttl_s, response_cache(settings), recorder.format.stream_finished
     )
     return recorder.cache_plan
+
+
+def reserve(recorder: CallRecorder) -> None:
+    """Hold the call's worst case in every budget in scope, before it is sent; raises
+    `BudgetExceeded` (the call then is not sent, nor recorded) when one would be passed."""
+    recorder.reservations = budgets.reserve(
+        session=recorder.session,
+        agent_name=recorder.agent_name,
+        provider_name=provider_name_for(recorder.host, recorder.format.provider_name),
+        model=recorder.model,
+        api=recorder.api,
+        body=recorder.body or {},
+    )
 
 
 @guarded()

@@ -467,6 +467,8 @@ def _observed_send(
             if above is None:
                 _observe(recorder, response, asynchronous=False)
             return response
+    if looks_up:
+        engine.reserve(recorder)
     if above is not None:
         response = send(client, request, **kwargs)
         if plan is not None:
@@ -496,6 +498,8 @@ async def _observed_async_send(
             if above is None:
                 _observe(recorder, response, asynchronous=True)
             return response
+    if looks_up:
+        engine.reserve(recorder)
     if above is not None:
         response = await send(client, request, **kwargs)
         if plan is not None:

@@ -232,3 +232,14 @@ request_hashes = Table(
     comment="successful calls per identical request, to tell repeats at write time",
     sqlite_with_rowid=False,
 )
+
+budget_accounts = Table(
+    "budget_accounts",
+    metadata,
+    Column("budget", NAME, primary_key=True, comment="the budget's label"),
+    Column("period", UTCDateTime, primary_key=True, comment="its window's start; epoch if none"),
+    Column("limit_usd", Float, nullable=False),
+    Column("spent_usd", Float, nullable=False, default=0.0),
+    Column("reserved_usd", Float, nullable=False, default=0.0, comment="held by calls in flight"),
+    comment="project budgets, shared by every process writing this store",
+)
