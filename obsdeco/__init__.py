@@ -5,7 +5,7 @@ Everything public is importable from here; see the README for the guide.
 
 from obsdeco._version import __version__
 from obsdeco.analyzers.registry import register_analyzer, unregister_analyzer
-from obsdeco.collector import MetricsCollector, get_calls, get_report, report
+from obsdeco.collector import MetricsCollector, get_calls, get_report, report, savings
 from obsdeco.config import Settings, configure, get_settings
 from obsdeco.context import current_session
 from obsdeco.decorators import SessionResult, observe_agent, observe_session
@@ -15,6 +15,8 @@ from obsdeco.models import (
     LLMCall,
     ModelProvider,
     ProjectReport,
+    SavingsDay,
+    SavingsReport,
     Session,
     SessionReport,
     Suggestion,
@@ -30,6 +32,8 @@ __all__ = [
     "ModelProvider",
     "Observatory",
     "ProjectReport",
+    "SavingsDay",
+    "SavingsReport",
     "Session",
     "SessionReport",
     "SessionResult",
@@ -50,6 +54,7 @@ __all__ = [
     "register_analyzer",
     "register_backend",
     "report",
+    "savings",
     "stats",
     "unpatch_all",
     "unregister_analyzer",

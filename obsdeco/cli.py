@@ -1,4 +1,4 @@
-"""The `obsdeco` command line: list stored sessions and print their reports."""
+"""The `obsdeco` command line: list stored sessions, print their reports and the savings."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from obsdeco._version import __version__
 
 if TYPE_CHECKING:
-    from obsdeco.models import ProjectReport, SessionReport
+    from obsdeco.models import ProjectReport, SavingsReport, SessionReport
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -87,6 +87,18 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--since", type=parse_time, help="project report: ISO time or duration")
     report.add_argument("--until", type=parse_time, help="project report: ISO time or duration")
     report.add_argument(
+        "--format", choices=("text", "json", "markdown"), default="text", help="default: text"
+    )
+
+    savings = commands.add_parser(
+        "savings",
+        help="print what the response cache and the router saved, per UTC day",
+        parents=[options],
+    )
+    savings.add_argument("--project", help="only this project (default: every project)")
+    savings.add_argument("--since", type=parse_time, help="ISO time or duration (24h, 7d)")
+    savings.add_argument("--until", type=parse_time, help="ISO time or duration")
+    savings.add_argument(
         "--format", choices=("text", "json", "markdown"), default="text", help="default: text"
     )
 
@@ -172,7 +184,14 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print(report: SessionReport | ProjectReport, output: str) -> None:
+def _savings(args: argparse.Namespace) -> int:
+    import obsdeco
+
+    _print(obsdeco.savings(args.project, args.since, args.until), args.format)
+    return 0
+
+
+def _print(report: SessionReport | ProjectReport | SavingsReport, output: str) -> None:
     if output == "json":
         print(json.dumps(report.model_dump(mode="json"), indent=2))
     elif output == "markdown":
@@ -227,7 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing is not None:
         print(f"obsdeco {args.command}: {missing}", file=sys.stderr)
         return 1
-    commands = {"sessions": _sessions, "report": _report, "dashboard": _dashboard}
+    commands = {
+        "sessions": _sessions,
+        "report": _report,
+        "savings": _savings,
+        "dashboard": _dashboard,
+    }
     try:
         status = commands[args.command](args)
         sys.stdout.flush()

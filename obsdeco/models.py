@@ -434,8 +434,9 @@ class RouteRuleSummary(BaseModel):
     saved_usd: float = 0.0
     shadow_calls: int = 0
     shadow_saved_usd: float = 0.0
-    success_rate: float | None = Field(
-        default=None, description="of the rule's routed calls, or its shadow calls"
+    success_rate: float | None = Field(default=None, description="of the rule's routed calls")
+    shadow_success_rate: float | None = Field(
+        default=None, description="of its shadow calls (made with `from_model`)"
     )
 
 

@@ -17,7 +17,7 @@ def rule_name(from_model: str, to_model: str) -> str:
     return f"{from_model} -> {to_model}"
 
 
-def _usd(value: float | None) -> float:
+def usd_or_zero(value: float | None) -> float:
     """A saving that could not be priced adds nothing (as unpriced costs do)."""
     return 0.0 if value is None or math.isnan(value) else value
 
@@ -25,20 +25,25 @@ def _usd(value: float | None) -> float:
 @dataclass(slots=True)
 class _Rule:
     routed_calls: int = 0
-    shadow_calls: int = 0
-    failed: int = 0
+    routed_failed: int = 0
     saved_usd: float = 0.0
+    shadow_calls: int = 0
+    shadow_failed: int = 0
     shadow_saved_usd: float = 0.0
 
     def summary(self) -> RouteRuleSummary:
-        calls = self.routed_calls + self.shadow_calls
         return RouteRuleSummary(
             routed_calls=self.routed_calls,
             saved_usd=self.saved_usd,
             shadow_calls=self.shadow_calls,
             shadow_saved_usd=self.shadow_saved_usd,
-            success_rate=1.0 - self.failed / calls if calls else None,
+            success_rate=_success_rate(self.routed_calls, self.routed_failed),
+            shadow_success_rate=_success_rate(self.shadow_calls, self.shadow_failed),
         )
+
+
+def _success_rate(calls: int, failed: int) -> float | None:
+    return 1.0 - failed / calls if calls else None
 
 
 @dataclass(slots=True)
@@ -70,23 +75,23 @@ class EngineTally:
         savings are the group's sums (None or NaN: unpriced)."""
         if cache_hit is True:
             self.hits += calls
-            self.cache_saved_usd += _usd(cache_saved)
+            self.cache_saved_usd += usd_or_zero(cache_saved)
         elif cache_hit is False:
             self.misses += calls
         if routed_from is not None:
             rule = self.rules.setdefault(rule_name(routed_from, model), _Rule())
             for counted in (self.routed, rule):
                 counted.routed_calls += calls
-                counted.failed += errors
-                counted.saved_usd += _usd(routing_saved)
+                counted.routed_failed += errors
+                counted.saved_usd += usd_or_zero(routing_saved)
             return
         self.unrouted_calls += calls
         self.unrouted_failed += errors
         if shadow_model is not None:
             rule = self.rules.setdefault(rule_name(model, shadow_model), _Rule())
             rule.shadow_calls += calls
-            rule.failed += errors
-            rule.shadow_saved_usd += _usd(shadow_saved)
+            rule.shadow_failed += errors
+            rule.shadow_saved_usd += usd_or_zero(shadow_saved)
 
     def cache(self) -> CacheSummary:
         asked = self.hits + self.misses
@@ -105,11 +110,7 @@ class EngineTally:
             saved_usd=routed.saved_usd,
             shadow_calls=sum(rule.shadow_calls for rule in rules.values()),
             shadow_saved_usd=sum(rule.shadow_saved_usd for rule in rules.values()),
-            routed_success_rate=(
-                1.0 - routed.failed / routed.routed_calls if routed.routed_calls else None
-            ),
-            unrouted_success_rate=(
-                1.0 - self.unrouted_failed / self.unrouted_calls if self.unrouted_calls else None
-            ),
+            routed_success_rate=_success_rate(routed.routed_calls, routed.routed_failed),
+            unrouted_success_rate=_success_rate(self.unrouted_calls, self.unrouted_failed),
             by_rule=rules,
         )
