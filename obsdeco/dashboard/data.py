@@ -14,7 +14,14 @@ from pydantic import BaseModel
 from obsdeco.analyzers import PriceTable, build_report
 from obsdeco.analyzers.columns import NONE_KEY
 from obsdeco.analyzers.project import build_project_report, priced_groups
-from obsdeco.models import ProjectReport, SessionRecord, SessionReport, SessionSummary
+from obsdeco.analyzers.savings import build_savings
+from obsdeco.models import (
+    ProjectReport,
+    SavingsReport,
+    SessionRecord,
+    SessionReport,
+    SessionSummary,
+)
 from obsdeco.storage.base import CallFilter, SessionOrder, StorageBackend
 
 HOURLY_UP_TO = timedelta(days=3)
@@ -195,6 +202,19 @@ def session_detail(
 
 def project_report(backend: StorageBackend, prices: PriceTable, filters: Filters) -> ProjectReport:
     return build_project_report(
+        backend,
+        prices,
+        filters.project,
+        filters.since,
+        filters.until,
+        filters.model,
+        filters.agent,
+    )
+
+
+def savings(backend: StorageBackend, prices: PriceTable, filters: Filters) -> SavingsReport:
+    """What the response cache and the router saved per UTC day, and what is left to save."""
+    return build_savings(
         backend,
         prices,
         filters.project,
