@@ -96,6 +96,35 @@ def test_calls_are_priced_as_paid_with_what_they_saved(configured):
     )
 
 
+def test_a_dearer_route_saves_a_negative_amount_and_an_unpriced_one_none(configured):
+    collector = obsdeco.MetricsCollector("shop")
+    session = collector.start_session()
+    for routed_from in ("gpt-4o-mini", "in-house-model"):
+        collector.record_llm_call(
+            session,
+            provider="openai",
+            model_name="gpt-4o",
+            latency_ms=100.0,
+            requested_model=routed_from,
+            routed_from=routed_from,
+            **_tokens(2_000, 200),
+        )
+    collector.end_session(session)
+    obsdeco.flush()
+
+    dearer, unpriced = obsdeco.get_calls(session.id)
+
+    assert dearer.saved_usd == pytest.approx(ROUTED - ROUTED_AT_FROM)  # -$0.00658
+    assert unpriced.saved_usd is None
+    for report in (collector.get_report(session), obsdeco.report("shop")):
+        assert report.routing.routed_calls == 2
+        assert report.routing.saved_usd == pytest.approx(ROUTED - ROUTED_AT_FROM)
+        assert list(report.routing.by_rule) == [
+            "gpt-4o-mini -> gpt-4o",
+            "in-house-model -> gpt-4o",
+        ]
+
+
 def test_the_session_report_has_exact_cache_and_routing_sections(configured):
     session, _ = _record_engine_calls()
 

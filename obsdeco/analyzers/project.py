@@ -85,7 +85,7 @@ class _Costs:
     def of(self, row: CallAggregate) -> float | None:
         """USD paid for the row's calls; None when they cannot be priced."""
         group = row.group
-        if group.get("cache_hit") is True:
+        if group["cache_hit"] is True:
             return 0.0
         cost = self.listed(row)
         if cost is None:
