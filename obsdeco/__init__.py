@@ -9,6 +9,16 @@ from obsdeco.collector import MetricsCollector, get_calls, get_report, report, s
 from obsdeco.config import Settings, configure, get_settings
 from obsdeco.context import current_session
 from obsdeco.decorators import SessionResult, observe_agent, observe_session
+from obsdeco.engine.cache import cache
+from obsdeco.engine.experiment_report import Difference, ExperimentReport, VariantStats
+from obsdeco.engine.experiments import (
+    ExperimentSummary,
+    experiment,
+    experiment_report,
+    list_experiments,
+)
+from obsdeco.engine.routes import Route
+from obsdeco.engine.scores import get_scores, score
 from obsdeco.integrations.patching import patch_all, unpatch_all
 from obsdeco.models import (
     AgentSpan,
@@ -17,6 +27,9 @@ from obsdeco.models import (
     ProjectReport,
     SavingsDay,
     SavingsReport,
+    Score,
+    ScoreBreakdown,
+    ScoreStats,
     Session,
     SessionReport,
     Suggestion,
@@ -27,13 +40,20 @@ from obsdeco.storage import StorageBackend, register_backend
 
 __all__ = [
     "AgentSpan",
+    "Difference",
+    "ExperimentReport",
+    "ExperimentSummary",
     "LLMCall",
     "MetricsCollector",
     "ModelProvider",
     "Observatory",
     "ProjectReport",
+    "Route",
     "SavingsDay",
     "SavingsReport",
+    "Score",
+    "ScoreBreakdown",
+    "ScoreStats",
     "Session",
     "SessionReport",
     "SessionResult",
@@ -41,13 +61,19 @@ __all__ = [
     "Stats",
     "StorageBackend",
     "Suggestion",
+    "VariantStats",
     "__version__",
+    "cache",
     "configure",
     "current_session",
+    "experiment",
+    "experiment_report",
     "flush",
     "get_calls",
     "get_report",
+    "get_scores",
     "get_settings",
+    "list_experiments",
     "observe_agent",
     "observe_session",
     "patch_all",
@@ -55,6 +81,7 @@ __all__ = [
     "register_backend",
     "report",
     "savings",
+    "score",
     "stats",
     "unpatch_all",
     "unregister_analyzer",

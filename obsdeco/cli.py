@@ -1,4 +1,5 @@
-"""The `obsdeco` command line: list stored sessions, print their reports and the savings."""
+"""The `obsdeco` command line: list stored sessions and experiments, print their reports and
+the savings."""
 
 from __future__ import annotations
 
@@ -101,6 +102,15 @@ def _parser() -> argparse.ArgumentParser:
     savings.add_argument(
         "--format", choices=("text", "json", "markdown"), default="text", help="default: text"
     )
+    experiments = commands.add_parser(
+        "experiments",
+        help="list prompt experiments, or print the report of one (NAME)",
+        parents=[options],
+    )
+    experiments.add_argument("name", nargs="?", help="the experiment's name")
+    experiments.add_argument("--project", help="only this project")
+    experiments.add_argument("--since", type=parse_time, help="report: sessions started since")
+    experiments.add_argument("--until", type=parse_time, help="report: sessions started before")
 
     dashboard = commands.add_parser(
         "dashboard",
@@ -191,7 +201,41 @@ def _savings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiments(args: argparse.Namespace) -> int:
+    import obsdeco
+
+    if args.name is not None:
+        try:
+            report = obsdeco.experiment_report(args.name, args.project, args.since, args.until)
+        except ValueError as error:
+            print(f"obsdeco experiments: {error}", file=sys.stderr)
+            return 2
+        if not report.variants:
+            print(f"no sessions in experiment {args.name!r}", file=sys.stderr)
+            return 1
+        print(report)
+        return 0
+    found = obsdeco.list_experiments(args.project)
+    if not found:
+        print("no experiments stored yet")
+        return 0
+    header = ("experiment", "sessions", "variants (sessions)")
+    table = [
+        (
+            summary.name,
+            f"{summary.sessions:,}",
+            ", ".join(f"{name} ({count:,})" for name, count in summary.variants.items()),
+        )
+        for summary in found
+    ]
+    widths = [max(len(line[index]) for line in (header, *table)) for index in range(2)]
+    for line in (header, *table):
+        print(f"{line[0].ljust(widths[0])}  {line[1].ljust(widths[1])}  {line[2]}")
+    return 0
+
+
 def _print(report: SessionReport | ProjectReport | SavingsReport, output: str) -> None:
+
     if output == "json":
         print(json.dumps(report.model_dump(mode="json"), indent=2))
     elif output == "markdown":
@@ -250,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sessions": _sessions,
         "report": _report,
         "savings": _savings,
+        "experiments": _experiments,
         "dashboard": _dashboard,
     }
     try:

@@ -26,6 +26,7 @@ from obsdeco.models import (
     PendingCall,
     ProjectReport,
     SavingsReport,
+    Score,
     Session,
     SessionRecord,
     SessionReport,
@@ -35,6 +36,7 @@ from obsdeco.models import (
 )
 from obsdeco.runtime import flush, get_runtime, pipeline
 from obsdeco.storage import SessionState
+from obsdeco.storage.base import ScoreFilter
 from obsdeco.writer import SessionEnd
 
 _RECENT_SESSIONS = 256
@@ -48,6 +50,7 @@ class _LiveSession:
     session: Session
     calls: list[LLMCall | PendingCall] = field(default_factory=list)
     spans: list[AgentSpan] = field(default_factory=list)
+    scores: list[Score] = field(default_factory=list)
 
     def record(self) -> SessionRecord:
         return SessionRecord(self.session, materialized(list(self.calls)), list(self.spans))
@@ -95,6 +98,18 @@ class _SessionRegistry:
                 live = self._recent.get(session_id)
         return live
 
+    def find_call(self, call_id: str) -> tuple[_LiveSession, LLMCall] | None:
+        """The in-memory session holding the call with this id, and the call (only calls
+        already built have an id)."""
+        with self._lock:
+            held = [*self.active.values(), *self._recent.values()]
+        for live in held:
+            for call in list(live.calls):
+                built = call if type(call) is LLMCall else call.built()  # type: ignore[union-attr]
+                if built is not None and built.id == call_id:
+                    return live, built
+        return None
+
 
 sessions_in_memory = _SessionRegistry()
 
@@ -102,7 +117,14 @@ sessions_in_memory = _SessionRegistry()
 def keep(session: Session, record: LLMCall | PendingCall | AgentSpan) -> None:
     """Add a record to its session: in memory (while the session is among the active or
     recent ones), and to storage. A call that arrives after its session ended (a stream read
-    after the session function returned) also refreshes the session's stored aggregates."""
+    after the session function returned) also refreshes the session's stored aggregates.
+    A call takes the session's experiment assignments at this moment."""
+    experiments = session.experiments
+    if isinstance(record, PendingCall):
+        record.experiments = experiments
+    elif experiments and type(record) is LLMCall:
+        given = record.experiments
+        record.experiments = {**experiments, **given} if given else experiments
     live = sessions_in_memory.find(session.id)
     if live is not None:
         if type(record) is AgentSpan:
@@ -173,10 +195,38 @@ def load_session(session_id: str) -> SessionRecord:
     return record
 
 
+def keep_score(score: Score) -> None:
+    """Add a score to its session in memory (if there) and queue it for storage, unless its
+    session is left out of storage by sampling."""
+    live = sessions_in_memory.find(score.session_id)
+    if live is not None:
+        live.scores.append(score)
+        if not live.session.sampled:
+            pipeline.count_unsampled(records=1)
+            return
+    pipeline.submit(score)
+
+
 def get_report(session_id: str) -> SessionReport:
-    """The `SessionReport` of a session of this process or of storage."""
+    """The `SessionReport` of a session of this process or of storage. A session in memory
+    is reported with the scores given in this process; another from the store's."""
+    live = sessions_in_memory.find(session_id)
     session, calls, spans = load_session(session_id)
-    return build_report(session, calls, spans, PriceTable(get_settings().pricing_overrides))
+    scores = (
+        list(live.scores)
+        if live is not None
+        else get_runtime().backend.query_scores(ScoreFilter(session_id=session_id))
+    )
+    return build_report(session, calls, spans, PriceTable(get_settings().pricing_overrides), scores)
+
+
+def checked_range(since: datetime | None, until: datetime | None) -> None:
+    """A `ValueError` unless both ends of a time range are timezone-aware (or None)."""
+    for name, moment in (("since", since), ("until", until)):
+        if moment is not None and moment.tzinfo is None:
+            raise ValueError(
+                f"{name} must be timezone-aware (e.g. datetime.now(UTC)), got {moment!r}"
+            )
 
 
 def report(
@@ -190,7 +240,7 @@ def report(
     """The report of a project's stored calls in [since, until) (every project if None),
     aggregated by the store; records still queued are flushed first. `model` and `agent`
     narrow it to one model (as reports name them) or one agent."""
-    _refuse_naive(since, until)
+    checked_range(since, until)
     flush()
     return build_project_report(
         get_runtime().backend,
@@ -214,7 +264,7 @@ def savings(
     """What the response cache and the model router saved on a project's stored calls in
     [since, until) (every project if None), per UTC day, and what the project report's
     suggestions could still save; records still queued are flushed first."""
-    _refuse_naive(since, until)
+    checked_range(since, until)
     flush()
     return build_savings(
         get_runtime().backend,
@@ -225,14 +275,6 @@ def savings(
         model,
         agent,
     )
-
-
-def _refuse_naive(since: datetime | None, until: datetime | None) -> None:
-    for name, moment in (("since", since), ("until", until)):
-        if moment is not None and moment.tzinfo is None:
-            raise ValueError(
-                f"{name} must be timezone-aware (e.g. datetime.now(UTC)), got {moment!r}"
-            )
 
 
 def get_calls(session_id: str) -> list[LLMCall]:

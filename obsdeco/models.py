@@ -134,6 +134,10 @@ class Session(BaseModel):
     error_type: Name | None = None
     error_message: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    experiments: dict[str, str] = Field(
+        default_factory=dict,
+        description="prompt experiments this session takes part in: experiment -> variant",
+    )
     sampled: bool = True
     """False when `sample_rate` left this session out of storage (still reported in-process)."""
 
@@ -212,6 +216,11 @@ class LLMCall(BaseModel):
     shadow_model: Name | None = Field(
         default=None, description="the model a shadow route rule would have sent the call to"
     )
+    experiments: dict[str, str] = Field(
+        default_factory=dict,
+        description="the session's experiment assignments (experiment -> variant) when the "
+        "call was recorded",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
     prompt: str | None = Field(
         default=None,
@@ -249,17 +258,56 @@ class LLMCall(BaseModel):
 
 class PendingCall:
     """An LLM call captured on the hot path and turned into an `LLMCall` off it, on first
-    `materialize()` (by the writer thread, or by whoever reads it first)."""
+    `materialize()` (by the writer thread, or by whoever reads it first).
 
-    __slots__ = ()
+    `experiments` is set when the call is recorded in its session (the session's experiment
+    assignments then); the `LLMCall` carries it.
+    """
+
+    __slots__ = ("experiments",)
 
     def materialize(self) -> LLMCall:
+        raise NotImplementedError
+
+    def built(self) -> LLMCall | None:
+        """The `LLMCall` if it is already built, else None (nothing is built here)."""
         raise NotImplementedError
 
 
 def materialized(calls: list[LLMCall | PendingCall]) -> list[LLMCall]:
     """The `LLMCall`s of a list that may hold calls still pending."""
     return [call if type(call) is LLMCall else call.materialize() for call in calls]  # type: ignore[union-attr]
+
+
+ScoreValue = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class Score(BaseModel):
+    """Quality feedback on a session or on one LLM call: a number in [0, 1].
+
+    `model`, `agent_name` and `experiments` are the scored target's, copied when the score is
+    given, so that reports group scores without reading the calls back.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Identifier = Field(default_factory=new_id)
+    target_id: Identifier = Field(description="the id scored: the session's or the call's")
+    session_id: Identifier
+    call_id: Identifier | None = Field(default=None, description="None for a session score")
+    project_name: Name
+    name: Name
+    value: ScoreValue
+    comment: str | None = None
+    created_at: AwareDatetime = Field(default_factory=utc_now)
+    model: Name | None = Field(
+        default=None, description="the scored call's model as reports key it; None for sessions"
+    )
+    agent_name: Name | None = Field(default=None, description="the scored call's agent")
+    experiments: dict[str, str] = Field(
+        default_factory=dict,
+        description="the target's experiment assignments (experiment -> variant)",
+    )
 
 
 class AgentSpan(BaseModel):
@@ -280,6 +328,33 @@ class AgentSpan(BaseModel):
     @property
     def duration_ms(self) -> float:
         return (self.ended_at - self.started_at).total_seconds() * 1000.0
+
+
+class ScoreStats(BaseModel):
+    """How many scores and their mean."""
+
+    count: int
+    mean: float
+
+
+class ScoreBreakdown(BaseModel):
+    """Mean scores by score name, and per score name by model, agent and experiment variant.
+
+    A call scored directly counts under its model and agent ("(none)" without one); a score
+    counts for every experiment variant its target (the session, or the call) was assigned.
+    """
+
+    count: int = 0
+    by_name: dict[str, ScoreStats] = Field(default_factory=dict)
+    by_model: dict[str, dict[str, ScoreStats]] = Field(
+        default_factory=dict, description="model -> score name -> stats (scored calls only)"
+    )
+    by_agent: dict[str, dict[str, ScoreStats]] = Field(
+        default_factory=dict, description="agent -> score name -> stats (scored calls only)"
+    )
+    by_variant: dict[str, dict[str, dict[str, ScoreStats]]] = Field(
+        default_factory=dict, description="experiment -> variant -> score name -> stats"
+    )
 
 
 class SessionRecord(NamedTuple):
@@ -494,6 +569,7 @@ class SessionReport(_Rendered):
     cache: CacheSummary = Field(default_factory=CacheSummary)
     routing: RoutingSummary = Field(default_factory=RoutingSummary)
     suggestions: list[Suggestion] = Field(default_factory=list)
+    scores: ScoreBreakdown = Field(default_factory=ScoreBreakdown)
     custom: dict[str, Any] = Field(
         default_factory=dict, description="outputs of analyzers added with register_analyzer()"
     )
@@ -514,6 +590,7 @@ class ProjectReport(_Rendered):
     cache: CacheSummary = Field(default_factory=CacheSummary)
     routing: RoutingSummary = Field(default_factory=RoutingSummary)
     suggestions: list[Suggestion] = Field(default_factory=list)
+    scores: ScoreBreakdown = Field(default_factory=ScoreBreakdown)
 
 
 class SavingsDay(BaseModel):

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from obsdeco.models import CacheSummary, ProjectReport, RoutingSummary, SavingsReport, SessionReport
+from obsdeco.models import (
+    CacheSummary,
+    ProjectReport,
+    RoutingSummary,
+    SavingsReport,
+    ScoreBreakdown,
+    ScoreStats,
+    SessionReport,
+)
 
 Report = SessionReport | ProjectReport | SavingsReport
 
@@ -24,6 +32,35 @@ def _counted(count: int, word: str) -> str:
 
 def _calls(count: int) -> str:
     return _counted(count, "call")
+
+
+def _mean(stats: ScoreStats) -> str:
+    return f"{stats.mean:.3f} ({stats.count:,} score{'' if stats.count == 1 else 's'})"
+
+
+def _score_sections(scores: ScoreBreakdown) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Mean scores by name, then per model, agent and experiment variant."""
+    if not scores.count:
+        return []
+
+    def by(groups: dict[str, dict[str, ScoreStats]]) -> list[tuple[str, str]]:
+        return [
+            (f"{group} / {name}", _mean(stats))
+            for group, names in groups.items()
+            for name, stats in names.items()
+        ]
+
+    variants = {
+        f"{experiment}={variant}": names
+        for experiment, found in scores.by_variant.items()
+        for variant, names in found.items()
+    }
+    return [
+        ("Scores", [(name, _mean(stats)) for name, stats in scores.by_name.items()]),
+        ("Scores by model", by(scores.by_model)),
+        ("Scores by agent", by(scores.by_agent)),
+        ("Scores by experiment variant", by(variants)),
+    ]
 
 
 def _share(value: float | None) -> str:
@@ -147,6 +184,7 @@ def _sections(report: SessionReport | ProjectReport) -> list[tuple[str, list[tup
             ],
         ),
         ("Errors by type", [(name, str(count)) for name, count in quality.errors_by_type.items()]),
+        *_score_sections(report.scores),
     ]
     sections += [_cache(report.cache), _routing(report.routing)]
     if report.cost.unpriced_models:

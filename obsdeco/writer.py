@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from obsdeco.models import AgentSpan, LLMCall, PendingCall, Session, Totals, materialized
+from obsdeco.models import (
+    AgentSpan,
+    LLMCall,
+    PendingCall,
+    Score,
+    Session,
+    Totals,
+    materialized,
+)
 from obsdeco.storage import SessionState, StorageBackend, WriteBatch
 
 logger = logging.getLogger("obsdeco.writer")
@@ -40,7 +48,7 @@ class Deferred:
 
 
 Summarize = Callable[[Session, list[LLMCall]], Totals]
-Record = LLMCall | PendingCall | AgentSpan | SessionState | SessionEnd | Deferred
+Record = LLMCall | PendingCall | AgentSpan | Score | SessionState | SessionEnd | Deferred
 
 _DROP_LOG_INTERVAL_S = 10.0
 
@@ -264,6 +272,8 @@ class Writer:
                 batch.sessions.append(item)  # type: ignore[arg-type]
             elif kind is AgentSpan:
                 batch.spans.append(item)  # type: ignore[arg-type]
+            elif kind is Score:
+                batch.scores.append(item)  # type: ignore[arg-type]
             elif isinstance(item, PendingCall):
                 batch.calls.append(item.materialize())
             elif kind is Deferred:
@@ -340,6 +350,7 @@ class Writer:
             *(WriteBatch(sessions=[state]) for state in batch.sessions),
             *(WriteBatch(calls=[call]) for call in batch.calls),
             *(WriteBatch(spans=[span]) for span in batch.spans),
+            *(WriteBatch(scores=[score]) for score in batch.scores),
         ]
         for single in singles:
             try:

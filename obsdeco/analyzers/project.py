@@ -18,6 +18,7 @@ import numpy as np
 from obsdeco.analyzers.columns import NONE_KEY, CallColumns
 from obsdeco.analyzers.cost_analyzer import PriceTable
 from obsdeco.analyzers.engine import EngineTally
+from obsdeco.analyzers.scores import stored_score_breakdown
 from obsdeco.analyzers.suggestions import (
     EVIDENCE_LIMIT,
     ModelUsage,
@@ -45,6 +46,7 @@ from obsdeco.storage.base import (
     CallAggregate,
     CallFilter,
     GroupKey,
+    ScoreFilter,
     StorageBackend,
 )
 
@@ -386,7 +388,7 @@ def build_project_report(
     agent: str | None = None,
 ) -> ProjectReport:
     """Every breakdown of a project's calls in [since, until) (of one model or agent, if
-    given), aggregated by the store."""
+    given), and of the scores given in that range, aggregated by the store."""
     where = CallFilter(project=project, since=since, until=until, model=model, agent=agent)
     rows, row_cost, costs = priced_groups(backend, where, prices)
 
@@ -471,5 +473,9 @@ def build_project_report(
         routing=tally.routing(),
         suggestions=suggest(
             _usages(rows), _repeats(backend, project, rows, row_cost), latency, prices
+        ),
+        scores=stored_score_breakdown(
+            backend,
+            ScoreFilter(project=project, since=since, until=until, model=model, agent=agent),
         ),
     )

@@ -12,9 +12,10 @@ from obsdeco.analyzers.engine import EngineTally
 from obsdeco.analyzers.latency_analyzer import analyze_latency
 from obsdeco.analyzers.quality_analyzer import analyze_quality
 from obsdeco.analyzers.registry import run_custom_analyzers
+from obsdeco.analyzers.scores import score_breakdown
 from obsdeco.analyzers.suggestions import repeats_from_calls, suggest, usages_from_calls
 from obsdeco.analyzers.token_analyzer import analyze_tokens
-from obsdeco.models import AgentSpan, LLMCall, Session, SessionReport, Totals
+from obsdeco.models import AgentSpan, LLMCall, Score, Session, SessionReport, Totals
 
 
 def _usd(value: float) -> float | None:
@@ -141,8 +142,10 @@ def build_report(
     calls: Sequence[LLMCall],
     spans: Sequence[AgentSpan],
     prices: PriceTable,
+    scores: Sequence[Score] = (),
 ) -> SessionReport:
-    """Every breakdown of one session, computed column-wise over its calls."""
+    """Every breakdown of one session, computed column-wise over its calls, and the mean of
+    its scores (of the session and of its calls)."""
     columns = CallColumns(calls)
     priced = prices.call_prices(columns)
     costs = priced.cost
@@ -160,5 +163,6 @@ def build_report(
         suggestions=suggest(
             usages_from_calls(calls, columns), repeats_from_calls(calls, costs), latency, prices
         ),
+        scores=score_breakdown(scores),
     )
     return run_custom_analyzers(report, calls)

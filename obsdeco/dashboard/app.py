@@ -26,11 +26,12 @@ from obsdeco.dashboard import data, gate, sections
 from obsdeco.dashboard.formatting import count, ms, plural, rounded_ms, share, usd
 from obsdeco.dashboard.gate import Attempt
 from obsdeco.dashboard.sections import MONEY
+from obsdeco.engine.experiment_report import ExperimentReport
 from obsdeco.privacy.store import open_store
 from obsdeco.storage import StorageBackend
-from obsdeco.storage.base import SessionOrder
+from obsdeco.storage.base import ExperimentVariant, SessionOrder
 
-PAGES = ("Overview", "Sessions", "Models & agents", "Savings")
+PAGES = ("Overview", "Sessions", "Models & agents", "Savings", "Experiments")
 RANGES = {
     "1h": timedelta(hours=1),
     "24h": timedelta(days=1),
@@ -105,6 +106,16 @@ def _session_page(
         page,
         PAGE_SIZE,  # type: ignore[arg-type]
     )
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def _experiments(url: str, project: str | None) -> list[ExperimentVariant]:
+    return data.experiments(_backend(url), project)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner="Comparing variants...")
+def _experiment(url: str, name: str, filters: data.Filters) -> ExperimentReport:
+    return data.experiment(_backend(url), _prices(), name, filters)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
@@ -536,6 +547,7 @@ def models_and_agents_page(url: str, filters: data.Filters) -> None:
             hide_index=True,
             width="stretch",
         )
+    sections.scores(report.scores)
     st.subheader("Suggestions")
     sections.suggestions(report.suggestions)
 
@@ -612,6 +624,37 @@ def savings_page(url: str, filters: data.Filters) -> None:
     sections.suggestions(found.suggestions)
 
 
+def experiments_page(url: str, filters: data.Filters, params: UrlParams) -> None:
+    """The experiments of the project with their variants' sessions; one picked is compared
+    over the sessions started in the range."""
+    found = _experiments(url, filters.project)
+    if not found:
+        st.info("No prompt experiments stored yet (see obsdeco.experiment()).")
+        return
+    names = list(dict.fromkeys(row.experiment for row in found))
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {"Experiment": row.experiment, "Variant": row.variant, "Sessions": row.sessions}
+                for row in found
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    name = st.selectbox(
+        "Experiment",
+        names,
+        index=params.index("experiment", names, 0, "not a stored experiment"),
+    )
+    params.set("experiment", name if name != names[0] else None)
+    report = _experiment(url, name, filters)
+    if not report.variants:
+        st.info("No session of this experiment started in this range.")
+        return
+    sections.experiment_report(report)
+
+
 def empty_state() -> None:
     st.info("Nothing recorded yet in this store.")
     st.markdown(
@@ -648,6 +691,8 @@ def main() -> None:
         models_and_agents_page(url, filters)
     elif page == "Savings":
         savings_page(url, filters)
+    elif page == "Experiments":
+        experiments_page(url, filters, params)
     else:
         overview_page(url, filters)
     params.notice(notice)

@@ -15,6 +15,8 @@ from obsdeco.analyzers import PriceTable, build_report
 from obsdeco.analyzers.columns import NONE_KEY
 from obsdeco.analyzers.project import build_project_report, priced_groups
 from obsdeco.analyzers.savings import build_savings
+from obsdeco.engine.experiment_report import ExperimentReport
+from obsdeco.engine.experiments import stored_experiment_report
 from obsdeco.models import (
     ProjectReport,
     SavingsReport,
@@ -22,7 +24,13 @@ from obsdeco.models import (
     SessionReport,
     SessionSummary,
 )
-from obsdeco.storage.base import CallFilter, SessionOrder, StorageBackend
+from obsdeco.storage.base import (
+    CallFilter,
+    ExperimentVariant,
+    ScoreFilter,
+    SessionOrder,
+    StorageBackend,
+)
 
 HOURLY_UP_TO = timedelta(days=3)
 """Ranges up to this long are charted by the hour, longer ones by the day."""
@@ -197,7 +205,22 @@ def session_detail(
     record = backend.get_session(session_id)
     if record is None:
         return None
-    return build_report(record.session, record.calls, record.spans, prices), record
+    scores = backend.query_scores(ScoreFilter(session_id=session_id))
+    return build_report(record.session, record.calls, record.spans, prices, scores), record
+
+
+def experiments(backend: StorageBackend, project: str | None) -> list[ExperimentVariant]:
+    """Every experiment's variants with their sessions."""
+    return backend.experiment_variants(project)
+
+
+def experiment(
+    backend: StorageBackend, prices: PriceTable, name: str, filters: Filters
+) -> ExperimentReport:
+    """The report of one experiment over the sessions started in the filters' range."""
+    return stored_experiment_report(
+        backend, prices, name, filters.project, filters.since, filters.until
+    )
 
 
 def project_report(backend: StorageBackend, prices: PriceTable, filters: Filters) -> ProjectReport:

@@ -16,9 +16,12 @@ import pandas as pd
 import streamlit as st
 
 from obsdeco.dashboard.formatting import count, file_name, ms, plural, rounded_ms, share, usd
+from obsdeco.engine.experiment_report import ExperimentReport
 from obsdeco.models import (
     CacheSummary,
     RoutingSummary,
+    ScoreBreakdown,
+    ScoreStats,
     SessionRecord,
     SessionReport,
     Suggestion,
@@ -117,6 +120,7 @@ def session_drilldown(report: SessionReport, record: SessionRecord) -> None:
     _tokens(report.tokens.by_model, report.tokens.by_agent)
     _quality(report)
     cache_and_routing(report.cache, report.routing)
+    scores(report.scores)
     st.markdown("**Suggestions**")
     suggestions(report.suggestions)
     _calls(record)
@@ -142,6 +146,8 @@ def _facts(report: SessionReport) -> None:
     if session.error_type or session.error_message:
         error = ": ".join(filter(None, (session.error_type, session.error_message)))
         facts.append({"": "Error", "Value": error})
+    for experiment, variant in session.experiments.items():
+        facts.append({"": f"Experiment {experiment}", "Value": variant})
     _table(facts)
     if session.metadata:
         st.markdown("**Metadata**")
@@ -269,6 +275,82 @@ def _quality(report: SessionReport) -> None:
     )
     if quality.errors_by_type:
         _table([{"Error": kind, "Calls": calls} for kind, calls in quality.errors_by_type.items()])
+
+
+def _score_rows(
+    label: str, groups: Mapping[str, Mapping[str, ScoreStats]]
+) -> list[dict[str, object]]:
+    return [
+        {label: group, "Score": name, "Mean": stats.mean, "Scores": stats.count}
+        for group, names in groups.items()
+        for name, stats in names.items()
+    ]
+
+
+def scores(found: ScoreBreakdown) -> None:
+    """Mean scores by name, model, agent and experiment variant (nothing without scores)."""
+    if not found.count:
+        return
+    st.markdown("**Scores**")
+    mean = st.column_config.NumberColumn(format="%.3f")
+    _table(
+        [
+            {"Score": name, "Mean": stats.mean, "Scores": stats.count}
+            for name, stats in found.by_name.items()
+        ],
+        Mean=mean,
+    )
+    variants = {
+        f"{experiment} = {variant}": names
+        for experiment, by_variant in found.by_variant.items()
+        for variant, names in by_variant.items()
+    }
+    for label, groups in (
+        ("Model", found.by_model),
+        ("Agent", found.by_agent),
+        ("Experiment variant", variants),
+    ):
+        if groups:
+            _table(_score_rows(label, groups), Mean=mean)
+
+
+def experiment_report(report: ExperimentReport) -> None:
+    """An experiment's variants side by side, its verdict, and the text report to download."""
+    st.text(f"Winner: {report.winner or 'none'} · {report.verdict}")
+    _table(
+        [
+            {
+                "Variant": name,
+                "Sessions": stats.sessions,
+                "Calls": stats.calls,
+                "Cost per session (USD)": stats.cost_per_session_usd,
+                "vs best (USD)": None
+                if stats.cost_per_session_diff is None
+                else stats.cost_per_session_diff.value,
+                "95% CI": ""
+                if stats.cost_per_session_diff is None
+                else f"{stats.cost_per_session_diff.low:+.6f} .. "
+                f"{stats.cost_per_session_diff.high:+.6f}",
+                "p50 latency (ms)": rounded_ms(stats.latency_p50_ms),
+                "p95 latency (ms)": rounded_ms(stats.latency_p95_ms),
+                "Success rate": stats.success_rate,
+                "Mean score": stats.mean_score,
+            }
+            for name, stats in report.variants.items()
+        ],
+        **{
+            "Cost per session (USD)": st.column_config.NumberColumn(format="$%.6f"),
+            "vs best (USD)": st.column_config.NumberColumn(format="$%.6f"),
+            "Success rate": PERCENT,
+            "Mean score": st.column_config.NumberColumn(format="%.3f"),
+        },
+    )
+    st.download_button(
+        "Download the text report",
+        data=str(report),
+        file_name=f"obsdeco-experiment-{file_name(report.experiment)}.txt",
+        mime="text/plain",
+    )
 
 
 def _calls(record: SessionRecord) -> None:

@@ -153,6 +153,7 @@ class AnthropicFormat(ProviderFormat):
 
     provider: ClassVar[ModelProvider] = ModelProvider.ANTHROPIC
     provider_name: ClassVar[str] = "anthropic"
+    stream_end_markers: ClassVar[tuple[bytes, ...]] = (b"event: message_stop",)
     endpoints: ClassVar[Mapping[str, str]] = {"/v1/messages": MESSAGES}
 
     def response_facts(self, api: str, response: Any) -> ResponseFacts:

@@ -14,6 +14,7 @@ from typing import Any
 
 from obsdeco.collector import MetricsCollector
 from obsdeco.integrations.anthropic import AnthropicSDK
+from obsdeco.integrations.http import install_http_seam
 from obsdeco.integrations.openai import OpenAISDK
 from obsdeco.integrations.recorder import Attribution, reset_explicit, set_explicit
 from obsdeco.integrations.sdk import SDKSeam, install_sdk_seam
@@ -33,6 +34,7 @@ class _ExplicitIntegration:
         operation: str | None,
     ) -> Any:
         install_sdk_seam(self.sdk)
+        install_http_seam()  # where the engine (cache, router) acts
         project = self.collector.project_name if self.collector else None
         attribution = Attribution(project, agent_name, operation)
         token = set_explicit(attribution)

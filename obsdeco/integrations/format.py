@@ -23,6 +23,11 @@ class ProviderFormat:
     provider_name: ClassVar[str]
     """The OpenTelemetry name of the provider, unless the request's host names another."""
     endpoints: ClassVar[Mapping[str, str]]
+    model_in_path: ClassVar[bool] = False
+    """The request names its model in the URL path (Gemini), not in the body."""
+    stream_end_markers: ClassVar[tuple[bytes, ...]] = ()
+    """Bytes an SSE stream of this format sends last: an SDK that stops reading there (and
+    closes the body before its end) has still received the whole answer."""
     """Request path ending -> API name, longest endings first."""
 
     def endpoint(self, path: str) -> str | None:
@@ -36,6 +41,19 @@ class ProviderFormat:
         """The model a request asks for."""
         model = body.get("model")
         return model if isinstance(model, str) else None
+
+    def stream_finished(self, tail: bytes) -> bool:
+        """Whether the last bytes of a stream (uncompressed) end the answer."""
+        return any(marker in tail for marker in self.stream_end_markers)
+
+    def with_model(
+        self, path: str, body: Mapping[str, Any], model: str
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The (path, body) of the same request for another model (for the router); None when
+        the request does not name its model where this format expects it."""
+        if not isinstance(body.get("model"), str):
+            return None
+        return path, {**body, "model": model}
 
     def recognises(self, api: str, path: str, body: Mapping[str, Any]) -> bool:
         """Whether a JSON request body to one of this format's endpoints has the format's

@@ -147,6 +147,7 @@ class _ContentStream(StreamAccumulator):
 class GeminiFormat(ProviderFormat):
     """The Gemini API (Google AI Studio, and Vertex AI's publisher models), any API version."""
 
+    model_in_path: ClassVar[bool] = True
     provider: ClassVar[ModelProvider] = ModelProvider.GOOGLE
     provider_name: ClassVar[str] = "gcp.gemini"
     endpoints: ClassVar[Mapping[str, str]] = {
@@ -163,6 +164,18 @@ class GeminiFormat(ProviderFormat):
             return resource[0] or None
         collection, name = resource[-2:]
         return name if collection == "models" else f"{collection}/{name}"
+
+    def with_model(
+        self, path: str, body: Mapping[str, Any], model: str
+    ) -> tuple[str, dict[str, Any]] | None:
+        """Gemini names the model in the path: `.../models/{model}:{method}`."""
+        resource, colon, method = path.rpartition(":")
+        prefix, slash, current = resource.rpartition("/")
+        if not (colon and slash and (prefix.endswith("/models") or prefix == "models")):
+            return None
+        if current != self.request_model("", path, body):
+            return None
+        return f"{prefix}/{model}:{method}", dict(body)
 
     def request_streamed(self, api: str, path: str, body: Mapping[str, Any]) -> bool:
         """Gemini says stream in the path (`:streamGenerateContent`), not in the body."""

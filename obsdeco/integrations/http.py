@@ -31,12 +31,14 @@ from typing import Any, Protocol
 
 import wrapt
 
-from obsdeco.guard import fault
-from obsdeco.integrations import seam
+from obsdeco.engine.cache import CachePlan, replayed
+from obsdeco.guard import fault, safely
+from obsdeco.integrations import engine, seam
 from obsdeco.integrations.facts import FactsSource, ResponseFacts, StreamAccumulator, feed_events
 from obsdeco.integrations.format import ProviderFormat
 from obsdeco.integrations.formats import ENDINGS, endpoint_of
 from obsdeco.integrations.identity import host_key
+from obsdeco.integrations.libraries import LIBRARIES
 from obsdeco.integrations.proxies import record_later
 from obsdeco.integrations.recorder import (
     CallRecorder,
@@ -48,8 +50,6 @@ from obsdeco.integrations.sse import SSEDecoder
 
 logger = logging.getLogger("obsdeco.patching")
 
-LIBRARIES = ("httpx", "httpx2")
-"""The HTTP libraries whose clients the seam wraps (each when installed)."""
 
 _DONE = "[DONE]"
 
@@ -68,13 +68,13 @@ def _json_object(content: bytes) -> dict[str, Any] | None:
 def _start(request: Any) -> CallRecorder | None:
     """A recorder for a POST `request` to a known LLM endpoint, or None to pass it on.
 
-    Runs for every POST while implicit capture is on, so the quick tests come first.
+    Runs for every POST to a known path ending while no seam above records the call.
     """
     try:
         url = request.url
         path = url.path
         found = endpoint_of(path)
-        if found is None or in_flight() is not None:
+        if found is None:
             return None
         format, api = found
         try:
@@ -153,6 +153,38 @@ def _decompressor(encoding: str) -> _Decompressor | None:
     raise LookupError(encoding)
 
 
+class _Kept:
+    """A copy of a streamed answer's raw bytes for the response cache, stored once the body has
+    been read to its end or closed after its last event (a body dropped, failed or closed half
+    read is not stored)."""
+
+    __slots__ = ("_chunks", "_done", "_headers", "_plan", "_status")
+
+    def __init__(self, plan: CachePlan, status: int, headers: Any) -> None:
+        self._plan = plan
+        self._status = status
+        self._headers = headers
+        self._chunks: list[bytes] = []
+        self._done = False
+
+    def feed(self, raw: bytes) -> None:
+        if not self._done:
+            self._chunks.append(raw)
+
+    def finish(self, error: BaseException | None = None, *, whole: bool = False) -> None:
+        if self._done:
+            return
+        self._done = True
+        if error is None:
+            raw = b"".join(self._chunks)
+            keep = partial(self._plan.keep_streamed, self._status, self._headers, raw, whole)
+            safely("http._Kept.finish", keep)
+        self._chunks = []
+
+    def finish_later(self) -> None:
+        self._done = True
+
+
 class _BodyReader:
     """Reads obsdeco's copy of a streamed response body as the caller reads the body, and
     finishes the call once."""
@@ -162,13 +194,17 @@ class _BodyReader:
         "_chunks",
         "_decompressor",
         "_events",
+        "_kept",
         "_reading",
         "_status",
         "recorder",
     )
 
-    def __init__(self, recorder: CallRecorder, status: int, headers: Any) -> None:
+    def __init__(
+        self, recorder: CallRecorder, status: int, headers: Any, kept: _Kept | None = None
+    ) -> None:
         self.recorder = recorder
+        self._kept = kept
         self._status = status
         self._reading = True
         self._chunks: list[bytes] = []
@@ -188,6 +224,8 @@ class _BodyReader:
         recorder = self.recorder
         if recorder.first_token_at is None:
             recorder.first_token_at = time.perf_counter()
+        if self._kept is not None:
+            self._kept.feed(raw)
         if not self._reading:
             return
         try:
@@ -229,8 +267,11 @@ class _BodyReader:
             return None, None, None
         return partial(_content_facts, recorder.format, recorder.api, self._content), None, None
 
-    def finish(self, error: BaseException | None = None) -> None:
-        """Record the call now (once): the body was read to its end, failed, or was closed."""
+    def finish(self, error: BaseException | None = None, *, whole: bool = False) -> None:
+        """Record the call now (once): the body was read to its end (`whole`), failed, or was
+        closed."""
+        if self._kept is not None:
+            self._kept.finish(whole and error is None)
         try:
             if self.recorder.ended:
                 return
@@ -271,7 +312,7 @@ class _Chunks:
         try:
             chunk = next(self._chunks)
         except StopIteration:
-            self._reader.finish()
+            self._reader.finish(whole=True)
             raise
         except BaseException as error:
             self._reader.finish(error)
@@ -327,7 +368,7 @@ class ObservedAsyncByteStream(wrapt.ObjectProxy):  # type: ignore[misc]
         finally:
             if isinstance(chunks, AsyncGenerator):
                 await chunks.aclose()
-        reader.finish()
+        reader.finish(whole=True)
 
     async def aclose(self) -> None:
         try:
@@ -339,17 +380,23 @@ class ObservedAsyncByteStream(wrapt.ObjectProxy):  # type: ignore[misc]
         self._self_reader.finish_later()
 
 
-def _observe(recorder: CallRecorder, response: Any, asynchronous: bool) -> None:
-    """Record a response's call now (its body read) or as its body is read; never raises."""
+def _observe(
+    recorder: CallRecorder, response: Any, asynchronous: bool, plan: CachePlan | None = None
+) -> None:
+    """Record a response's call now (its body read) or as its body is read, keeping its answer
+    for the cache when there is a `plan`; never raises."""
     try:
         status = response.status_code
         headers = response.headers
         format = recorder.format
         if not _body_read(response):
-            reader = _BodyReader(recorder, status, headers)
+            kept = None if plan is None else _Kept(plan, status, headers)
+            reader = _BodyReader(recorder, status, headers, kept)
             stream_type = ObservedAsyncByteStream if asynchronous else ObservedByteStream
             response.stream = stream_type(response.stream, reader)
             return
+        if plan is not None:
+            safely("http.keep_read", partial(plan.keep_read, response))
         content = response.content
         if status >= 400:
             detail = partial(_error_detail, format, lambda: content)
@@ -368,27 +415,95 @@ def _observe(recorder: CallRecorder, response: Any, asynchronous: bool) -> None:
 _capture = seam.capture
 
 
-def _observed_send(
-    send: Callable[..., Any], client: Any, request: Any, kwargs: dict[str, Any]
+def _keep(plan: CachePlan, response: Any, asynchronous: bool) -> None:
+    """Keep the answer to a call a seam above records, for the cache; never raises."""
+    try:
+        if _body_read(response):
+            plan.keep_read(response)
+            return
+        kept = _Kept(plan, response.status_code, response.headers)
+        stream_type = ObservedAsyncByteStream if asynchronous else ObservedByteStream
+        response.stream = stream_type(response.stream, kept)
+    except Exception:
+        fault("http._keep")
+
+
+def _prepared(recorder: CallRecorder, request: Any) -> tuple[Any, CachePlan | None, bool]:
+    """The request as the engine sends it (routed or not), the call's cache plan, and whether
+    this seam looks the call up (the seam above has not)."""
+    looks_up = not recorder.planned
+    cache_plan = engine.plan(recorder) if looks_up else recorder.cache_plan
+    return engine.routed_request(recorder, request) or request, cache_plan, looks_up
+
+
+def _replayed(
+    recorder: CallRecorder, cache_plan: CachePlan, request: Any, response_type: type
 ) -> Any:
-    recorder = _start(request)
+    """The stored answer as the library's response (the call is then a hit), or None."""
+    entry = safely("http.lookup", cache_plan.lookup)
+    if entry is None:
+        return None
+    response = safely("http.replayed", partial(replayed, entry, request, response_type))
+    if response is not None:
+        recorder.cache_hit = True
+    return response
+
+
+def _observed_send(
+    send: Callable[..., Any],
+    response_type: type,
+    client: Any,
+    request: Any,
+    kwargs: dict[str, Any],
+) -> Any:
+    above = in_flight()
+    recorder = above if above is not None else _start(request)
     if recorder is None:
         return send(client, request, **kwargs)
+    request, plan, looks_up = _prepared(recorder, request)
+    if plan is not None and looks_up:
+        response = _replayed(recorder, plan, request, response_type)
+        if response is not None:
+            if above is None:
+                _observe(recorder, response, asynchronous=False)
+            return response
+    if above is not None:
+        response = send(client, request, **kwargs)
+        if plan is not None:
+            _keep(plan, response, asynchronous=False)
+        return response
     with sending(recorder):
         response = send(client, request, **kwargs)
-    _observe(recorder, response, asynchronous=False)
+    _observe(recorder, response, asynchronous=False, plan=plan)
     return response
 
 
 async def _observed_async_send(
-    send: Callable[..., Any], client: Any, request: Any, kwargs: dict[str, Any]
+    send: Callable[..., Any],
+    response_type: type,
+    client: Any,
+    request: Any,
+    kwargs: dict[str, Any],
 ) -> Any:
-    recorder = _start(request)
+    above = in_flight()
+    recorder = above if above is not None else _start(request)
     if recorder is None:
         return await send(client, request, **kwargs)
+    request, plan, looks_up = _prepared(recorder, request)
+    if plan is not None and looks_up:
+        response = _replayed(recorder, plan, request, response_type)
+        if response is not None:
+            if above is None:
+                _observe(recorder, response, asynchronous=True)
+            return response
+    if above is not None:
+        response = await send(client, request, **kwargs)
+        if plan is not None:
+            _keep(plan, response, asynchronous=True)
+        return response
     with sending(recorder):
         response = await send(client, request, **kwargs)
-    _observe(recorder, response, asynchronous=True)
+    _observe(recorder, response, asynchronous=True, plan=plan)
     return response
 
 
@@ -397,28 +512,33 @@ async def _observed_async_send(
 
 
 def _candidate(request: Any) -> bool:
-    """Whether a request may be an LLM call: a POST, while capture is on, to a path with a
-    known ending. The one test every request takes."""
+    """Whether a request may be an LLM call: a POST, while capture is on (or a seam above
+    records it: an explicit `wrap_*` client), to a path with a known ending. The one test
+    every request takes."""
     try:
-        return request.method == "POST" and _capture.implicit and request.url.path.endswith(ENDINGS)
+        return (
+            request.method == "POST"
+            and (_capture.implicit or in_flight() is not None)
+            and request.url.path.endswith(ENDINGS)
+        )
     except Exception:  # not a request: the library says so itself
         return False
 
 
-def _sync_seam(send: Callable[..., Any]) -> Callable[..., Any]:
+def _sync_seam(send: Callable[..., Any], response_type: type) -> Callable[..., Any]:
     def observed_send(self: Any, request: Any, **kwargs: Any) -> Any:
         if not _candidate(request):
             return send(self, request, **kwargs)
-        return _observed_send(send, self, request, kwargs)
+        return _observed_send(send, response_type, self, request, kwargs)
 
     return observed_send
 
 
-def _async_seam(send: Callable[..., Any]) -> Callable[..., Any]:
+def _async_seam(send: Callable[..., Any], response_type: type) -> Callable[..., Any]:
     async def observed_send(self: Any, request: Any, **kwargs: Any) -> Any:
         if not _candidate(request):
             return await send(self, request, **kwargs)
-        return await _observed_async_send(send, self, request, kwargs)
+        return await _observed_async_send(send, response_type, self, request, kwargs)
 
     return observed_send
 
@@ -444,5 +564,9 @@ def install_http_seam() -> bool:
                     continue
                 seen.add(id(client))
                 key = f"{name}.{client_name}.send"
-                installed = seam.replace(key, client, "send", make) or installed
+                response_type = module.Response
+                installed = (
+                    seam.replace(key, client, "send", partial(make, response_type=response_type))
+                    or installed
+                )
     return installed

@@ -208,6 +208,10 @@ class OpenAIFormat(ProviderFormat):
 
     provider: ClassVar[ModelProvider] = ModelProvider.OPENAI
     provider_name: ClassVar[str] = "openai"
+    stream_end_markers: ClassVar[tuple[bytes, ...]] = (
+        b"data: [DONE]",
+        b"event: response.completed",
+    )
     endpoints: ClassVar[Mapping[str, str]] = {
         "/chat/completions": CHAT,
         "/completions": COMPLETIONS,

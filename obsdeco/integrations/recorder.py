@@ -27,6 +27,8 @@ from pydantic import ValidationError
 
 from obsdeco.collector import implicit_session, keep
 from obsdeco.context import current_agent, current_session
+from obsdeco.engine.cache import CachePlan
+from obsdeco.engine.router import RuleState
 from obsdeco.guard import fault, guarded, safely
 from obsdeco.integrations.facts import FactsSource, ResponseFacts, capturing
 from obsdeco.integrations.format import ProviderFormat
@@ -206,9 +208,13 @@ class CallRecorder(PendingCall):
 
     __slots__ = (
         "_call",
+        "_key",
         "agent_name",
         "api",
         "body",
+        "cache_hit",
+        "cache_plan",
+        "call_id",
         "ended",
         "error",
         "error_detail",
@@ -220,9 +226,15 @@ class CallRecorder(PendingCall):
         "host",
         "model",
         "operation",
+        "planned",
         "rate_limited_retries",
+        "requested_model",
         "retries",
+        "route_applied",
+        "route_rule",
+        "routed_from",
         "session",
+        "shadow_model",
         "started",
         "started_wall",
         "streamed",
@@ -263,6 +275,17 @@ class CallRecorder(PendingCall):
         self.error_status: int | None = None
         self.error_detail: ErrorDetail = None
         self.ended = 0.0
+        self.planned = False
+        self.cache_hit: bool | None = None
+        self.cache_plan: CachePlan | None = None
+        self.requested_model: str | None = None
+        self.routed_from: str | None = None
+        self.shadow_model: str | None = None
+        self.route_rule: RuleState | None = None
+        self.route_applied = False
+        """Whether the seam that planned the call sent its request for the routed model."""
+        self.call_id: str | None = None
+        self._key: str | None = None
         self._call: LLMCall | None = None
         self.started_wall = time.time()
         self.started = time.perf_counter()
@@ -293,6 +316,15 @@ class CallRecorder(PendingCall):
         self.error_status = error_status
         self.error_detail = error_detail
         keep(self.session, self)
+        rule = self.route_rule
+        if rule is not None and self.call_id is not None:
+            rule.observe(self.call_id, error is None and error_status is None)
+
+    def request_key(self) -> str | None:
+        """The request's hash, computed once (the cache looks it up before the call)."""
+        if self._key is None:
+            self._key = _safe_hash(self.body, self.model)
+        return self._key
 
     def materialize(self) -> LLMCall:
         """The `LLMCall` of this finished call, built once; never raises."""
@@ -305,6 +337,9 @@ class CallRecorder(PendingCall):
                 # release the request and response
                 self.body = self.facts_source = self.error_detail = None
             return self._call
+
+    def built(self) -> LLMCall | None:
+        return self._call
 
     def _failure(self) -> tuple[str | None, str | None]:
         """(error_type, error_message) of the call; (None, None) when it succeeded."""
@@ -324,7 +359,7 @@ class CallRecorder(PendingCall):
         first_token = self.first_token_at
         error_type, error_message = self._failure()
         fields: dict[str, Any] = {
-            "id": new_id(),
+            "id": self.call_id or new_id(),
             "session_id": self.session.id,
             "project_name": self.session.project_name,
             "timestamp": datetime.fromtimestamp(self.started_wall, UTC),
@@ -356,7 +391,12 @@ class CallRecorder(PendingCall):
             "retries": self.retries,
             "rate_limited_retries": self.rate_limited_retries,
             "cost_usd": None,
-            "request_hash": _safe_hash(self.body, self.model),
+            "request_hash": self.request_key(),
+            "cache_hit": self.cache_hit,
+            "requested_model": _reported_text(self.requested_model, MAX_NAME_LENGTH),
+            "routed_from": self.routed_from,
+            "shadow_model": self.shadow_model,
+            "experiments": self.experiments,
             "metadata": {},
         }
         if capturing():

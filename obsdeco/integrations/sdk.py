@@ -9,6 +9,7 @@ classes. Retries are counted where the SDK waits before one (`_sleep_for_retry`)
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
 import inspect
@@ -17,11 +18,13 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, ClassVar
 
+from obsdeco.engine.cache import replayed
 from obsdeco.guard import fault, guarded
-from obsdeco.integrations import seam
+from obsdeco.integrations import engine, seam
 from obsdeco.integrations.facts import FactsSource, ResponseFacts, field
 from obsdeco.integrations.format import ProviderFormat
 from obsdeco.integrations.identity import host_key
+from obsdeco.integrations.libraries import library_of
 from obsdeco.integrations.proxies import (
     ObservedAsyncResponse,
     ObservedAsyncStream,
@@ -36,6 +39,9 @@ from obsdeco.integrations.recorder import (
 )
 
 logger = logging.getLogger("obsdeco.patching")
+
+_RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
+"""The header by which a Stainless SDK asks itself for a raw response (`with_raw_response`)."""
 
 
 def _is_post(method: Any) -> bool:
@@ -118,6 +124,16 @@ class SDKSeam:
             return wrapped(*args, **kwargs)
         if recorder.streamed:
             args, kwargs = self._prepared(recorder, args, kwargs)
+        args, kwargs = self._planned(recorder, args, kwargs)
+        processing = self._cached(recorder, client, args, kwargs)
+        if processing is not None:
+            try:
+                result = client._process_response(**processing)
+            except Exception:
+                fault(f"{type(self).__qualname__}.replay")
+            else:
+                recorder.cache_hit = True
+                return self.observed(recorder, result)
         with sending(recorder):
             result = wrapped(*args, **kwargs)
         return self.observed(recorder, result)
@@ -135,9 +151,62 @@ class SDKSeam:
             return await wrapped(*args, **kwargs)
         if recorder.streamed:
             args, kwargs = self._prepared(recorder, args, kwargs)
+        args, kwargs = self._planned(recorder, args, kwargs)
+        processing = self._cached(recorder, client, args, kwargs)
+        if processing is not None:
+            try:
+                result = await client._process_response(**processing)
+            except Exception:
+                fault(f"{type(self).__qualname__}.replay")
+            else:
+                recorder.cache_hit = True
+                return self.observed(recorder, result)
         with sending(recorder):
             result = await wrapped(*args, **kwargs)
         return self.observed(recorder, result)
+
+    def _planned(
+        self, recorder: CallRecorder, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Plan the call (route, cache); a routed call's arguments ask for the routed model
+        (the SDK builds every attempt's request from them). Unchanged on a fault."""
+        engine.plan(recorder)
+        if recorder.route_rule is None or recorder.format.model_in_path:
+            return args, kwargs
+        try:
+            options = copy.copy(_options_of(args, kwargs))
+            options.json_data = recorder.body
+            recorder.route_applied = True
+            return _with_options(args, kwargs, options)
+        except Exception:
+            fault(f"{type(self).__qualname__}.route")
+            return args, kwargs
+
+    @guarded()
+    def _cached(
+        self, recorder: CallRecorder, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """On a hit, the arguments of the SDK's own `_process_response` for the stored answer
+        (no request is built or sent), else None."""
+        cache_plan = recorder.cache_plan
+        if cache_plan is None:
+            return None
+        entry = cache_plan.lookup()
+        if entry is None:
+            return None
+        options = copy.copy(_options_of(args, kwargs))  # the SDK may replace its headers
+        cast_to = client._maybe_override_cast_to(args[0] if args else kwargs["cast_to"], options)
+        headers = options.headers if isinstance(options.headers, Mapping) else {}
+        raw = {name: value for name, value in headers.items() if name == _RAW_RESPONSE_HEADER}
+        library = library_of(client._client)
+        request = library.Request("POST", client._prepare_url(options.url), headers=raw)
+        return {
+            "cast_to": cast_to,
+            "options": options,
+            "response": replayed(entry, request, library.Response),
+            "stream": kwargs.get("stream", False),
+            "stream_cls": kwargs.get("stream_cls"),
+        }
 
     def _prepared(
         self, recorder: CallRecorder, args: tuple[Any, ...], kwargs: dict[str, Any]

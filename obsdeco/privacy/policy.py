@@ -2,8 +2,8 @@
 
 Without `capture_content` no prompt or completion is kept, whatever was recorded. With it, each
 is scrubbed (`scrub_pii`, `pii_patterns`, `scrubber`) and cut to `content_max_chars` (the cut
-marked). Error messages (of calls and of sessions), kept whatever the settings, lose any PII
-or secret they quote.
+marked). Error messages (of calls and of sessions) and score comments, kept whatever the
+settings, lose any PII or secret they quote.
 Metadata keys pass `metadata_allow` / `metadata_deny`; values JSON cannot hold are converted to
 text, or dropped when even that fails, and counted.
 """
@@ -72,6 +72,9 @@ class ContentPolicy:
                 session.error_message = self.error_message(session.error_message)
             if session.metadata:
                 session.metadata = self.metadata(session.metadata)
+        for score in batch.scores:
+            if score.comment:
+                score.comment = self.error_message(score.comment)
 
     def error_message(self, text: str) -> str:
         """An error message as stored, whatever the settings: without PII or secrets."""

@@ -8,11 +8,17 @@ from collections.abc import Callable
 from typing import Any
 
 from obsdeco.config import Settings, key_bytes
-from obsdeco.models import LLMCall, Session, SessionRecord, SessionSummary
+from obsdeco.models import LLMCall, Score, Session, SessionRecord, SessionSummary
 from obsdeco.privacy.encryption import Cipher, decrypt_or_explain, is_encrypted
 from obsdeco.privacy.policy import ContentPolicy
 from obsdeco.storage import open_backend
-from obsdeco.storage.base import CallFilter, SessionState, StorageBackend, WriteBatch
+from obsdeco.storage.base import (
+    CallFilter,
+    ScoreFilter,
+    SessionState,
+    StorageBackend,
+    WriteBatch,
+)
 
 _ENCRYPTED_METADATA = "obsdeco_encrypted"
 
@@ -50,6 +56,7 @@ class PrivateStorage:
                 ],
                 calls=[self._sealed_call(call) for call in batch.calls],
                 spans=batch.spans,
+                scores=[self._sealed_score(score) for score in batch.scores],
             )
         self.inner.write(batch)
 
@@ -62,6 +69,13 @@ class PrivateStorage:
             if text is not None:
                 changes[column] = cipher.encrypt(text, f"llm_calls.{column}")
         return call.model_copy(update=changes)
+
+    def _sealed_score(self, score: Score) -> Score:
+        assert self._cipher is not None
+        if score.comment is None:
+            return score
+        comment = self._cipher.encrypt(score.comment, "scores.comment")
+        return score.model_copy(update={"comment": comment})
 
     def _sealed_session(self, session: Session) -> Session:
         return session.model_copy(
@@ -97,6 +111,24 @@ class PrivateStorage:
         self, where: CallFilter, limit: int | None = None, offset: int = 0
     ) -> list[LLMCall]:
         return [self._opened_call(call) for call in self.inner.query_calls(where, limit, offset)]
+
+    def find_target(self, target_id: str) -> Session | LLMCall | None:
+        found = self.inner.find_target(target_id)
+        if isinstance(found, Session):
+            return self._opened_session(found)
+        return None if found is None else self._opened_call(found)
+
+    def query_scores(
+        self, where: ScoreFilter, limit: int | None = None, offset: int = 0
+    ) -> list[Score]:
+        found = self.inner.query_scores(where, limit, offset)
+        return [self._opened_score(score) for score in found]
+
+    def _opened_score(self, score: Score) -> Score:
+        if not is_encrypted(score.comment):
+            return score
+        comment = decrypt_or_explain(self._cipher, score.comment, "scores.comment")
+        return score.model_copy(update={"comment": comment})
 
     def _opened_call(self, call: LLMCall) -> LLMCall:
         changes: dict[str, Any] = {}

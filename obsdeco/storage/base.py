@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from obsdeco.models import AgentSpan, LLMCall, Session, SessionRecord, SessionSummary, Totals
+from obsdeco.models import (
+    AgentSpan,
+    LLMCall,
+    Score,
+    Session,
+    SessionRecord,
+    SessionSummary,
+    Totals,
+)
 
 GroupKey = Literal[
     "provider",
@@ -82,9 +90,10 @@ class WriteBatch:
     sessions: list[SessionState] = field(default_factory=list)
     calls: list[LLMCall] = field(default_factory=list)
     spans: list[AgentSpan] = field(default_factory=list)
+    scores: list[Score] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.sessions) + len(self.calls) + len(self.spans)
+        return len(self.sessions) + len(self.calls) + len(self.spans) + len(self.scores)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +108,46 @@ class CallFilter:
     model: str | None = None
     """The returned model, else the requested one, as reports key models."""
     agent: str | None = None
+    experiment: str | None = None
+    """Calls recorded with an assignment in this experiment (rollups cannot answer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreFilter:
+    """Which scores a query or an aggregate covers; None means no restriction. `since` and
+    `until` bound `created_at`; `experiment` keeps the scores of targets assigned in it."""
+
+    project: str | None = None
+    target_id: str | None = None
+    session_id: str | None = None
+    name: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    experiment: str | None = None
+    model: str | None = None
+    """Scores of calls of this model (as reports key models)."""
+    agent: str | None = None
+
+
+ScoreGroup = Literal["name", "model", "agent_name", "variant"]
+"""What scores can be grouped by; "variant" groups by experiment and variant (group keys
+"experiment" and "variant"), a score counting once per assignment of its target."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreAggregate:
+    group: dict[str, Any]
+    count: int
+    total: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentVariant:
+    """Sessions started with one variant of an experiment (for listings)."""
+
+    experiment: str
+    variant: str
+    sessions: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +255,32 @@ class StorageBackend(Protocol):
     ) -> dict[str, tuple[int, float]]:
         """Per agent name: the invocations started in [since, until) and their summed wall
         time in milliseconds."""
+
+    def find_target(self, target_id: str) -> Session | LLMCall | None:
+        """The session, else the call, with this id; None if neither is stored."""
+
+    def query_scores(
+        self, where: ScoreFilter, limit: int | None = None, offset: int = 0
+    ) -> list[Score]:
+        """Scores matching `where`, oldest first."""
+
+    def aggregate_scores(
+        self, where: ScoreFilter, group_by: Sequence[ScoreGroup] = ("name",)
+    ) -> list[ScoreAggregate]:
+        """Count and sum of the matching scores per group, computed by the store; grouping by
+        "model" or "agent_name" keeps only scores of calls."""
+
+    def experiment_sessions(
+        self,
+        experiment: str,
+        project: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, str]:
+        """The sessions started in [since, until) assigned in `experiment`: id -> variant."""
+
+    def experiment_variants(self, project: str | None = None) -> list[ExperimentVariant]:
+        """Every experiment and variant with its sessions, by experiment then variant name."""
 
     def close(self) -> None:
         """Release connections."""

@@ -72,6 +72,7 @@ sessions = Table(
     Column("error_type", NAME),
     Column("error_message", Text),
     Column("metadata", JSONDocument, nullable=False),
+    Column("experiments", JSONDocument, comment="experiment -> variant; NULL in earlier rows"),
     Column("call_count", Integer, nullable=False, default=0),
     Column("prompt_tokens", BigInteger, nullable=False, default=0),
     Column("completion_tokens", BigInteger, nullable=False, default=0),
@@ -133,6 +134,7 @@ llm_calls = Table(
     Column("requested_model", NAME, comment="what the code asked for, when the router changed it"),
     Column("routed_from", NAME),
     Column("shadow_model", NAME),
+    Column("experiments", JSONDocument, comment="the session's assignments when recorded"),
     Column("metadata", JSONDocument, nullable=False),
     Column("prompt", Text, comment="captured only with capture_content; scrubbed, maybe encrypted"),
     Column("completion", Text, comment="captured only with capture_content"),
@@ -156,6 +158,26 @@ agent_spans = Table(
     Index("ix_agent_spans_session", "session_id", "started_at"),
 )
 
+scores = Table(
+    "scores",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("target_id", ID, nullable=False),
+    Column("session_id", ID, nullable=False),
+    Column("call_id", ID),
+    Column("project_name", NAME, nullable=False),
+    Column("name", NAME, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("comment", Text, comment="user text: secrets and PII scrubbed, maybe encrypted"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("model", NAME, comment="the scored call's model as reports key it"),
+    Column("agent_name", NAME),
+    Column("experiments", JSONDocument, nullable=False),
+    Index("ix_scores_target", "target_id"),
+    Index("ix_scores_session", "session_id"),
+    Index("ix_scores_project_created", "project_name", "created_at"),
+    comment="quality feedback on sessions and calls, values in [0, 1]",
+)
 
 _DIMENSION = {"primary_key": True}
 

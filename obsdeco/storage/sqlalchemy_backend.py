@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     ColumnElement,
     Connection,
     Engine,
@@ -32,6 +33,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -39,12 +41,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.selectable import TableValuedAlias
 
 from obsdeco.models import (
     MAX_NAME_LENGTH,
     AgentSpan,
     LLMCall,
     ModelProvider,
+    Score,
     Session,
     SessionRecord,
     SessionSummary,
@@ -56,8 +60,12 @@ from obsdeco.storage.base import (
     REPORT_GROUPS,
     CallAggregate,
     CallFilter,
+    ExperimentVariant,
     GroupKey,
     Quantiles,
+    ScoreAggregate,
+    ScoreFilter,
+    ScoreGroup,
     SessionOrder,
     SessionState,
     WriteBatch,
@@ -70,6 +78,7 @@ from obsdeco.storage.schema import (
     llm_calls,
     metadata,
     request_hashes,
+    scores,
     sessions,
 )
 
@@ -86,6 +95,7 @@ _SESSION_FIELDS = (
     "error_type",
     "error_message",
     "metadata",
+    "experiments",
 )
 _TOTAL_FIELDS = (
     "prompt_tokens",
@@ -141,6 +151,7 @@ _call_values = itemgetter(*_CALL_COLUMNS)
 _TIMESTAMP = _CALL_COLUMNS.index("timestamp")
 _PROVIDER = _CALL_COLUMNS.index("provider")
 _METADATA = _CALL_COLUMNS.index("metadata")
+_EXPERIMENTS = _CALL_COLUMNS.index("experiments")
 
 
 def _call_row(call: LLMCall, repeated: bool, encode_time: Callable[[datetime], Any]) -> list[Any]:
@@ -149,6 +160,7 @@ def _call_row(call: LLMCall, repeated: bool, encode_time: Callable[[datetime], A
     values[_TIMESTAMP] = encode_time(values[_TIMESTAMP])
     values[_PROVIDER] = values[_PROVIDER].value
     values[_METADATA] = _json_text(values[_METADATA])
+    values[_EXPERIMENTS] = _json_text(values[_EXPERIMENTS]) if values[_EXPERIMENTS] else None
     values.append(repeated)
     return values
 
@@ -178,6 +190,10 @@ def _insert_calls_sqlite(
                 values[row + _TIMESTAMP] = _sqlite_time(values[row + _TIMESTAMP])
                 values[row + _PROVIDER] = values[row + _PROVIDER].value
                 values[row + _METADATA] = _json_text(values[row + _METADATA])
+                if values[row + _EXPERIMENTS]:
+                    values[row + _EXPERIMENTS] = _json_text(values[row + _EXPERIMENTS])
+                else:
+                    values[row + _EXPERIMENTS] = None
             cursor.execute(_sqlite_insert_sql(len(chunk)), values)
     finally:
         cursor.close()
@@ -226,11 +242,26 @@ def _call_from_row(row: Any) -> LLMCall:
     values["provider"] = ModelProvider(values["provider"])
     if values["provider_name"] is None:  # imported without one, rollups not yet rebuilt
         values["provider_name"] = default_provider_name(values["provider"])
+    if values["experiments"] is None:  # none assigned, or stored by an earlier obsdeco
+        values["experiments"] = {}
     return LLMCall.model_construct(**values)
 
 
 def _session_from_row(row: Any) -> Session:
-    return Session.model_construct(**{name: getattr(row, name) for name in _SESSION_FIELDS})
+    values = {name: getattr(row, name) for name in _SESSION_FIELDS}
+    if values["experiments"] is None:  # stored by an earlier obsdeco
+        values["experiments"] = {}
+    return Session.model_construct(**values)
+
+
+def _score_from_row(row: Any) -> Score:
+    return Score.model_construct(**row._asdict())
+
+
+def _assignments(column: ColumnElement[Any], dialect: str) -> TableValuedAlias:
+    """The (key, value) pairs of a JSON object column: experiment -> variant, one row each."""
+    each = func.jsonb_each_text if dialect == "postgresql" else func.json_each
+    return each(column).table_valued("key", "value").alias("assigned")
 
 
 def _span_from_row(row: Any) -> AgentSpan:
@@ -279,6 +310,8 @@ class SQLAlchemyStorage:
         dropped and rebuilt from the calls (their key changed)."""
         inspector = inspect(self.engine)
         columns = {column["name"] for column in inspector.get_columns("llm_calls")}
+        session_columns = {column["name"] for column in inspector.get_columns("sessions")}
+        json_type = "JSONB" if self.engine.dialect.name == "postgresql" else "JSON"
         rolled = {column["name"] for column in inspector.get_columns("call_rollups")}
         postgres = self.engine.dialect.name == "postgresql"  # SQLite's INTEGER holds 64 bits
         narrow = [
@@ -298,6 +331,7 @@ class SQLAlchemyStorage:
             "requested_model": f"VARCHAR({MAX_NAME_LENGTH})",
             "routed_from": f"VARCHAR({MAX_NAME_LENGTH})",
             "shadow_model": f"VARCHAR({MAX_NAME_LENGTH})",
+            "experiments": json_type,
         }
         with self.engine.begin() as connection:
             for name, definition in added.items():
@@ -305,6 +339,8 @@ class SQLAlchemyStorage:
                     connection.execute(
                         text(f"ALTER TABLE llm_calls ADD COLUMN {name} {definition}")
                     )
+            if "experiments" not in session_columns:
+                connection.execute(text(f"ALTER TABLE sessions ADD COLUMN experiments {json_type}"))
             for table_name, column_name in narrow:  # 32-bit token counts (PostgreSQL)
                 connection.execute(
                     text(f"ALTER TABLE {table_name} ALTER COLUMN {column_name} TYPE BIGINT")
@@ -342,6 +378,8 @@ class SQLAlchemyStorage:
                 rollups.add(connection, self._insert, sums)
             if batch.spans:
                 connection.execute(insert(agent_spans), [span.model_dump() for span in batch.spans])
+            if batch.scores:
+                connection.execute(insert(scores), [score.model_dump() for score in batch.scores])
 
     def _upsert_sessions(self, connection: Connection, states: list[SessionState]) -> None:
         latest = {state.session.id: state for state in states}
@@ -726,6 +764,120 @@ class SQLAlchemyStorage:
                 for row in connection.execute(statement)
             }
 
+    def find_target(self, target_id: str) -> Session | LLMCall | None:
+        with self._connect() as connection:
+            row = connection.execute(select(sessions).where(sessions.c.id == target_id)).first()
+            if row is not None:
+                return _session_from_row(row)
+            row = connection.execute(select(llm_calls).where(llm_calls.c.id == target_id)).first()
+        return None if row is None else _call_from_row(row)
+
+    def query_scores(
+        self, where: ScoreFilter, limit: int | None = None, offset: int = 0
+    ) -> list[Score]:
+        statement = self._scores_filtered(select(scores), where).order_by(
+            scores.c.created_at, scores.c.id
+        )
+        if limit is not None:
+            statement = statement.limit(limit)
+        if offset:
+            statement = statement.offset(offset)
+        with self._connect() as connection:
+            return [_score_from_row(row) for row in connection.execute(statement)]
+
+    def aggregate_scores(
+        self, where: ScoreFilter, group_by: Sequence[ScoreGroup] = ("name",)
+    ) -> list[ScoreAggregate]:
+        keys: list[ColumnElement[Any]] = []
+        statement = select()
+        for key in group_by:
+            if key == "variant":
+                assigned = _assignments(scores.c.experiments, self.engine.dialect.name)
+                statement = statement.select_from(scores).join(assigned, true())
+                keys += [assigned.c.key.label("experiment"), assigned.c.value.label("variant")]
+            else:
+                keys.append(scores.c[key].label(key))
+                if key != "name":
+                    statement = statement.where(scores.c.call_id.is_not(None))
+        statement = self._scores_filtered(
+            statement.add_columns(
+                *keys, func.count().label("count"), func.sum(scores.c.value).label("total")
+            ),
+            where,
+        )
+        if keys:
+            statement = statement.group_by(*keys).order_by(*keys)
+        with self._connect() as connection:
+            rows = connection.execute(statement).all()
+        names = [key.name for key in keys]
+        return [
+            ScoreAggregate(
+                group={name: getattr(row, name) for name in names},
+                count=int(row.count),
+                total=float(row.total),
+            )
+            for row in rows
+            if row.count
+        ]
+
+    def _scores_filtered(self, statement: Select[Any], where: ScoreFilter) -> Select[Any]:
+        column = scores.c
+        for name, value in (
+            ("project_name", where.project),
+            ("target_id", where.target_id),
+            ("session_id", where.session_id),
+            ("name", where.name),
+            ("model", where.model),
+            ("agent_name", where.agent),
+        ):
+            if value is not None:
+                statement = statement.where(column[name] == value)
+        if where.since is not None:
+            statement = statement.where(column.created_at >= where.since)
+        if where.until is not None:
+            statement = statement.where(column.created_at < where.until)
+        if where.experiment is not None:
+            statement = statement.where(_HasKey(column.experiments, where.experiment))
+        return statement
+
+    def experiment_sessions(
+        self,
+        experiment: str,
+        project: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, str]:
+        assigned = _assignments(sessions.c.experiments, self.engine.dialect.name)
+        statement = _sessions_filtered(
+            select(sessions.c.id, assigned.c.value)
+            .select_from(sessions)
+            .join(assigned, true())
+            .where(assigned.c.key == experiment),
+            project,
+            since,
+            until,
+        )
+        with self._connect() as connection:
+            return {row[0]: row[1] for row in connection.execute(statement)}
+
+    def experiment_variants(self, project: str | None = None) -> list[ExperimentVariant]:
+        assigned = _assignments(sessions.c.experiments, self.engine.dialect.name)
+        statement = _sessions_filtered(
+            select(assigned.c.key, assigned.c.value, func.count())
+            .select_from(sessions)
+            .join(assigned, true())
+            .group_by(assigned.c.key, assigned.c.value)
+            .order_by(assigned.c.key, assigned.c.value),
+            project,
+            None,
+            None,
+        )
+        with self._connect() as connection:
+            return [
+                ExperimentVariant(row[0], row[1], int(row[2]))
+                for row in connection.execute(statement)
+            ]
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -770,7 +922,7 @@ def _rolled_up_parts(
     """The whole hours the rollups answer for `where` and the partial hours at its edges, read
     from the calls; None when the rollups cannot answer (a session, or a key they do not keep).
     """
-    if where.session_id is not None or where.repeated is not None:
+    if where.session_id is not None or where.repeated is not None or where.experiment is not None:
         return None
     if not set(group_by) <= {*REPORT_GROUPS, "hour"}:
         return None
@@ -894,6 +1046,25 @@ def _utc_hour_postgresql(element: _UTCHour, compiler: Any, **kw: Any) -> str:
     return f"(date_trunc('hour', {moment} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
 
 
+class _HasKey(FunctionElement[bool]):
+    """Whether a JSON object column (NULL: none) has a key: `_HasKey(column, key)`."""
+
+    type = Boolean()
+    inherit_cache = True
+
+
+@compiles(_HasKey, "sqlite")
+def _has_key_sqlite(element: _HasKey, compiler: Any, **kw: Any) -> str:
+    column, key = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE json_each.key = {key})"
+
+
+@compiles(_HasKey, "postgresql")
+def _has_key_postgresql(element: _HasKey, compiler: Any, **kw: Any) -> str:
+    column, key = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"coalesce(jsonb_exists({column}, {key}), false)"
+
+
 def _group_column(key: GroupKey) -> ColumnElement[Any]:
     if key == "hour":
         return _UTCHour(llm_calls.c.timestamp)
@@ -957,4 +1128,6 @@ def _filtered(statement: Select[Any], where: CallFilter) -> Select[Any]:
         statement = statement.where(_group_column("model") == where.model)
     if where.agent is not None:
         statement = statement.where(llm_calls.c.agent_name == where.agent)
+    if where.experiment is not None:
+        statement = statement.where(_HasKey(llm_calls.c.experiments, where.experiment))
     return statement

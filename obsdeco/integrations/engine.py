@@ -1,0 +1,87 @@
+"""What the optimisation engine does to an LLM call before its request leaves.
+
+The engine acts on the call a seam records, once per call (`plan`): the router may choose
+another model (the call's model, body and hash then name it), and inside `obsdeco.cache(...)`
+the call gets a `CachePlan`. A hit is answered where it is cheapest, by the seam that found
+it: the SDK seam hands the stored bytes to the SDK's own response processing (no request is
+built); the HTTP seam returns them as the library's response. On a miss the HTTP seam, which
+every captured client sends through, keeps the answer as it passes, and rewrites each
+attempt's request for the routed model (`routed_request`).
+
+Each step is guarded: a fault leaves the request as it was and the call goes to the provider.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from obsdeco.config import get_settings
+from obsdeco.engine.cache import CachePlan, current_scope
+from obsdeco.engine.cache_store import response_cache
+from obsdeco.engine.router import router_for
+from obsdeco.guard import guarded
+from obsdeco.integrations.recorder import CallRecorder
+from obsdeco.models import new_id
+
+
+@guarded()
+def plan(recorder: CallRecorder) -> CachePlan | None:
+    """Route the call (or note a shadow rule's model) and make its cache plan; the first seam
+    to see a call plans it. The plan, None outside a cache scope."""
+    recorder.planned = True
+    settings = get_settings()
+    router = router_for(settings.routes)
+    if router is not None:
+        rule = router.decide(recorder.model, recorder.body or {})
+        if rule is not None and rule.route.shadow:
+            recorder.shadow_model = rule.route.to_model
+        elif rule is not None:
+            body = recorder.format.with_model("", recorder.body or {}, rule.route.to_model)
+            if body is not None or recorder.format.model_in_path:
+                recorder.route_rule = rule
+                recorder.call_id = new_id()
+                recorder.requested_model = recorder.model
+                recorder.routed_from = rule.route.from_model
+                recorder.model = rule.route.to_model
+                if body is not None:
+                    recorder.body = body[1]
+    scope = current_scope()
+    if scope is None:
+        return None
+    kind = "stream" if recorder.streamed else "json"
+    key = (
+        f"{recorder.format.provider}:{recorder.api}:{kind}:{recorder.host}:{recorder.request_key()}"
+    )
+    recorder.cache_hit = False
+    recorder.cache_plan = CachePlan(
+        key, scope.ttl_s, response_cache(settings), recorder.format.stream_finished
+    )
+    return recorder.cache_plan
+
+
+@guarded()
+def routed_request(recorder: CallRecorder, request: Any) -> Any:
+    """`request` rewritten for the model its rule routed the call to (each attempt); None when
+    the call is not routed, its request already asks for that model (the SDK seam sent it
+    so), or the request does not name its model where its format says."""
+    rule = recorder.route_rule
+    if rule is None or recorder.route_applied:
+        return None
+    sent = json.loads(request.content)
+    if type(sent) is not dict:
+        return None
+    url = request.url
+    changed = recorder.format.with_model(url.path, sent, rule.route.to_model)
+    if changed is None:
+        return None
+    path, body = changed
+    headers = request.headers.copy()
+    del headers["content-length"]
+    return type(request)(
+        request.method,
+        url.copy_with(path=path) if path != url.path else url,
+        headers=headers,
+        content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+        extensions=request.extensions,
+    )
