@@ -17,7 +17,7 @@ import numpy as np
 
 from obsdeco.analyzers.columns import NONE_KEY, CallColumns
 from obsdeco.analyzers.cost_analyzer import PriceTable
-from obsdeco.analyzers.engine import EngineTally
+from obsdeco.analyzers.engine_sections import EngineTally
 from obsdeco.analyzers.scores import stored_score_breakdown
 from obsdeco.analyzers.suggestions import (
     EVIDENCE_LIMIT,

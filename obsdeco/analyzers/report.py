@@ -8,7 +8,7 @@ import numpy as np
 
 from obsdeco.analyzers.columns import CallColumns
 from obsdeco.analyzers.cost_analyzer import CallPrices, PriceTable, analyze_cost
-from obsdeco.analyzers.engine import EngineTally
+from obsdeco.analyzers.engine_sections import EngineTally
 from obsdeco.analyzers.latency_analyzer import analyze_latency
 from obsdeco.analyzers.quality_analyzer import analyze_quality
 from obsdeco.analyzers.registry import run_custom_analyzers

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from obsdeco.analyzers.cost_analyzer import PriceTable
-from obsdeco.analyzers.engine import usd_or_zero
+from obsdeco.analyzers.engine_sections import usd_or_zero
 from obsdeco.analyzers.project import SAVINGS_GROUPS, build_project_report, priced_groups
 from obsdeco.models import SavingsDay, SavingsReport
 from obsdeco.storage.base import CallFilter, StorageBackend
