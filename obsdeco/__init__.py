@@ -5,7 +5,7 @@ Everything public is importable from here; see the README for the guide.
 
 from obsdeco._version import __version__
 from obsdeco.analyzers.registry import register_analyzer, unregister_analyzer
-from obsdeco.collector import MetricsCollector, get_calls, get_report, report
+from obsdeco.collector import MetricsCollector, get_calls, get_report, report, savings
 from obsdeco.config import Settings, configure, get_settings
 from obsdeco.context import current_session
 from obsdeco.decorators import SessionResult, observe_agent, observe_session
@@ -26,6 +26,8 @@ from obsdeco.models import (
     LLMCall,
     ModelProvider,
     ProjectReport,
+    SavingsDay,
+    SavingsReport,
     Score,
     ScoreBreakdown,
     ScoreStats,
@@ -50,6 +52,8 @@ __all__ = [
     "Observatory",
     "ProjectReport",
     "Route",
+    "SavingsDay",
+    "SavingsReport",
     "Score",
     "ScoreBreakdown",
     "ScoreStats",
@@ -79,6 +83,7 @@ __all__ = [
     "register_analyzer",
     "register_backend",
     "report",
+    "savings",
     "score",
     "stats",
     "unpatch_all",

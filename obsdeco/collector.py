@@ -16,6 +16,7 @@ from typing import Any
 
 from obsdeco.analyzers import PriceTable, build_report, price_calls
 from obsdeco.analyzers.project import build_project_report
+from obsdeco.analyzers.savings import build_savings
 from obsdeco.config import get_settings
 from obsdeco.models import (
     MAX_NAME_LENGTH,
@@ -24,6 +25,7 @@ from obsdeco.models import (
     ModelProvider,
     PendingCall,
     ProjectReport,
+    SavingsReport,
     Score,
     Session,
     SessionRecord,
@@ -251,8 +253,32 @@ def report(
     )
 
 
+def savings(
+    project: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    *,
+    model: str | None = None,
+    agent: str | None = None,
+) -> SavingsReport:
+    """What the response cache and the model router saved on a project's stored calls in
+    [since, until) (every project if None), per UTC day, and what the project report's
+    suggestions could still save; records still queued are flushed first."""
+    checked_range(since, until)
+    flush()
+    return build_savings(
+        get_runtime().backend,
+        PriceTable(get_settings().pricing_overrides),
+        project,
+        since,
+        until,
+        model,
+        agent,
+    )
+
+
 def get_calls(session_id: str) -> list[LLMCall]:
-    """A session's calls, oldest first, with `cost_usd` priced."""
+    """A session's calls, oldest first, with `cost_usd` and `saved_usd` priced."""
     calls = load_session(session_id).calls
     return price_calls(calls, PriceTable(get_settings().pricing_overrides))
 

@@ -197,6 +197,9 @@ call_rollups = Table(
     Column("tokens_known", Boolean, **_DIMENSION),
     Column("long_prompt", Boolean, **_DIMENSION),
     Column("repeated", Boolean, **_DIMENSION),
+    Column("cache_hit", String(4), **_DIMENSION),
+    Column("routed_from", NAME, **_DIMENSION),
+    Column("shadow_model", NAME, **_DIMENSION),
     Column("calls", BigInteger, nullable=False),
     Column("prompt_tokens", BigInteger, nullable=False),
     Column("completion_tokens", BigInteger, nullable=False),
@@ -213,7 +216,8 @@ call_rollups = Table(
     Column("latency_histogram", LargeBinary, nullable=False),
     Column("first_token_histogram", LargeBinary, nullable=False),
     comment="calls summed per hour and report dimension; '' stands for a missing agent, "
-    "operation or error type",
+    "operation, error type, routed_from or shadow_model; cache_hit is 'hit', 'miss' or '' "
+    "(made outside obsdeco.cache())",
 )
 
 request_hashes = Table(

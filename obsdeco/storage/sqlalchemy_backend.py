@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     Select,
     and_,
+    case,
     cast,
     create_engine,
     event,
@@ -882,9 +883,14 @@ class SQLAlchemyStorage:
 
 
 def _group_value(key: GroupKey, value: Any) -> Any:
-    """Booleans come back as 0/1 from SQLite; rollups keep a missing name as ''."""
+    """Booleans come back as 0/1 from SQLite; rollups keep a missing name as '' and
+    `cache_hit` as text."""
     if key in ("success", "tokens_known", "long_prompt", "repeated"):
         return bool(value)
+    if key == "cache_hit":
+        if isinstance(value, str):
+            return rollups.CACHE_HIT_OF_TEXT[value]
+        return None if value is None else bool(value)
     if key in rollups.OPTIONAL_TEXT and value == "":
         return None
     return value
@@ -1003,6 +1009,13 @@ def _rollup_value(key: GroupKey) -> ColumnElement[Any]:
     """A call's value of `key` as its rollup row holds it."""
     if key in rollups.OPTIONAL_TEXT:
         return func.coalesce(llm_calls.c[key], "")
+    if key == "cache_hit":
+        hit = llm_calls.c.cache_hit
+        return case(
+            (hit.is_(True), rollups.CACHE_HIT_TEXT[True]),
+            (hit.is_(False), rollups.CACHE_HIT_TEXT[False]),
+            else_=rollups.CACHE_HIT_TEXT[None],
+        )
     return _group_column(key)
 
 
