@@ -145,7 +145,7 @@ class Health:
                 "obsdeco.stats().cache_errors and cache_writes_dropped",
                 self._name,
                 type(exc).__name__,
-                exc,
+                str(exc).partition("\n")[0],
                 action,
             )
 

@@ -5,6 +5,7 @@ them and, every few minutes, all at once."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,10 +23,12 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    inspect,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -87,15 +90,25 @@ class DatabaseBackend:
         self.name = self.engine.url.render_as_string(hide_password=True)
         self._dialect = self.engine.dialect.name
         self._ready = False
+        self._creating = threading.Lock()
 
     def _ensure_table(self) -> None:
         if self._ready:
             return
-        with self.engine.begin() as connection:
-            connection.execute(CreateTable(response_cache, if_not_exists=True))
-            for index in response_cache.indexes:
-                connection.execute(CreateIndex(index, if_not_exists=True))
-        self._ready = True
+        with self._creating:
+            if self._ready:
+                return
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(CreateTable(response_cache, if_not_exists=True))
+                    for index in response_cache.indexes:
+                        connection.execute(CreateIndex(index, if_not_exists=True))
+            except (IntegrityError, ProgrammingError):
+                # PostgreSQL's IF NOT EXISTS can still collide with another process creating it.
+                with self.engine.connect() as connection:
+                    if not inspect(connection).has_table(response_cache.name):
+                        raise
+            self._ready = True
 
     def read(self, key: str) -> bytes | None:
         self._ensure_table()

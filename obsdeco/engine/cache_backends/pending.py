@@ -77,7 +77,7 @@ class WriteBehindCache(ResponseCache):
         self._queue: deque[tuple[str, _Pending]] = deque()
         self._expired: deque[str] = deque()
         self._queued = 0
-        """Puts accepted so far; `_settled` of them are written or dropped."""
+        """Puts accepted and expired keys met so far; `_settled` of them are dealt with."""
         self._settled = 0
         self._full_logged = False
         self._closed = False
@@ -117,7 +117,9 @@ class WriteBehindCache(ResponseCache):
             )
             return None
         if expires_at is not None and expires_at <= self._clock():
-            self._expired.append(key)
+            with self._lock:
+                self._expired.append(key)
+                self._queued += 1
             self._wakeup.set()
             return None
         return response
@@ -188,6 +190,7 @@ class WriteBehindCache(ResponseCache):
         with self._lock:
             lost = len(self._queue)
             self._queue.clear()
+            self._expired.clear()
             self._pending.clear()
             self._pending_bytes = 0
             self._settled = self._queued
@@ -206,21 +209,18 @@ class WriteBehindCache(ResponseCache):
         while True:
             self._wakeup.wait()
             self._wakeup.clear()
-            try:
-                while self._write_some():
-                    pass
-                self._delete_expired()
-            except Exception:
-                fault("WriteBehindCache._run")
+            while self._round():
+                pass
             if self._closed:
                 with self._lock:
-                    if self._queue:
+                    if self._queue or self._expired:
                         continue
                 self._close_backend()
                 return
 
-    def _write_some(self) -> bool:
-        """Write one batch of what is queued; False when nothing was."""
+    def _round(self) -> bool:
+        """Write one batch of what is queued and remove what was found expired; False when
+        there was nothing to do."""
         with self._lock:
             batch: dict[str, _Pending] = {}
             taken = 0
@@ -229,8 +229,26 @@ class WriteBehindCache(ResponseCache):
                 taken += 1
                 if self._pending.get(key) is entry:  # else a later put replaced it
                     batch[key] = entry
-        if not taken:
-            return False
+            expired = list(self._expired)
+            self._expired.clear()
+            taken += len(expired)
+        try:
+            if batch:
+                self._write(batch)
+            self._delete_expired(expired)
+        except Exception:
+            fault("WriteBehindCache._round")
+        finally:
+            with self._lock:
+                for key, entry in batch.items():
+                    if self._pending.get(key) is entry:
+                        del self._pending[key]
+                        self._pending_bytes -= entry.size
+                self._settled += taken
+                self._written.notify_all()
+        return taken > 0
+
+    def _write(self, batch: dict[str, _Pending]) -> None:
         now = self._clock()
         items: list[tuple[str, bytes, float | None]] = []
         dropped = 0
@@ -250,32 +268,20 @@ class WriteBehindCache(ResponseCache):
                 self._unreadable.note(
                     "unencodable", "obsdeco response cache cannot store a response: %s", exc
                 )
-        if items:
-            if self._health.usable:
-                try:
-                    self.backend.write(items, now)
-                except Exception as exc:
-                    self._health.failed(exc, "writing")
-                    dropped += len(items)
-                else:
-                    self._health.succeeded()
-            else:
+        if items and self._health.usable:
+            try:
+                self.backend.write(items, now)
+            except Exception as exc:
+                self._health.failed(exc, "writing")
                 dropped += len(items)
+            else:
+                self._health.succeeded()
+        elif items:
+            dropped += len(items)
         if dropped:
             self._counters.add("writes_dropped", dropped)
-        with self._lock:
-            for key, entry in batch.items():
-                if self._pending.get(key) is entry:
-                    del self._pending[key]
-                    self._pending_bytes -= entry.size
-            self._settled += taken
-            self._written.notify_all()
-        return True
 
-    def _delete_expired(self) -> None:
-        keys: list[str] = []
-        while self._expired:
-            keys.append(self._expired.popleft())
+    def _delete_expired(self, keys: list[str]) -> None:
         now = self._clock()
         if now >= self._next_purge:
             self._next_purge = now + self._purge_interval_s
