@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -588,3 +589,23 @@ def test_pending_cache_writes_are_written_at_interpreter_exit(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"  # writes were still pending at exit
     assert count_rows(url, "response_cache") == 3_000
+
+
+def _child_reads_and_writes() -> tuple[bool, bool]:
+    cache = response_cache(get_settings())
+    cache.put("child", _response("child"), None)
+    return cache.get("parent") == RESPONSE, cache.flush(timeout_s=30)
+
+
+def test_a_forked_child_opens_a_cache_of_its_own(tmp_path):
+    url = f"sqlite:///{tmp_path}/cache.db"
+    obsdeco.configure(cache_url=url)
+    parent = response_cache(get_settings())
+    parent.put("parent", RESPONSE, None)
+    parent.flush(timeout_s=30)
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(_child_reads_and_writes) == (True, True)
+
+    assert _keys(url) == ["child", "parent"]
+    assert parent.get("child") == _response("child")
