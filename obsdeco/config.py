@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib.util
 import json
 import os
 import re
@@ -180,11 +181,18 @@ _CACHE_SCHEMES = ("memory", "redis", "rediss")
 
 
 def normalise_cache_url(url: str) -> str:
-    """Check that `url` names a cache backend: memory://, redis(s)://, or a database URL."""
+    """Check that `url` names a cache backend: memory://, redis(s)://, or a SQLite/PostgreSQL
+    URL (a storage backend registered with `register_backend` cannot hold the cache)."""
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme in _CACHE_SCHEMES:
+        if scheme != "memory" and importlib.util.find_spec("redis") is None:
+            raise ValueError(
+                f"cache_url {url!r} needs the redis package: pip install 'obsdeco[redis]'"
+            )
         return url
     try:
+        if registered_scheme(url) is not None:
+            raise ValueError(url)
         return normalise_database_url(url)
     except ValueError:
         raise ValueError(
