@@ -272,7 +272,7 @@ class _BodyReader:
         """Record the call now (once): the body was read to its end (`whole`), failed, or was
         closed."""
         if self._kept is not None:
-            self._kept.finish(whole and error is None)
+            self._kept.finish(error, whole=whole)
         try:
             if self.recorder.ended:
                 return
