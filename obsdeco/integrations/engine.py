@@ -142,6 +142,17 @@ def _headers(headers: Any, dropped: frozenset[str]) -> tuple[tuple[str, str], ..
     )
 
 
+def _kind(recorder: CallRecorder) -> str:
+    """What the answer is made of: a JSON body, or a stream with the `stream_options` asked
+    (the request hash leaves them out, but a stream asked for its usage has one more chunk)."""
+    if not recorder.streamed:
+        return "json"
+    options = (recorder.body or {}).get("stream_options")
+    if options is None:
+        return "stream"
+    return f"stream{json.dumps(options, sort_keys=True, separators=(',', ':'), default=str)}"
+
+
 @guarded()
 def cache_plan(recorder: CallRecorder) -> CachePlan | None:
     """The cache plan of a call made inside `obsdeco.cache(...)` (a miss until replayed);
@@ -149,9 +160,9 @@ def cache_plan(recorder: CallRecorder) -> CachePlan | None:
     scope = current_scope()
     if scope is None:
         return None
-    kind = "stream" if recorder.streamed else "json"
     key = (
-        f"{recorder.format.provider}:{recorder.api}:{kind}:{recorder.host}:{recorder.request_key()}"
+        f"{recorder.format.provider}:{recorder.api}:{_kind(recorder)}:{recorder.host}:"
+        f"{recorder.request_key()}"
     )
     plan = CachePlan(key, scope.ttl_s, response_cache(get_settings()), recorder.format)
     recorder.cache_hit = False
