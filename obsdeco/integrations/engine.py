@@ -27,6 +27,17 @@ from obsdeco.integrations.recorder import CallRecorder
 from obsdeco.models import new_id
 
 
+def _kind(recorder: CallRecorder) -> str:
+    """What the answer is made of: a JSON body, or a stream with the `stream_options` asked
+    (the request hash leaves them out, but a stream asked for its usage has one more chunk)."""
+    if not recorder.streamed:
+        return "json"
+    options = (recorder.body or {}).get("stream_options")
+    if options is None:
+        return "stream"
+    return f"stream{json.dumps(options, sort_keys=True, separators=(',', ':'), default=str)}"
+
+
 @guarded()
 def plan(recorder: CallRecorder) -> CachePlan | None:
     """Route the call (or note a shadow rule's model) and make its cache plan; the first seam
@@ -51,14 +62,14 @@ def plan(recorder: CallRecorder) -> CachePlan | None:
     scope = current_scope()
     if scope is None:
         return None
-    kind = "stream" if recorder.streamed else "json"
     key = (
-        f"{recorder.format.provider}:{recorder.api}:{kind}:{recorder.host}:{recorder.request_key()}"
+        f"{recorder.format.provider}:{recorder.api}:{_kind(recorder)}:{recorder.host}:"
+        f"{recorder.request_key()}"
     )
-    recorder.cache_hit = False
     recorder.cache_plan = CachePlan(
         key, scope.ttl_s, response_cache(settings), recorder.format.stream_finished
     )
+    recorder.cache_hit = False
     return recorder.cache_plan
 
 
