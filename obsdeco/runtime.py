@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from obsdeco.analyzers import PriceTable, session_totals
 from obsdeco.config import Settings, get_settings, settings_holder
 from obsdeco.engine.cache_store import cache_counters, cache_pending, close_caches, flush_caches
+from obsdeco.engine.counters import engine_counters
 from obsdeco.guard import internal_faults
 from obsdeco.models import Session
 from obsdeco.privacy.store import open_store
@@ -70,6 +71,8 @@ class Stats(BaseModel):
     (another key, damaged); each a miss or a dropped write, never an error of yours."""
     cache_writes_dropped: int
     """Responses that were to be cached but were not written (backend fault, too many pending)."""
+    routes_stopped: int
+    """Route rules stopped by their quality guard (their routed calls' quality fell too low)."""
 
 
 class _Pipeline:
@@ -159,6 +162,7 @@ class _Pipeline:
                 cache_pending=cache_pending(),
                 cache_errors=cache_errors,
                 cache_writes_dropped=cache_writes_dropped,
+                routes_stopped=engine_counters.routes_stopped,
             )
 
     def flush_at_exit(self) -> None:

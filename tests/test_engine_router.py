@@ -458,8 +458,10 @@ def test_a_rule_whose_routed_calls_fail_stops_routing(
     caplog.set_level(logging.WARNING, logger="obsdeco.router")
     routes(obsdeco.Route(from_model="gpt-4o", to_model="gpt-4o-mini", min_quality=0.9))
     provider.enqueue(Reply.default(), SERVER_ERROR)
+    stopped = obsdeco.stats().routes_stopped
     with tracked() as session:
         outcomes = [ask(openai_client, nonce) for _ in range(2)]
+        assert obsdeco.stats().routes_stopped == stopped + 1
         assert router_warnings(caplog) == [
             "obsdeco route gpt-4o -> gpt-4o-mini stopped routing: the quality of its last 2 "
             "routed calls is 0.500, below its min_quality 0.900; requests for gpt-4o now go "

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from obsdeco.engine.counters import engine_counters
 from obsdeco.engine.request_size import prompt_characters
 from obsdeco.engine.routes import CHARS_PER_TOKEN, QUALITY_WINDOW, Route
 from obsdeco.engine.scores import add_score_listener
@@ -55,13 +56,12 @@ class _Outcome:
 class RuleState:
     """One rule and what its routed calls have shown so far."""
 
-    def __init__(self, route: Route, stopped_counter: _StoppedRoutes) -> None:
+    def __init__(self, route: Route) -> None:
         self.route = route
         self.stopped = False
         self._lock = threading.Lock()
         self._window: deque[tuple[str, _Outcome]] = deque()
         self._by_call: dict[str, _Outcome] = {}
-        self._stopped_counter = stopped_counter
 
     def matches(self, body: Mapping[str, Any]) -> bool:
         """Whether every condition of the rule holds for this request."""
@@ -118,7 +118,7 @@ class RuleState:
         if self.stopped or quality is None or quality >= self.route.min_quality:
             return
         self.stopped = True
-        self._stopped_counter.count += 1
+        engine_counters.routes_stopped += 1
         logger.warning(
             "obsdeco route %s -> %s stopped routing: the quality of its last %d routed calls "
             "is %.3f, below its min_quality %.3f; requests for %s now go unchanged",
@@ -131,21 +131,12 @@ class RuleState:
         )
 
 
-@dataclass(slots=True)
-class _StoppedRoutes:
-    count: int = 0
-
-
-stopped_routes = _StoppedRoutes()
-"""Rules stopped by their quality guard in this process (`stats().routes_stopped`)."""
-
-
 class Router:
     """The rules of one configuration, with their guards."""
 
     def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = tuple(routes)
-        self.rules = [RuleState(route, stopped_routes) for route in routes]
+        self.rules = [RuleState(route) for route in routes]
         self._by_model: dict[str, list[RuleState]] = {}
         for rule in self.rules:
             self._by_model.setdefault(rule.route.from_model, []).append(rule)
