@@ -482,6 +482,24 @@ def test_a_rule_whose_routed_calls_fail_stops_routing(
     assert [routing(record) for record in calls_in(session)] == [ROUTED] * 2 + [UNROUTED] * 3
 
 
+def test_low_scores_on_routed_calls_stop_a_rule(provider, openai_client, routes, nonce, caplog):
+    # Three successful routed calls, quality 1 each; scored 0.2, 0.2 and 0.5 their qualities
+    # become those scores: means 0.733, 0.467 (still >= 0.4), then 0.3, when the rule stops.
+    caplog.set_level(logging.WARNING, logger="obsdeco.router")
+    routes(obsdeco.Route(from_model="gpt-4o", to_model="gpt-4o-mini", min_quality=0.4))
+    with tracked() as session:
+        assert [ask(openai_client, nonce) for _ in range(3)] == [True] * 3
+    routed = calls_in(session)
+    for record, value in zip(routed, (0.2, 0.2), strict=False):
+        obsdeco.score(record.id, "judge", value)
+    assert router_warnings(caplog) == []
+    obsdeco.score(routed[2].id, "judge", 0.5)
+    [warning] = router_warnings(caplog)
+    assert "the quality of its last 3 routed calls is 0.300" in warning
+    assert ask(openai_client, nonce) is True
+    assert provider.last_request.body["model"] == "gpt-4o"
+
+
 def test_unrouted_failures_do_not_stop_a_rule(provider, openai_client, routes, nonce, caplog):
     routes(obsdeco.Route(from_model="gpt-4o", to_model="gpt-4o-mini", when=lambda b: b.get("n")))
     provider.enqueue(*[SERVER_ERROR] * 5)
