@@ -35,9 +35,8 @@ from collections.abc import Callable
 from itertools import count
 from typing import Any
 
-import httpx2
-import openai
 from common import environment, write_results
+from overhead import mock_client
 
 import obsdeco
 from obsdeco.engine.cache import CachePlan
@@ -45,29 +44,12 @@ from obsdeco.engine.cache_store import flush_caches
 from obsdeco.engine.router import Router
 from obsdeco.integrations import engine as integrations_engine
 from obsdeco.integrations.sdk import SDKSeam
-from obsdeco.testing import fixture_path
 
 REDIS_URL = os.environ.get("OBSDECO_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 MESSAGES = [
     {"role": "system", "content": "You answer in one word."},
     {"role": "user", "content": "What is the capital of France?"},
 ]
-
-
-def _client() -> openai.OpenAI:
-    completion = fixture_path("openai/chat_completion.json").read_bytes()
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(
-            200, content=completion, headers={"content-type": "application/json"}
-        )
-
-    return openai.OpenAI(
-        api_key="sk-bench",
-        base_url="http://bench.invalid/v1",
-        max_retries=0,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
-    )
 
 
 def _block_median(action: Callable[[], None], size: int) -> float:
@@ -123,7 +105,7 @@ def _configure(folder: str, cache_url: str, **options: object) -> None:
 
 
 def cache_figures(folder: str, blocks: int, size: int) -> dict[str, dict[str, float]]:
-    client = _client()
+    client = mock_client()
     fresh = count()
 
     def plain() -> None:
@@ -205,7 +187,7 @@ def route_figures(folder: str, blocks: int, size: int) -> dict[str, float]:
     router = Router([rule])
     body = {"model": "gpt-4o", "messages": MESSAGES}
     decisions = min(timeit.repeat(lambda: router.decide("gpt-4o", body), number=10_000, repeat=7))
-    client = _client()
+    client = mock_client()
 
     def routed() -> None:
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES)

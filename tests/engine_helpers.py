@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import uuid
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import obsdeco
 from obsdeco import LLMCall
+from tests.helpers import call
 
 PROMPT_TOKENS = 3
 """What the local provider counts for `prompt(...)`: "Say", "hello" and the nonce."""
@@ -32,55 +31,9 @@ def messages(nonce: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": prompt(nonce)}]
 
 
-async def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """`function(...)`, awaited when it is an async SDK method."""
-    result = function(*args, **kwargs)
-    if inspect.isawaitable(result):
-        return await result
-    return result
-
-
-async def drain(iterable: Any) -> list[Any]:
-    """Every item of a sync or async iterable."""
-    if hasattr(iterable, "__aiter__"):
-        return [item async for item in iterable]
-    return list(iterable)
-
-
-async def take(iterable: Any, count: int) -> list[Any]:
-    """The first `count` items, read as users do: a for loop they break out of."""
-    seen: list[Any] = []
-    if hasattr(iterable, "__aiter__"):
-        async for item in iterable:
-            seen.append(item)
-            if len(seen) == count:
-                break
-    else:
-        for item in iterable:
-            seen.append(item)
-            if len(seen) == count:
-                break
-    return seen
-
-
 async def close(closable: Any) -> None:
     """`closable.close()`, awaited for an async SDK object."""
     await call(closable.close)
-
-
-@contextlib.asynccontextmanager
-async def entered(manager: Any) -> AsyncIterator[Any]:
-    """`async with manager` for an async context manager, else `with manager`."""
-    if inspect.iscoroutinefunction(getattr(type(manager), "__aenter__", None)):
-        async with manager as value:
-            yield value
-    else:
-        with manager as value:
-            yield value
-
-
-def dumped(items: list[Any]) -> list[dict[str, Any]]:
-    return [item.model_dump() for item in items]
 
 
 def tracked() -> contextlib.AbstractContextManager[obsdeco.Session]:

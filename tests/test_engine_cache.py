@@ -34,18 +34,14 @@ from tests.conftest import IN_CI
 from tests.engine_helpers import (
     COMPLETION_TOKENS,
     PROMPT_TOKENS,
-    call,
     calls_in,
     close,
-    drain,
-    dumped,
-    entered,
     messages,
     new_nonce,
     prompt,
-    take,
     tracked,
 )
+from tests.helpers import call, drain, dumped, entered, take
 
 pytestmark = pytest.mark.usefixtures("patched")
 

@@ -27,15 +27,13 @@ from obsdeco.testing import Reply
 from tests.engine_helpers import (
     COMPLETION_TOKENS,
     PROMPT_TOKENS,
-    call,
     calls_in,
-    drain,
-    entered,
     messages,
     new_nonce,
     prompt,
     tracked,
 )
+from tests.helpers import call, drain, entered
 
 pytestmark = pytest.mark.usefixtures("patched")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -22,15 +21,14 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     delete,
-    event,
     inspect,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, ProgrammingError
-from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
+
+from obsdeco.storage.engines import is_sqlite, sqlite_engine
 
 _CONNECT_TIMEOUT_S = 2
 _POOL_TIMEOUT_S = 1.0
@@ -50,36 +48,18 @@ _EXPIRED = response_cache.c.expires_at <= bindparam("now")
 
 
 def _engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        # No pre-ping: it would add a round trip to every hit; a dropped connection is one miss.
-        return create_engine(
-            url,
-            pool_size=5,
-            max_overflow=10,
-            pool_timeout=_POOL_TIMEOUT_S,
-            pool_recycle=1800,
-            connect_args={"connect_timeout": _CONNECT_TIMEOUT_S},
-            hide_parameters=True,
-        )
-    in_memory = parsed.database in (None, "", ":memory:")
-    engine = create_engine(
+    if is_sqlite(url):
+        return sqlite_engine(url, _SQLITE_BUSY_TIMEOUT_MS)
+    # No pre-ping: it would add a round trip to every hit; a dropped connection is one miss.
+    return create_engine(
         url,
-        connect_args={"check_same_thread": False},
-        poolclass=StaticPool if in_memory else None,
+        pool_size=5,
+        max_overflow=10,
+        pool_timeout=_POOL_TIMEOUT_S,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": _CONNECT_TIMEOUT_S},
         hide_parameters=True,
     )
-
-    @event.listens_for(engine, "connect")
-    def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        if not in_memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.close()
-
-    return engine
 
 
 class DatabaseBackend:
