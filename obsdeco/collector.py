@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from obsdeco.analyzers import PriceTable, build_report, price_calls
+from obsdeco.analyzers import build_report, price_calls
 from obsdeco.analyzers.project import build_project_report
 from obsdeco.analyzers.savings import build_savings
-from obsdeco.config import get_settings
 from obsdeco.models import (
     MAX_NAME_LENGTH,
     AgentSpan,
@@ -217,7 +216,7 @@ def get_report(session_id: str) -> SessionReport:
         if live is not None
         else get_runtime().backend.query_scores(ScoreFilter(session_id=session_id))
     )
-    return build_report(session, calls, spans, PriceTable(get_settings().pricing_overrides), scores)
+    return build_report(session, calls, spans, get_runtime().prices, scores)
 
 
 def checked_range(since: datetime | None, until: datetime | None) -> None:
@@ -244,7 +243,7 @@ def report(
     flush()
     return build_project_report(
         get_runtime().backend,
-        PriceTable(get_settings().pricing_overrides),
+        get_runtime().prices,
         project,
         since,
         until,
@@ -268,7 +267,7 @@ def savings(
     flush()
     return build_savings(
         get_runtime().backend,
-        PriceTable(get_settings().pricing_overrides),
+        get_runtime().prices,
         project,
         since,
         until,
@@ -280,7 +279,7 @@ def savings(
 def get_calls(session_id: str) -> list[LLMCall]:
     """A session's calls, oldest first, with `cost_usd` and `saved_usd` priced."""
     calls = load_session(session_id).calls
-    return price_calls(calls, PriceTable(get_settings().pricing_overrides))
+    return price_calls(calls, get_runtime().prices)
 
 
 class MetricsCollector:
