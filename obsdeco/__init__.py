@@ -4,6 +4,7 @@ Everything public is importable from here; see the README for the guide.
 """
 
 from obsdeco._version import __version__
+from obsdeco.aio import aflush, aget_calls, aget_report, areport
 from obsdeco.analyzers.registry import register_analyzer, unregister_analyzer
 from obsdeco.collector import MetricsCollector, get_calls, get_report, report, savings
 from obsdeco.config import Settings, configure, get_settings
@@ -66,6 +67,10 @@ __all__ = [
     "Suggestion",
     "VariantStats",
     "__version__",
+    "aflush",
+    "aget_calls",
+    "aget_report",
+    "areport",
     "cache",
     "configure",
     "current_session",

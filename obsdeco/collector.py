@@ -6,6 +6,7 @@ report) and queues it for the writer; it never touches the database.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import threading
@@ -397,3 +398,11 @@ class MetricsCollector:
     def get_calls(self, session: Session | str) -> list[LLMCall]:
         """A session's calls, oldest first, with `cost_usd` priced."""
         return get_calls(_session_id(session))
+
+    async def aget_report(self, session: Session | str) -> SessionReport:
+        """`get_report()`, awaited without blocking the event loop (run in a worker thread)."""
+        return await asyncio.to_thread(get_report, _session_id(session))
+
+    async def aget_calls(self, session: Session | str) -> list[LLMCall]:
+        """`get_calls()`, awaited without blocking the event loop (run in a worker thread)."""
+        return await asyncio.to_thread(get_calls, _session_id(session))
