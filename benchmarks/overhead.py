@@ -81,7 +81,9 @@ def _stream_body(chunks: int) -> bytes:
     return b"".join(parts)
 
 
-def _client() -> openai.OpenAI:
+def mock_client() -> openai.OpenAI:
+    """An OpenAI client whose transport answers at once, with no network: a recorded chat
+    completion, or a synthetic stream of `max_tokens` chunks."""
     completion = _completion_body()
     streams = {SHORT_STREAM: _stream_body(SHORT_STREAM), LONG_STREAM: _stream_body(LONG_STREAM)}
 
@@ -181,7 +183,7 @@ def measure(toggle: _Toggle, blocks: int, block_size: int) -> dict[str, float]:
     """Median added seconds per workload. Blocks of calls alternate between instrumentation
     off and on; each sample is a block's median minus the preceding off-block's, so that drift
     cancels out, and warm-up calls after each switch are not timed."""
-    client = _client()
+    client = mock_client()
     workloads: dict[str, tuple[Callable[[], None], int]] = {
         "call": (lambda: _call(client), block_size),
         "stream_short": (lambda: _stream(client, SHORT_STREAM), block_size),
@@ -207,7 +209,7 @@ def seam_time(calls: int) -> float:
     SDK's own request excluded), measured on the caller's thread."""
     from obsdeco.integrations.sdk import SDKSeam
 
-    client = _client()
+    client = mock_client()
     own: list[float] = []
     original = SDKSeam.request
 

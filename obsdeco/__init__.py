@@ -4,14 +4,16 @@ Everything public is importable from here; see the README for the guide.
 """
 
 from obsdeco._version import __version__
+from obsdeco.aio import aflush, aget_calls, aget_report, areport
 from obsdeco.alerts.events import AlertEvent
 from obsdeco.alerts.rules import Alert
 from obsdeco.alerts.service import check_alerts, get_alerts
 from obsdeco.analyzers.registry import register_analyzer, unregister_analyzer
-from obsdeco.collector import MetricsCollector, get_calls, get_report, report
+from obsdeco.collector import MetricsCollector, get_calls, get_report, report, savings
 from obsdeco.config import Settings, configure, get_settings
 from obsdeco.context import current_session
 from obsdeco.decorators import SessionResult, observe_agent, observe_session
+from obsdeco.engine.budget_rules import Budget, BudgetExceeded
 from obsdeco.engine.cache import cache
 from obsdeco.engine.experiment_report import Difference, ExperimentReport, VariantStats
 from obsdeco.engine.experiments import (
@@ -28,6 +30,8 @@ from obsdeco.models import (
     LLMCall,
     ModelProvider,
     ProjectReport,
+    SavingsDay,
+    SavingsReport,
     Score,
     ScoreBreakdown,
     ScoreStats,
@@ -43,6 +47,8 @@ __all__ = [
     "AgentSpan",
     "Alert",
     "AlertEvent",
+    "Budget",
+    "BudgetExceeded",
     "Difference",
     "ExperimentReport",
     "ExperimentSummary",
@@ -52,6 +58,8 @@ __all__ = [
     "Observatory",
     "ProjectReport",
     "Route",
+    "SavingsDay",
+    "SavingsReport",
     "Score",
     "ScoreBreakdown",
     "ScoreStats",
@@ -64,6 +72,10 @@ __all__ = [
     "Suggestion",
     "VariantStats",
     "__version__",
+    "aflush",
+    "aget_calls",
+    "aget_report",
+    "areport",
     "cache",
     "check_alerts",
     "configure",
@@ -83,6 +95,7 @@ __all__ = [
     "register_analyzer",
     "register_backend",
     "report",
+    "savings",
     "score",
     "stats",
     "unpatch_all",

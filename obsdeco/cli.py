@@ -1,4 +1,5 @@
-"""The `obsdeco` command line: list stored sessions, experiments and alerts, print reports."""
+"""The `obsdeco` command line: list stored sessions, experiments and alerts, print their
+reports and the savings."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from obsdeco._version import __version__
 
 if TYPE_CHECKING:
-    from obsdeco.models import ProjectReport, SessionReport
+    from obsdeco.models import ProjectReport, SavingsReport, SessionReport
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -90,6 +91,17 @@ def _parser() -> argparse.ArgumentParser:
         "--format", choices=("text", "json", "markdown"), default="text", help="default: text"
     )
 
+    savings = commands.add_parser(
+        "savings",
+        help="print what the response cache and the router saved, per UTC day",
+        parents=[options],
+    )
+    savings.add_argument("--project", help="only this project (default: every project)")
+    savings.add_argument("--since", type=parse_time, help="ISO time or duration (24h, 7d)")
+    savings.add_argument("--until", type=parse_time, help="ISO time or duration")
+    savings.add_argument(
+        "--format", choices=("text", "json", "markdown"), default="text", help="default: text"
+    )
     experiments = commands.add_parser(
         "experiments",
         help="list prompt experiments, or print the report of one (NAME)",
@@ -190,6 +202,13 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _savings(args: argparse.Namespace) -> int:
+    import obsdeco
+
+    _print(obsdeco.savings(args.project, args.since, args.until), args.format)
+    return 0
+
+
 def _experiments(args: argparse.Namespace) -> int:
     import obsdeco
 
@@ -256,7 +275,7 @@ def _alerts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print(report: SessionReport | ProjectReport, output: str) -> None:
+def _print(report: SessionReport | ProjectReport | SavingsReport, output: str) -> None:
     if output == "json":
         print(json.dumps(report.model_dump(mode="json"), indent=2))
     elif output == "markdown":
@@ -314,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "sessions": _sessions,
         "report": _report,
+        "savings": _savings,
         "experiments": _experiments,
         "alerts": _alerts,
         "dashboard": _dashboard,

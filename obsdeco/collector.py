@@ -6,6 +6,7 @@ report) and queues it for the writer; it never touches the database.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import threading
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from obsdeco.analyzers import PriceTable, build_report, price_calls
+from obsdeco.analyzers import build_report, price_calls
 from obsdeco.analyzers.project import build_project_report
-from obsdeco.config import get_settings
+from obsdeco.analyzers.savings import build_savings
 from obsdeco.models import (
     MAX_NAME_LENGTH,
     AgentSpan,
@@ -24,6 +25,7 @@ from obsdeco.models import (
     ModelProvider,
     PendingCall,
     ProjectReport,
+    SavingsReport,
     Score,
     Session,
     SessionRecord,
@@ -215,7 +217,7 @@ def get_report(session_id: str) -> SessionReport:
         if live is not None
         else get_runtime().backend.query_scores(ScoreFilter(session_id=session_id))
     )
-    return build_report(session, calls, spans, PriceTable(get_settings().pricing_overrides), scores)
+    return build_report(session, calls, spans, get_runtime().prices, scores)
 
 
 def checked_range(since: datetime | None, until: datetime | None) -> None:
@@ -242,7 +244,31 @@ def report(
     flush()
     return build_project_report(
         get_runtime().backend,
-        PriceTable(get_settings().pricing_overrides),
+        get_runtime().prices,
+        project,
+        since,
+        until,
+        model,
+        agent,
+    )
+
+
+def savings(
+    project: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    *,
+    model: str | None = None,
+    agent: str | None = None,
+) -> SavingsReport:
+    """What the response cache and the model router saved on a project's stored calls in
+    [since, until) (every project if None), per UTC day, and what the project report's
+    suggestions could still save; records still queued are flushed first."""
+    checked_range(since, until)
+    flush()
+    return build_savings(
+        get_runtime().backend,
+        get_runtime().prices,
         project,
         since,
         until,
@@ -252,9 +278,9 @@ def report(
 
 
 def get_calls(session_id: str) -> list[LLMCall]:
-    """A session's calls, oldest first, with `cost_usd` priced."""
+    """A session's calls, oldest first, with `cost_usd` and `saved_usd` priced."""
     calls = load_session(session_id).calls
-    return price_calls(calls, PriceTable(get_settings().pricing_overrides))
+    return price_calls(calls, get_runtime().prices)
 
 
 class MetricsCollector:
@@ -372,3 +398,11 @@ class MetricsCollector:
     def get_calls(self, session: Session | str) -> list[LLMCall]:
         """A session's calls, oldest first, with `cost_usd` priced."""
         return get_calls(_session_id(session))
+
+    async def aget_report(self, session: Session | str) -> SessionReport:
+        """`get_report()`, awaited without blocking the event loop (run in a worker thread)."""
+        return await asyncio.to_thread(get_report, _session_id(session))
+
+    async def aget_calls(self, session: Session | str) -> list[LLMCall]:
+        """`get_calls()`, awaited without blocking the event loop (run in a worker thread)."""
+        return await asyncio.to_thread(get_calls, _session_id(session))

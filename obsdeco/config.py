@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib.util
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from obsdeco.alerts.rules import Alert
+from obsdeco.engine.budget_rules import Budget
 from obsdeco.engine.routes import Route
 from obsdeco.models import Name
 from obsdeco.provider_names import check_provider_name
@@ -66,6 +68,8 @@ class Settings(BaseModel):
     redis://host:port/db."""
     routes: tuple[Route, ...] = ()
     """The model router's rules, tried in order; the first that matches a request routes it."""
+    budgets: tuple[Budget, ...] = ()
+    """Hard budgets: a call that could pass one is refused before it is sent."""
     alerts: tuple[Alert, ...] = ()
     """Alert rules, evaluated off the caller's thread from what is stored."""
     alert_interval_s: float = Field(default=30.0, ge=0.0, le=86_400.0, allow_inf_nan=False)
@@ -191,11 +195,18 @@ _CACHE_SCHEMES = ("memory", "redis", "rediss")
 
 
 def normalise_cache_url(url: str) -> str:
-    """Check that `url` names a cache backend: memory://, redis(s)://, or a database URL."""
+    """Check that `url` names a cache backend: memory://, redis(s)://, or a SQLite/PostgreSQL
+    URL (a storage backend registered with `register_backend` cannot hold the cache)."""
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme in _CACHE_SCHEMES:
+        if scheme != "memory" and importlib.util.find_spec("redis") is None:
+            raise ValueError(
+                f"cache_url {url!r} needs the redis package: pip install 'obsdeco[redis]'"
+            )
         return url
     try:
+        if registered_scheme(url) is not None:
+            raise ValueError(url)
         return normalise_database_url(url)
     except ValueError:
         raise ValueError(
@@ -349,6 +360,7 @@ def configure(
     routes: Sequence[Route] | None = None,
     alerts: Sequence[Alert] | None = None,
     alert_interval_s: float | None = None,
+    budgets: Sequence[Budget] | None = None,
 ) -> Settings:
     """Replace the whole obsdeco configuration.
 
@@ -380,6 +392,7 @@ def configure(
         routes=None if routes is None else tuple(routes),
         alerts=None if alerts is None else tuple(alerts),
         alert_interval_s=alert_interval_s,
+        budgets=None if budgets is None else tuple(budgets),
     )
     settings_holder.replace(settings)
     return settings

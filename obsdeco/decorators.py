@@ -24,6 +24,8 @@ from obsdeco.context import (
     current_agent,
     current_session,
 )
+from obsdeco.engine.budget_rules import checked_budget_usd
+from obsdeco.engine.budgets import enter_session_budget, exit_session_budget
 from obsdeco.guard import safely
 from obsdeco.models import Session, SessionReport, checked_name, new_id, utc_now
 
@@ -39,11 +41,16 @@ class SessionResult(NamedTuple):
 
 class _SessionScope:
     def __init__(
-        self, collector: MetricsCollector, name: str, metadata: dict[str, Any] | None
+        self,
+        collector: MetricsCollector,
+        name: str,
+        metadata: dict[str, Any] | None,
+        budget_usd: float | None,
     ) -> None:
         self._collector = collector
         self._name = name
         self._metadata = metadata
+        self._budget_usd = budget_usd
         self.session: Session | None = None
 
     def begin(self) -> None:
@@ -52,13 +59,22 @@ class _SessionScope:
             self._name, self._metadata, parent_id=parent.id if parent else None
         )
 
-    def activate(self) -> Token[Any] | None:
-        return None if self.session is None else _current_session.set(self.session)
+    def activate(self) -> tuple[Token[Any], Token[Any] | None] | None:
+        session = self.session
+        if session is None:
+            return None
+        budget = (
+            None if self._budget_usd is None else enter_session_budget(session, self._budget_usd)
+        )
+        return _current_session.set(session), budget
 
     @staticmethod
-    def deactivate(token: Token[Any] | None) -> None:
-        if token is not None:
-            _current_session.reset(token)
+    def deactivate(tokens: tuple[Token[Any], Token[Any] | None] | None) -> None:
+        if tokens is not None:
+            session, budget = tokens
+            if budget is not None:
+                exit_session_budget(budget)
+            _current_session.reset(session)
 
     def end(self, error: BaseException | None) -> None:
         if self.session is not None:
@@ -277,6 +293,7 @@ def observe_session(
     project: str | None = None,
     metadata: dict[str, Any] | None = None,
     return_report: bool = False,
+    budget_usd: float | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -288,6 +305,7 @@ def observe_session(
     project: str | None = None,
     metadata: dict[str, Any] | None = None,
     return_report: bool = False,
+    budget_usd: float | None = None,
 ) -> F | Callable[[F], F]:
     """Run each call of the decorated function in a session of its own.
 
@@ -296,10 +314,13 @@ def observe_session(
     while it runs. If the function raises, the session ends with status "error" and the
     exception propagates unchanged. With `return_report=True` the function returns
     `SessionResult(value, report)` (not allowed on generators: read `get_report()` instead).
-    The name may also come first: `@observe_session("handle-ticket")`.
+    The name may also come first: `@observe_session("handle-ticket")`. With `budget_usd`, the
+    session's LLM calls may spend at most that much: a call that could pass it raises
+    `obsdeco.BudgetExceeded` before it is sent.
     """
     function, name = _decorated_or_named("observe_session", function, name)
     collector = MetricsCollector(project)
+    limit = None if budget_usd is None else checked_budget_usd(budget_usd)
 
     def decorate(target: F) -> F:
         if return_report and (
@@ -311,7 +332,7 @@ def observe_session(
             )
         session_name = checked_name(name or target.__name__, "observe_session name")
         return _instrument(
-            target, lambda: _SessionScope(collector, session_name, metadata), return_report
+            target, lambda: _SessionScope(collector, session_name, metadata, limit), return_report
         )
 
     return decorate(function) if function is not None else decorate

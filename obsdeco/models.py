@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -492,6 +492,47 @@ class QualityBreakdown(BaseModel):
     avg_tokens_per_call: float | None = None
 
 
+class CacheSummary(BaseModel):
+    """Calls made inside `obsdeco.cache()`: answered by the cache (hits, which count among the
+    report's calls) or sent (misses); `saved_usd` is the hits' list price."""
+
+    hits: int = 0
+    misses: int = 0
+    saved_usd: float = 0.0
+    hit_rate: float | None = Field(default=None, description="hits / (hits + misses)")
+
+
+class RouteRuleSummary(BaseModel):
+    """One route rule's calls (`RoutingSummary.by_rule`, keyed "from_model -> to_model")."""
+
+    routed_calls: int = 0
+    saved_usd: float = 0.0
+    shadow_calls: int = 0
+    shadow_saved_usd: float = 0.0
+    success_rate: float | None = Field(default=None, description="of the rule's routed calls")
+    shadow_success_rate: float | None = Field(
+        default=None, description="of its shadow calls (made with `from_model`)"
+    )
+
+
+class RoutingSummary(BaseModel):
+    """What the model router changed (`routed_calls`, `saved_usd`: the price at the rules'
+    `from_model` less the price paid) and what shadow rules would have saved; the quality of
+    routed calls against the others."""
+
+    routed_calls: int = 0
+    saved_usd: float = 0.0
+    shadow_calls: int = 0
+    shadow_saved_usd: float = Field(
+        default=0.0, description="the price paid less the price at the shadow rules' models"
+    )
+    routed_success_rate: float | None = None
+    unrouted_success_rate: float | None = Field(
+        default=None, description="of the calls the router did not change (shadow calls too)"
+    )
+    by_rule: dict[str, RouteRuleSummary] = Field(default_factory=dict)
+
+
 class Suggestion(BaseModel):
     """A concrete change to make, with the records that justify it."""
 
@@ -525,6 +566,8 @@ class SessionReport(_Rendered):
     latency: LatencyBreakdown
     tokens: TokenBreakdown
     quality: QualityBreakdown
+    cache: CacheSummary = Field(default_factory=CacheSummary)
+    routing: RoutingSummary = Field(default_factory=RoutingSummary)
     suggestions: list[Suggestion] = Field(default_factory=list)
     scores: ScoreBreakdown = Field(default_factory=ScoreBreakdown)
     custom: dict[str, Any] = Field(
@@ -544,5 +587,37 @@ class ProjectReport(_Rendered):
     latency: LatencyBreakdown
     tokens: TokenBreakdown
     quality: QualityBreakdown
+    cache: CacheSummary = Field(default_factory=CacheSummary)
+    routing: RoutingSummary = Field(default_factory=RoutingSummary)
     suggestions: list[Suggestion] = Field(default_factory=list)
     scores: ScoreBreakdown = Field(default_factory=ScoreBreakdown)
+
+
+class SavingsDay(BaseModel):
+    """One UTC day of what the response cache and the router saved."""
+
+    day: date
+    cache_saved_usd: float = 0.0
+    routing_saved_usd: float = 0.0
+    shadow_saved_usd: float = 0.0
+    cache_hits: int = 0
+    routed_calls: int = 0
+
+
+class SavingsReport(_Rendered):
+    """What obsdeco's optimisation engine saved over a time range, per UTC day (days without
+    a cache hit, routed or shadow call are left out), and what the report's suggestions
+    could still save (`remaining_potential_usd`, the sum of their estimates)."""
+
+    project: str | None
+    since: datetime | None = None
+    until: datetime | None = None
+    days: list[SavingsDay] = Field(default_factory=list)
+    cache_saved_usd: float = 0.0
+    routing_saved_usd: float = 0.0
+    shadow_saved_usd: float = 0.0
+    cache_hits: int = 0
+    routed_calls: int = 0
+    saved_usd: float = Field(default=0.0, description="by the cache and the router together")
+    remaining_potential_usd: float = 0.0
+    suggestions: list[Suggestion] = Field(default_factory=list)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from obsdeco.collector import MetricsCollector
@@ -63,8 +63,20 @@ class Observatory:
             raise
         self.end_session(session)
 
+    @asynccontextmanager
+    async def atrack(
+        self, name: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> AsyncIterator[Session]:
+        """`track()` for `async with`: a session for the block, the tasks it awaits included."""
+        with self.track(name, metadata) as session:
+            yield session
+
     def get_report(self, session: Session | str) -> SessionReport:
         return self.collector.get_report(session)
+
+    async def aget_report(self, session: Session | str) -> SessionReport:
+        """`get_report()`, awaited without blocking the event loop."""
+        return await self.collector.aget_report(session)
 
     def _newest_open(self) -> Session:
         if not self._open:

@@ -1,11 +1,21 @@
-"""Text and Markdown renderings of a `SessionReport`."""
+"""Text and Markdown renderings of session, project and savings reports."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
 
-from obsdeco.models import ProjectReport, ScoreBreakdown, ScoreStats, SessionReport
+from obsdeco.models import (
+    CacheSummary,
+    ProjectReport,
+    RoutingSummary,
+    SavingsReport,
+    ScoreBreakdown,
+    ScoreStats,
+    SessionReport,
+)
+
+Report = SessionReport | ProjectReport | SavingsReport
 
 
 def _usd(value: float | None) -> str:
@@ -16,8 +26,12 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f} ms"
 
 
+def _counted(count: int, word: str) -> str:
+    return f"{count:,} {word}" + ("" if count == 1 else "s")
+
+
 def _calls(count: int) -> str:
-    return f"{count:,} call" + ("" if count == 1 else "s")
+    return _counted(count, "call")
 
 
 def _mean(stats: ScoreStats) -> str:
@@ -49,14 +63,20 @@ def _score_sections(scores: ScoreBreakdown) -> list[tuple[str, list[tuple[str, s
     ]
 
 
-def _title(report: SessionReport | ProjectReport) -> str:
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _title(report: Report) -> str:
+    if isinstance(report, SavingsReport):
+        return f"obsdeco savings: {report.project or 'all projects'}"
     if isinstance(report, ProjectReport):
         return f"obsdeco project report: {report.project or 'all projects'}"
     return f"obsdeco session report: {report.session.name or report.session.id}"
 
 
-def _about(report: SessionReport | ProjectReport) -> tuple[str, list[tuple[str, str]]]:
-    if isinstance(report, ProjectReport):
+def _about(report: Report) -> tuple[str, list[tuple[str, str]]]:
+    if isinstance(report, ProjectReport | SavingsReport):
         since = report.since.isoformat(timespec="seconds") if report.since else "the beginning"
         until = report.until.isoformat(timespec="seconds") if report.until else "now"
         return (
@@ -65,8 +85,8 @@ def _about(report: SessionReport | ProjectReport) -> tuple[str, list[tuple[str, 
                 ("project", report.project or "all"),
                 ("from", since),
                 ("to", until),
-                ("sessions", f"{report.sessions:,}"),
-            ],
+            ]
+            + ([("sessions", f"{report.sessions:,}")] if isinstance(report, ProjectReport) else []),
         )
     session = report.session
     return (
@@ -166,6 +186,7 @@ def _sections(report: SessionReport | ProjectReport) -> list[tuple[str, list[tup
         ("Errors by type", [(name, str(count)) for name, count in quality.errors_by_type.items()]),
         *_score_sections(report.scores),
     ]
+    sections += [_cache(report.cache), _routing(report.routing)]
     if report.cost.unpriced_models:
         sections.append(
             ("Unpriced models (cost unknown)", [(name, "") for name in report.cost.unpriced_models])
@@ -200,6 +221,106 @@ def _sections(report: SessionReport | ProjectReport) -> list[tuple[str, list[tup
     return [(title, rows) for title, rows in sections if rows]
 
 
+def _cache(cache: CacheSummary) -> tuple[str, list[tuple[str, str]]]:
+    """The cache section; no rows (not shown) when no call was made inside obsdeco.cache()."""
+    if not cache.hits and not cache.misses:
+        return ("Response cache", [])
+    return (
+        "Response cache",
+        [
+            (
+                "hits / misses",
+                f"{cache.hits:,} / {cache.misses:,} (hit rate {_share(cache.hit_rate)})",
+            ),
+            ("saved", _usd(cache.saved_usd)),
+        ],
+    )
+
+
+def _routing(routing: RoutingSummary) -> tuple[str, list[tuple[str, str]]]:
+    """The routing section; no rows (not shown) without routed or shadow calls."""
+    rows: list[tuple[str, str]] = []
+    if routing.routed_calls:
+        rows += [
+            ("routed calls", f"{routing.routed_calls:,}"),
+            ("saved", _usd(routing.saved_usd)),
+            (
+                "success rate",
+                f"{_share(routing.routed_success_rate)} routed, "
+                f"{_share(routing.unrouted_success_rate)} not routed",
+            ),
+        ]
+    if routing.shadow_calls:
+        rows += [
+            ("shadow calls", f"{routing.shadow_calls:,}"),
+            ("shadow would save", _usd(routing.shadow_saved_usd)),
+        ]
+    for name, rule in routing.by_rule.items():
+        if rule.routed_calls:
+            rows.append(
+                (
+                    f"rule {name}",
+                    f"{_calls(rule.routed_calls)} routed, saved {_usd(rule.saved_usd)}, "
+                    f"success {_share(rule.success_rate)}",
+                )
+            )
+        if rule.shadow_calls:
+            rows.append(
+                (
+                    f"rule {name} (shadow)",
+                    f"{_calls(rule.shadow_calls)}, would save {_usd(rule.shadow_saved_usd)}, "
+                    f"success {_share(rule.shadow_success_rate)}",
+                )
+            )
+    return ("Routing", rows)
+
+
+def _savings_sections(report: SavingsReport) -> list[tuple[str, list[tuple[str, str]]]]:
+    sections = [
+        _about(report),
+        (
+            "Saved",
+            [
+                ("in total", _usd(report.saved_usd)),
+                (
+                    "by the response cache",
+                    f"{_usd(report.cache_saved_usd)} ({_calls(report.cache_hits)} answered)",
+                ),
+                (
+                    "by the router",
+                    f"{_usd(report.routing_saved_usd)} ({_calls(report.routed_calls)} routed)",
+                ),
+                ("shadow rules would save", _usd(report.shadow_saved_usd)),
+                ("suggestions could still save", _usd(report.remaining_potential_usd)),
+            ],
+        ),
+        (
+            "Per day (UTC): cache / router / shadow",
+            [
+                (
+                    day.day.isoformat(),
+                    f"{_usd(day.cache_saved_usd)} ({_counted(day.cache_hits, 'hit')}) / "
+                    f"{_usd(day.routing_saved_usd)} ({day.routed_calls:,} routed) / "
+                    f"{_usd(day.shadow_saved_usd)}",
+                )
+                for day in report.days
+            ],
+        ),
+        (
+            "Suggestions",
+            [
+                (
+                    suggestion.kind,
+                    f"{suggestion.message} (saves ~{_usd(suggestion.estimated_savings_usd)})",
+                )
+                for suggestion in report.suggestions
+                if suggestion.estimated_savings_usd
+            ],
+        ),
+    ]
+    return [(title, rows) for title, rows in sections if rows]
+
+
 def _aligned(rows: Iterable[tuple[str, str]]) -> list[str]:
     rows = list(rows)
     width = max(len(label) for label, _ in rows)
@@ -210,16 +331,22 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def render_text(report: SessionReport | ProjectReport) -> str:
+def _all_sections(report: Report) -> list[tuple[str, list[tuple[str, str]]]]:
+    if isinstance(report, SavingsReport):
+        return _savings_sections(report)
+    return _sections(report)
+
+
+def render_text(report: Report) -> str:
     lines = [_title(report)]
-    for title, rows in _sections(report):
+    for title, rows in _all_sections(report):
         lines += ["", title, *_aligned(rows)]
     return "\n".join(lines)
 
 
-def render_markdown(report: SessionReport | ProjectReport) -> str:
+def render_markdown(report: Report) -> str:
     lines = [f"# {_title(report)}"]
-    for title, rows in _sections(report):
+    for title, rows in _all_sections(report):
         lines += ["", f"## {title}", "", "| | |", "|---|---|"]
         lines += [f"| {_cell(label)} | {_cell(value)} |" for label, value in rows]
     return "\n".join(lines) + "\n"

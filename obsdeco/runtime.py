@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -19,6 +20,8 @@ from pydantic import BaseModel
 from obsdeco.alerts.counters import alert_counters
 from obsdeco.analyzers import PriceTable, session_totals
 from obsdeco.config import Settings, get_settings, settings_holder
+from obsdeco.engine.cache_store import cache_counters, cache_pending, close_caches, flush_caches
+from obsdeco.engine.counters import engine_counters
 from obsdeco.guard import internal_faults
 from obsdeco.models import Session
 from obsdeco.privacy.store import open_store
@@ -36,6 +39,8 @@ class Runtime:
     settings: Settings
     backend: StorageBackend
     writer: Writer
+    prices: PriceTable
+    """The price table of these settings (their pricing overrides over genai-prices)."""
     implicit_sessions: dict[tuple[str, date], Session] = field(default_factory=dict)
     """The implicit sessions whose rows this runtime's database has been sent."""
 
@@ -60,6 +65,15 @@ class Stats(BaseModel):
     last_error: str | None
     internal_faults: int
     """obsdeco faults swallowed so that your code was unaffected (each place logged once)."""
+    cache_pending: int
+    """Responses `obsdeco.cache()` stored and not yet written to its backend."""
+    cache_errors: int
+    """Response-cache backend operations that failed, and cached values that could not be read
+    (another key, damaged); each a miss or a dropped write, never an error of yours."""
+    cache_writes_dropped: int
+    """Responses that were to be cached but were not written (backend fault, too many pending)."""
+    routes_stopped: int
+    """Route rules stopped by their quality guard (their routed calls' quality fell too low)."""
     alerts_fired: int = 0
     alerts_resolved: int = 0
     alert_notifications_sent: int = 0
@@ -91,14 +105,15 @@ class _Pipeline:
                     current.writer.stop()
                     self._retired.append(current.writer)
                 backend = open_store(settings, self.counters.add)
+                prices = PriceTable(settings.pricing_overrides)
                 writer = Writer(
                     backend,
                     self.counters,
-                    partial(session_totals, prices=PriceTable(settings.pricing_overrides)),
+                    partial(session_totals, prices=prices),
                     max_queue_size=settings.max_queue_size,
                     batch_size=settings.batch_size,
                 )
-                current = self._current = Runtime(settings, backend, writer)
+                current = self._current = Runtime(settings, backend, writer, prices)
                 exit_hooks.install()
             return current
 
@@ -131,6 +146,9 @@ class _Pipeline:
     def stats(self) -> Stats:
         writers = self.writers()
         counters = self.counters
+        cache = cache_counters()
+        with cache.lock:
+            cache_errors, cache_writes_dropped = cache.errors, cache.writes_dropped
         with counters.lock:
             dropped = (
                 counters.dropped_queue_full + counters.dropped_rejected + counters.dropped_at_exit
@@ -150,6 +168,10 @@ class _Pipeline:
                 queue_bound=get_settings().max_queue_size,
                 last_error=counters.last_error,
                 internal_faults=internal_faults(),
+                cache_pending=cache_pending(),
+                cache_errors=cache_errors,
+                cache_writes_dropped=cache_writes_dropped,
+                routes_stopped=engine_counters.routes_stopped,
                 alerts_fired=alert_counters.fired,
                 alerts_resolved=alert_counters.resolved,
                 alert_notifications_sent=alert_counters.notifications_sent,
@@ -159,10 +181,16 @@ class _Pipeline:
             )
 
     def flush_at_exit(self) -> None:
+        timeout = get_settings().flush_at_exit_timeout_s
+        deadline = time.monotonic() + timeout
+        self._flush_records_at_exit(timeout)
+        # The cache's writer threads are daemons too: what they hold is written now or never.
+        close_caches(max(0.0, deadline - time.monotonic()))
+
+    def _flush_records_at_exit(self, timeout: float) -> None:
         writers = self.writers()
         if not writers:
             return
-        timeout = get_settings().flush_at_exit_timeout_s
         lost = 0 if wait_all(writers, timeout) else sum(w.discard_pending() for w in writers)
         if lost:
             self.counters.add("dropped_at_exit", lost)
@@ -228,8 +256,12 @@ def get_runtime() -> Runtime:
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Block until every record made so far is stored; False if `timeout` (s) ran out first."""
-    return wait_all(pipeline.writers(), timeout)
+    """Block until every record made so far is stored, and every response cached so far is
+    written to the cache's backend; False if `timeout` (s) ran out first."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if not wait_all(pipeline.writers(), timeout):
+        return False
+    return flush_caches(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
 def stats() -> Stats:

@@ -1,33 +1,32 @@
-"""Time windows written as text ("30s", "5m", "1h", "1d", "1w"), shared by alerts and budgets."""
+"""Time windows as users write them ("30s", "5m", "1h", "1d", "1w") for budgets and alerts."""
 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_WINDOW = re.compile(r"([0-9]{1,6})([smhdw])")
+_WINDOW = re.compile(r"\s*(\d+)\s*([smhdw])\s*")
+_UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
 MAX_WINDOW = timedelta(days=3_660)
-"""About ten years: longer windows are surely a typo."""
 
 
-def parse_window(text: str) -> timedelta:
-    """The duration a window such as "5m", "1h" or "1d" names: a whole number followed by one
-    unit, s (seconds), m (minutes), h (hours), d (days) or w (weeks); ValueError otherwise."""
-    if not isinstance(text, str):
-        raise ValueError(
-            f"window must be text such as '5m', '1h' or '1d', got {type(text).__name__}"
-        )
-    match = _WINDOW.fullmatch(text.strip())
+def parse_window(text: str, what: str = "window") -> timedelta:
+    """The duration of a window written as a whole number and a unit: s, m, h, d or w."""
+    match = _WINDOW.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise ValueError(
-            f"window {text!r:.40} is not a duration: use a whole number and one unit, "
-            "s, m, h, d or w (e.g. '5m', '1h', '1d')"
+            f'{what} must be a whole number and a unit (s, m, h, d or w), like "1h" or "1d"; '
+            f"got {text!r:.40}"
         )
-    amount, unit = int(match.group(1)), match.group(2)
-    if amount == 0:
-        raise ValueError(f"window {text!r} is empty: it must be longer than 0")
-    duration = timedelta(**{_UNITS[unit]: amount})
-    if duration > MAX_WINDOW:
-        raise ValueError(f"window {text!r} is longer than {MAX_WINDOW.days:,} days")
+    duration = timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    if not timedelta(0) < duration <= MAX_WINDOW:
+        raise ValueError(f"{what} must be longer than 0 and at most 10 years, got {text!r}")
     return duration
+
+
+def period_start(moment: datetime, window: timedelta) -> datetime:
+    """The start of the fixed window holding `moment`: windows follow one another from the
+    Unix epoch, in UTC (a "1d" window is a UTC day)."""
+    seconds = int(window.total_seconds())
+    start = int(moment.timestamp()) // seconds * seconds
+    return datetime.fromtimestamp(start, UTC)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import obsdeco
@@ -56,3 +58,49 @@ async def in_async_session(run: Callable[[], Awaitable[Any]]) -> tuple[Any, list
     value = await session()
     obsdeco.flush()
     return value, obsdeco.get_calls(box["id"])
+
+
+async def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`function(...)`, awaited when it is an async SDK method."""
+    result = function(*args, **kwargs)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+async def drain(iterable: Any) -> list[Any]:
+    """Every item of a sync or async iterable."""
+    if hasattr(iterable, "__aiter__"):
+        return [item async for item in iterable]
+    return list(iterable)
+
+
+async def take(iterable: Any, count: int) -> list[Any]:
+    """The first `count` items, read the way users do: a for loop they break out of."""
+    seen: list[Any] = []
+    if hasattr(iterable, "__aiter__"):
+        async for item in iterable:
+            seen.append(item)
+            if len(seen) == count:
+                break
+    else:
+        for item in iterable:
+            seen.append(item)
+            if len(seen) == count:
+                break
+    return seen
+
+
+@contextlib.asynccontextmanager
+async def entered(manager: Any) -> AsyncIterator[Any]:
+    """`async with manager` for an async context manager, else `with manager`."""
+    if inspect.iscoroutinefunction(getattr(type(manager), "__aenter__", None)):
+        async with manager as value:
+            yield value
+    else:
+        with manager as value:
+            yield value
+
+
+def dumped(items: list[Any]) -> list[dict[str, Any]]:
+    return [item.model_dump() for item in items]

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import inspect
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
@@ -32,6 +31,7 @@ from obsdeco.testing import (
     load_fixture,
     split_sse,
 )
+from tests.helpers import call, drain, dumped, entered, take
 
 pytestmark = pytest.mark.usefixtures("patched")
 
@@ -158,37 +158,6 @@ def is_async(client: Any) -> bool:
     return isinstance(client, openai.AsyncOpenAI)
 
 
-async def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """`function(...)`, awaited when it is an async SDK method."""
-    result = function(*args, **kwargs)
-    if inspect.isawaitable(result):
-        return await result
-    return result
-
-
-async def drain(iterable: Any) -> list[Any]:
-    """Every item of a sync or async iterable."""
-    if hasattr(iterable, "__aiter__"):
-        return [item async for item in iterable]
-    return list(iterable)
-
-
-async def take(iterable: Any, count: int) -> list[Any]:
-    """The first `count` items, read the way users do: a for loop they break out of."""
-    seen: list[Any] = []
-    if hasattr(iterable, "__aiter__"):
-        async for item in iterable:
-            seen.append(item)
-            if len(seen) == count:
-                break
-    else:
-        for item in iterable:
-            seen.append(item)
-            if len(seen) == count:
-                break
-    return seen
-
-
 async def drain_until_error(iterable: Any) -> tuple[list[Any], Exception]:
     """The items read before the iterable raised, and what it raised."""
     seen: list[Any] = []
@@ -202,21 +171,6 @@ async def drain_until_error(iterable: Any) -> tuple[list[Any], Exception]:
     except Exception as error:
         return seen, error
     raise AssertionError(f"the stream ended without an error after {len(seen)} items")
-
-
-@contextlib.asynccontextmanager
-async def entered(manager: Any) -> AsyncIterator[Any]:
-    """`async with manager` for an async context manager, else `with manager`."""
-    if inspect.iscoroutinefunction(getattr(type(manager), "__aenter__", None)):
-        async with manager as value:
-            yield value
-    else:
-        with manager as value:
-            yield value
-
-
-def dumped(items: list[Any]) -> list[dict[str, Any]]:
-    return [item.model_dump() for item in items]
 
 
 @pytest.fixture(autouse=True)

@@ -31,6 +31,7 @@ from obsdeco.dashboard.formatting import ms, plural, rounded_ms
 from obsdeco.dashboard.gate import MAX_DELAY_S, Attempt, PasswordGate
 from obsdeco.dashboard.server import streamlit_command
 from tests.conftest import IN_CI
+from tests.test_savings import _record_engine_calls
 
 REPOSITORY = Path(__file__).parents[1]
 APP = str(REPOSITORY / "dashboard" / "app.py")
@@ -248,6 +249,62 @@ def test_the_providers_table_groups_by_provider_name(seeded):
     assert providers["Calls"].to_dict() == {"anthropic": 1, "groq": 1, "openai": 5}
     assert providers.loc["groq", "Average latency (ms)"] == pytest.approx(50.0)
     assert providers["Errors"].to_dict() == {"anthropic": 1, "groq": 0, "openai": 0}
+
+
+def test_the_savings_page_shows_the_savings_view(database_url):
+    obsdeco.configure(database_url=database_url)
+    _record_engine_calls()
+    expected = obsdeco.savings("shop", since=datetime(2026, 3, 1, tzinfo=UTC))
+
+    app = _run(
+        project="shop", page="Savings", range="custom", since="2026-03-01", until="2026-03-04"
+    )
+
+    shown = _metrics(app)
+    assert shown["Saved"][0] == "$0.0302"  # 3 hits x $0.0035 + 3 routed x $0.00658
+    assert shown["By the response cache"][0] == "$0.0105"
+    assert shown["By the router"][0] == "$0.0197"
+    assert shown["Shadow rules would save"][0] == "$0.0033"
+    assert shown["Suggestions could still save"][0] == (f"${expected.remaining_potential_usd:,.4f}")
+    assert (
+        app.caption[0].value == "3 calls answered by the cache, 3 calls routed to a cheaper model."
+    )
+    days = _frame(app, "Day (UTC)")
+    assert list(days["Day (UTC)"]) == ["2026-03-02", "2026-03-03"]
+    assert list(days["Cache hits"]) == [2, 1]
+    assert list(days["Routed calls"]) == [3, 0]
+    assert list(days["Cache (USD)"]) == pytest.approx([d.cache_saved_usd for d in expected.days])
+    rules = _frame(app, "Rule").set_index("Rule")
+    assert rules.loc["gpt-4o -> gpt-4o-mini", "Routed calls"] == 3
+    assert rules.loc["gpt-4o -> gpt-4o-mini", "Shadow calls"] == 2
+    assert rules.loc["gpt-4o -> gpt-4o-mini", "Success rate"] == pytest.approx(2 / 3)
+    texts = [text.value for text in app.text]
+    assert "3 hits, 1 miss (hit rate 75.0%), saved $0.0105" in texts
+    shown_text = " ".join(texts)
+    for suggestion in expected.suggestions:
+        assert suggestion.message in shown_text
+    spec = json.loads(app.get("vega_lite_chart")[0].proto.spec)
+    assert spec["encoding"]["x"]["timeUnit"] == "utcyearmonthdate"
+
+
+def test_the_savings_page_without_the_engine_says_how_to_turn_it_on(seeded):
+    app = _run(project="shop", page="Savings")
+
+    assert _metrics(app)["Saved"][0] == "$0.0000"
+    assert [info.value for info in app.info] == [
+        "Nothing saved in this range: make calls inside obsdeco.cache(ttl_s=...) or configure "
+        "routes=[obsdeco.Route(...)]."
+    ]
+
+
+def test_the_drilldown_shows_the_cache_and_routing_of_the_session(sqlite_url):
+    obsdeco.configure(database_url=sqlite_url)
+    session, _ = _record_engine_calls()  # started now, its calls timestamped in March
+
+    app = _run(project="shop", page="Sessions", range="7d", session=session.id)
+
+    assert "3 hits, 1 miss (hit rate 75.0%), saved $0.0105" in [t.value for t in app.text]
+    assert list(_frame(app, "Rule")["Rule"]) == ["gpt-4o -> gpt-4o-mini"]
 
 
 def test_all_projects_and_an_empty_range(seeded):

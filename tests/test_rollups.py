@@ -13,23 +13,35 @@ import sqlalchemy
 import obsdeco
 from obsdeco.analyzers import PriceTable, build_report
 from obsdeco.models import LLMCall
-from obsdeco.storage import SQLAlchemyStorage, WriteBatch, histogram, rollups
+from obsdeco.storage import SQLAlchemyStorage, WriteBatch, histogram, rollups, schema
 
 BASE = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 def _record_spread(project: str = "shop") -> tuple[obsdeco.Session, list[LLMCall]]:
-    """60 calls, one every 7 minutes from 09:00 to 15:53, on two providers and two agents."""
+    """60 calls, one every 7 minutes from 09:00 to 15:53, on two providers and two agents;
+    some answered by the response cache or missed by it, some routed from gpt-4o to
+    gpt-4o-mini, some that a shadow rule would have routed."""
     collector = obsdeco.MetricsCollector(project)
     session = collector.start_session("spread")
     calls = []
     for index in range(60):
         anthropic = index % 3 == 0
+        success = index % 11 != 5
+        routed = not anthropic and index % 5 == 2
+        engine = {
+            "cache_hit": {1: True, 2: False}.get(index % 4) if success else None,
+            "shadow_model": "gpt-4o-mini" if not anthropic and index % 5 == 3 else None,
+        }
+        if routed:
+            engine |= {"requested_model": "gpt-4o", "routed_from": "gpt-4o"}
         calls.append(
             collector.record_llm_call(
                 session,
                 provider="anthropic" if anthropic else "openai",
-                model_name="claude-sonnet-4-5" if anthropic else "gpt-4o",
+                model_name="claude-sonnet-4-5"
+                if anthropic
+                else ("gpt-4o-mini" if routed else "gpt-4o"),
                 latency_ms=100.0 + (index * 137) % 900,
                 prompt_tokens=200 + 40 * index,
                 completion_tokens=20 + index,
@@ -38,10 +50,11 @@ def _record_spread(project: str = "shop") -> tuple[obsdeco.Session, list[LLMCall
                 streamed=bool(index % 2),
                 agent_name="Planner" if index % 5 else None,
                 operation="draft" if index % 2 else "plan",
-                success=index % 11 != 5,
-                error_type="rate_limit" if index % 11 == 5 else None,
+                success=success,
+                error_type=None if success else "rate_limit",
                 request_hash=f"request-{index % 45}",
                 timestamp=BASE + timedelta(minutes=7 * index),
+                **engine,
             )
         )
     collector.end_session(session)
@@ -82,6 +95,13 @@ def test_project_report_over_any_range_equals_a_report_of_its_calls(configured, 
     assert project.cost.by_agent == pytest.approx(expected.cost.by_agent)
     assert project.tokens.by_model == expected.tokens.by_model
     assert project.quality == expected.quality
+    assert project.cache.model_dump() == pytest.approx(expected.cache.model_dump())
+    assert project.routing.model_dump(exclude={"by_rule"}) == pytest.approx(
+        expected.routing.model_dump(exclude={"by_rule"})
+    )
+    assert {name: rule.model_dump() for name, rule in project.routing.by_rule.items()} == {
+        name: pytest.approx(rule.model_dump()) for name, rule in expected.routing.by_rule.items()
+    }
     assert project.latency.percentiles_exact
     for name in ("p50_ms", "p95_ms", "p99_ms", "avg_ms", "total_ms"):
         assert getattr(project.latency, name) == pytest.approx(getattr(expected.latency, name))
@@ -230,6 +250,57 @@ def test_a_store_written_before_rollups_is_upgraded_on_open(configured):
     after = obsdeco.report("shop").model_dump()
 
     assert after == before
+
+
+def test_rollups_of_an_earlier_key_are_rebuilt_on_open(configured):
+    _record_spread()
+    before = obsdeco.report("shop").model_dump()
+    added = {"cache_hit", "routed_from", "shadow_model"}
+    earlier = sqlalchemy.Table(
+        "call_rollups",
+        sqlalchemy.MetaData(),
+        *(
+            sqlalchemy.Column(
+                column.name, column.type, primary_key=column.primary_key, nullable=False
+            )
+            for column in schema.call_rollups.columns
+            if column.name not in added
+        ),
+    )
+    stale = {column.name: 0 for column in earlier.columns} | {
+        "project_name": "shop",
+        "hour": BASE,
+        "provider": "openai",
+        "provider_name": "openai",
+        "model": "gpt-4o",
+        "requested_model": "gpt-4o",
+        "agent_name": "",
+        "operation": "",
+        "success": True,
+        "error_type": "",
+        "tokens_known": True,
+        "long_prompt": False,
+        "repeated": False,
+        "calls": 999,
+        "latency_histogram": b"",
+        "first_token_histogram": b"",
+    }
+    engine = sqlalchemy.create_engine(configured)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("DROP TABLE call_rollups"))
+        earlier.create(connection)
+        connection.execute(earlier.insert(), [stale])
+    engine.dispose()
+
+    obsdeco.configure(project="test", database_url=configured)
+    after = obsdeco.report("shop").model_dump()
+
+    assert after == before
+    assert after["cache"]["hits"] == 13
+    engine = sqlalchemy.create_engine(configured)
+    columns = {column["name"] for column in sqlalchemy.inspect(engine).get_columns("call_rollups")}
+    engine.dispose()
+    assert added <= columns
 
 
 def test_calls_imported_by_sql_are_counted_after_rebuild_rollups(configured):

@@ -54,6 +54,34 @@ class CallColumns:
         return self._objects("model")
 
     @cached_property
+    def cache_hit(self) -> BoolArray:
+        """Calls answered by obsdeco's response cache."""
+        return np.array([f["cache_hit"] is True for f in self._fields], dtype=bool)
+
+    @cached_property
+    def cache_miss(self) -> BoolArray:
+        """Calls inside `obsdeco.cache()` that the cache could not answer."""
+        return np.array([f["cache_hit"] is False for f in self._fields], dtype=bool)
+
+    @cached_property
+    def routed_from(self) -> ObjectArray:
+        """The route rule's `from_model` of a routed call, else None."""
+        return self._objects("routed_from")
+
+    @cached_property
+    def shadow_model(self) -> ObjectArray:
+        """The model a shadow route rule would have sent the call to, else None."""
+        return self._objects("shadow_model")
+
+    @cached_property
+    def routed(self) -> BoolArray:
+        return np.array([f["routed_from"] is not None for f in self._fields], dtype=bool)
+
+    @cached_property
+    def shadowed(self) -> BoolArray:
+        return np.array([f["shadow_model"] is not None for f in self._fields], dtype=bool)
+
+    @cached_property
     def agent(self) -> ObjectArray:
         return self._named("agent_name")
 

@@ -6,7 +6,8 @@ does not know (a private gateway, "other") is priced at the provider genai-price
 model. Unit prices are looked up once per distinct (provider, model); each call is then priced with
 array arithmetic. With normalised tokens, input tokens are split into three disjoint parts:
 uncached input, cache reads and cache writes, each priced once at its own rate (a rate the
-model does not have falls back to the input rate, as genai-prices does).
+model does not have falls back to the input rate, as genai-prices does). A call answered by
+obsdeco's response cache costs nothing; what it and the router saved is priced the same way.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import numpy.typing as npt
 from genai_prices import __version__ as genai_prices_version
 from genai_prices import data_snapshot
 from genai_prices.data_snapshot import find_provider_by_id
-from genai_prices.types import ModelPrice, Provider, TieredPrices
+from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices
 
-from obsdeco.analyzers.columns import CallColumns, FloatArray
+from obsdeco.analyzers.columns import CallColumns, FloatArray, ObjectArray
 from obsdeco.models import CostBreakdown
 from obsdeco.provider_names import price_provider_id
 
@@ -89,13 +90,21 @@ def _snapshot_provider(provider_name: str) -> Provider | None:
 
 
 @cache
-def _snapshot_prices(provider_name: str, model: str) -> UnitPrices | None:
+def _snapshot_model(provider_name: str, model: str) -> ModelInfo | None:
     snapshot = data_snapshot.get_snapshot()
     try:
         _, model_info = snapshot.find_provider_model(
             model, _snapshot_provider(provider_name), None, None
         )
     except LookupError:
+        return None
+    return model_info
+
+
+@cache
+def _snapshot_prices(provider_name: str, model: str) -> UnitPrices | None:
+    model_info = _snapshot_model(provider_name, model)
+    if model_info is None:
         return None
     prices: ModelPrice = model_info.get_prices(datetime.now(UTC))
     return _unit_prices({key: _rate(getattr(prices, attr)) for key, attr in _PRICE_KEYS.items()})
@@ -122,16 +131,61 @@ class PriceTable:
             provider_name, requested_model
         )
 
+    @staticmethod
+    def context_window(provider_name: str, model: str) -> int | None:
+        """The tokens `model` reads and writes at most in one call, as genai-prices knows it."""
+        model_info = _snapshot_model(provider_name, model)
+        window = None if model_info is None else model_info.context_window
+        return window if isinstance(window, int) and window > 0 else None
+
+    def list_prices(self, columns: CallColumns) -> FloatArray:
+        """USD per call at its model's price, as if it had been sent (a cache hit included);
+        NaN where the model has no price or the token counts are unknown."""
+        keys = zip(columns.provider_name, columns.model, columns.requested_model, strict=True)
+        return self._priced(columns, list(keys))
+
+    def price_at(self, columns: CallColumns, models: ObjectArray) -> FloatArray:
+        """Each call's tokens priced at the model `models` names for it (at the call's
+        provider); NaN where that name is None or has no price."""
+        keys = [
+            None if model is None else (provider_name, model, model)
+            for provider_name, model in zip(columns.provider_name, models, strict=True)
+        ]
+        return self._priced(columns, keys)
+
     def price_calls(self, columns: CallColumns) -> FloatArray:
-        """USD per call; NaN where the model has no price or the token counts are unknown."""
+        """USD per call as paid: its list price, 0 for a cache hit (no request was sent)."""
+        return np.where(columns.cache_hit, 0.0, self.list_prices(columns))
+
+    def call_prices(self, columns: CallColumns) -> CallPrices:
+        """What each call cost and what the response cache and the router saved on it."""
+        listed = self.list_prices(columns)
+        hit, routed = columns.cache_hit, columns.routed
+        cache_saved = np.where(hit, listed, 0.0)
+        routing_saved = np.where(routed, self.price_at(columns, columns.routed_from) - listed, 0.0)
+        return CallPrices(
+            cost=np.where(hit, 0.0, listed),
+            cache_saved=cache_saved,
+            routing_saved=routing_saved,
+            shadow_saved=np.where(
+                columns.shadowed, listed - self.price_at(columns, columns.shadow_model), 0.0
+            ),
+            saved=np.where(hit | routed, cache_saved + routing_saved, np.nan),
+        )
+
+    def _priced(self, columns: CallColumns, keys: list[tuple[str, str, str] | None]) -> FloatArray:
+        """USD per call at the (provider name, model, requested model) of each key; NaN where
+        the key is None, has no price, or the token counts are unknown."""
         costs = np.full(columns.size, np.nan)
         if columns.size == 0:
             return costs
         groups: dict[tuple[str, str, str], int] = {}
-        keys = zip(columns.provider_name, columns.model, columns.requested_model, strict=True)
         # A list first, not np.fromiter: numpy must not call back into Python here (a writer
         # thread inside such a callback at interpreter exit aborts the process).
-        codes = np.array([groups.setdefault(key, len(groups)) for key in keys], dtype=np.intp)
+        codes = np.array(
+            [-1 if key is None else groups.setdefault(key, len(groups)) for key in keys],
+            dtype=np.intp,
+        )
         tokens = TokenColumns.of(columns)
         for (provider_name, model, requested), code in groups.items():
             prices = self.lookup(provider_name, model, requested)
@@ -173,6 +227,24 @@ class PriceTable:
             return None
         one = [np.array([value]) for value in (prompt, cached, written, completion)]
         return float(TokenColumns(*one, np.array([largest_prompt])).cost(prices)[0])
+
+
+@dataclass(frozen=True, slots=True)
+class CallPrices:
+    """USD per call; NaN where a price is unknown (its model's, or the model compared with).
+
+    A cache hit costs 0 and saves its list price; a routed call saves the price of its tokens
+    at the rule's `from_model` less its own price (negative if the routed-to model is dearer).
+    `saved` is the two together (an `LLMCall`'s `saved_usd`), NaN for calls neither served
+    from the cache nor routed. `shadow_saved` is what a shadow rule's routing would have
+    saved: the list price less the price at `shadow_model` (0 for the other calls).
+    """
+
+    cost: FloatArray
+    cache_saved: FloatArray
+    routing_saved: FloatArray
+    shadow_saved: FloatArray
+    saved: FloatArray
 
 
 @dataclass(frozen=True, slots=True)

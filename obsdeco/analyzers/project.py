@@ -1,20 +1,23 @@
 """Project reports over a time range, with the aggregation done by the store.
 
-The store returns sums per (provider name, model, agent, operation, outcome, repeat) group and
-quantiles, from its hourly rollups where the range allows; only those few rows reach Python,
-never the calls themselves (but for the rare calls whose prompt crosses a price tier, which are
-priced one by one).
+The store returns sums per (provider name, model, agent, operation, outcome, repeat, cache and
+route) group and quantiles, from its hourly rollups where the range allows; only those few rows
+reach Python, never the calls themselves (but for the rare calls whose prompt crosses a price
+tier, which are priced one by one).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+
+import numpy as np
 
 from obsdeco.analyzers.columns import NONE_KEY, CallColumns
 from obsdeco.analyzers.cost_analyzer import PriceTable
+from obsdeco.analyzers.engine_sections import EngineTally
 from obsdeco.analyzers.scores import stored_score_breakdown
 from obsdeco.analyzers.suggestions import (
     EVIDENCE_LIMIT,
@@ -61,47 +64,91 @@ def _sums(row: CallAggregate) -> TokenSums:
     )
 
 
-def _group_cost(prices: PriceTable, row: CallAggregate) -> float | None:
-    """USD of a group of calls of one model from its token sums (None: unpriced, or a price
-    tier is crossed)."""
-    group, sums = row.group, _sums(row)
-    return prices.price_sums(
-        (group["provider_name"], group["model"], group["requested_model"]),
-        sums.prompt,
-        sums.cached,
-        sums.written,
-        sums.completion,
-        sums.largest_prompt,
-    )
+@dataclass(frozen=True, slots=True)
+class RowSavings:
+    """What the cache and the router saved on a group's calls (None: unpriced)."""
+
+    cache: float | None
+    routing: float | None
+    shadow: float | None
 
 
 class _Costs:
     """Prices group rows from their sums, or call by call where a price tier is crossed, and
-    notes what could not be priced."""
+    notes what could not be priced. Cache hits cost nothing."""
 
     def __init__(self, backend: StorageBackend, where: CallFilter, prices: PriceTable) -> None:
         self._backend, self._where, self._prices = backend, where, prices
         self.unpriced_models: set[str] = set()
         self.unpriced_calls = 0
+        self._listed: dict[int, float | None] = {}
+        self._calls: dict[int, CallColumns] = {}
 
     def of(self, row: CallAggregate) -> float | None:
-        """USD of the row's calls; None when they cannot be priced."""
+        """USD paid for the row's calls; None when they cannot be priced."""
+        group = row.group
+        if group["cache_hit"] is True:
+            return 0.0
+        cost = self.listed(row)
+        if cost is None:
+            self.unpriced_calls += row.calls
+            if group["tokens_known"]:
+                self.unpriced_models.add(group["model"])
+        return cost
+
+    def listed(self, row: CallAggregate) -> float | None:
+        """USD of the row's calls at their model's price, as if sent (a cache hit too)."""
+        if id(row) not in self._listed:
+            self._listed[id(row)] = self._at(row)
+        return self._listed[id(row)]
+
+    def savings(self, row: CallAggregate) -> RowSavings:
+        """What the row's calls saved: by the cache (their list price, if hits), by the router
+        (the price at `routed_from` less the list price) and by shadow rules, had they routed
+        (the list price less the price at `shadow_model`). The row must be grouped by
+        `SAVINGS_GROUPS`."""
+        group = row.group
+        listed = self.listed(row)
+        routing = shadow = 0.0
+        if group["routed_from"] is not None:
+            instead = self._at(row, group["routed_from"])
+            routing = None if instead is None or listed is None else instead - listed
+        if group["shadow_model"] is not None:
+            routed = self._at(row, group["shadow_model"])
+            shadow = None if routed is None or listed is None else listed - routed
+        return RowSavings(listed if group["cache_hit"] is True else 0.0, routing, shadow)
+
+    def _at(self, row: CallAggregate, model: str | None = None) -> float | None:
+        """USD of the row's tokens at `model`'s price (None: the row's own model); None when
+        their tokens are unknown or the model has no price."""
         group = row.group
         if not group["tokens_known"]:
-            self.unpriced_calls += row.calls
             return None
-        if (
-            self._prices.lookup(group["provider_name"], group["model"], group["requested_model"])
-            is None
-        ):
-            self.unpriced_models.add(group["model"])
-            self.unpriced_calls += row.calls
+        key = (
+            (group["provider_name"], group["model"], group["requested_model"])
+            if model is None
+            else (group["provider_name"], model, model)
+        )
+        prices = self._prices.lookup(*key)
+        if prices is None:
             return None
-        cost = _group_cost(self._prices, row)
-        return cost if cost is not None else self._priced_one_by_one(row)
+        sums = _sums(row)
+        cost = PriceTable.price_sums_with(
+            prices, sums.prompt, sums.cached, sums.written, sums.completion, sums.largest_prompt
+        )
+        if cost is not None:
+            return cost
+        columns = self._row_calls(row)
+        if model is None:
+            return float(self._prices.list_prices(columns).sum())
+        at = self._prices.price_at(columns, np.full(columns.size, model, dtype=object))
+        return float(at.sum())
 
-    def _priced_one_by_one(self, row: CallAggregate) -> float:
-        """Price the group's calls one by one, read back from the store."""
+    def _row_calls(self, row: CallAggregate) -> CallColumns:
+        """The group's calls with known tokens, read back from the store (to price them one
+        by one where a price tier is crossed)."""
+        if id(row) in self._calls:
+            return self._calls[id(row)]
         group = row.group
         where = replace(self._where, repeated=group.get("repeated"))
         if "hour" in group:
@@ -119,7 +166,8 @@ class _Costs:
             and call.completion_tokens is not None
             and all(_CALL_VALUE[key](call) == group[key] for key in keys)
         ]
-        return float(self._prices.price_calls(CallColumns(calls)).sum())
+        columns = self._calls[id(row)] = CallColumns(calls)
+        return columns
 
 
 _CALL_VALUE: dict[str, Callable[[LLMCall], object]] = {
@@ -132,6 +180,9 @@ _CALL_VALUE: dict[str, Callable[[LLMCall], object]] = {
     "success": lambda call: call.success,
     "error_type": lambda call: call.error_type,
     "long_prompt": lambda call: (call.prompt_tokens or 0) >= LONG_PROMPT_TOKENS,
+    "cache_hit": lambda call: call.cache_hit,
+    "routed_from": lambda call: call.routed_from,
+    "shadow_model": lambda call: call.shadow_model,
 }
 """A call's value of each group key that `CallFilter` does not already narrow to."""
 
@@ -166,9 +217,12 @@ def _error_counts(failed: list[CallAggregate]) -> dict[str, int]:
 
 
 def _usages(rows: list[CallAggregate]) -> list[ModelUsage]:
+    """Per-model usage of the calls sent to a provider (cache hits were not)."""
     usages: dict[tuple[str, str], ModelUsage] = {}
     for row in rows:
         group = row.group
+        if group["cache_hit"] is True:  # sent to no provider
+            continue
         usage = usages.setdefault(
             (group["provider_name"], group["model"]),
             ModelUsage(group["provider_name"], group["model"], group["requested_model"]),
@@ -191,8 +245,9 @@ def _repeats(
     rows: list[CallAggregate],
     row_cost: dict[int, float | None],
 ) -> Repeats:
-    """The calls that repeated an identical earlier request of the project, and their cost."""
-    repeated = [row for row in rows if row.group["repeated"]]
+    """The calls that repeated an identical earlier request of the project, and their cost
+    (but for cache hits: a cache already served them)."""
+    repeated = [row for row in rows if row.group["repeated"] and row.group["cache_hit"] is not True]
     if not repeated:
         return Repeats(0, None, [])
     priced = [cost for row in repeated if (cost := row_cost[id(row)]) is not None]
@@ -276,14 +331,37 @@ def _latency(
     )
 
 
+def engine_tally(rows: Iterable[CallAggregate], costs: _Costs) -> EngineTally:
+    """The cache and routing sections of rows grouped by at least `SAVINGS_GROUPS`."""
+    tally = EngineTally()
+    for row in rows:
+        group, saved = row.group, costs.savings(row)
+        tally.add(
+            calls=row.calls,
+            errors=row.errors,
+            model=group["requested_model"],
+            cache_hit=group["cache_hit"],
+            routed_from=group["routed_from"],
+            shadow_model=group["shadow_model"],
+            cache_saved=saved.cache,
+            routing_saved=saved.routing,
+            shadow_saved=saved.shadow,
+        )
+    return tally
+
+
 _PRICING_GROUPS: tuple[GroupKey, ...] = (
     "provider_name",
     "model",
     "requested_model",
     "tokens_known",
     "long_prompt",
+    "cache_hit",
 )
 """The fewest keys a group can be priced by."""
+
+SAVINGS_GROUPS: tuple[GroupKey, ...] = (*_PRICING_GROUPS, "routed_from", "shadow_model")
+"""The fewest keys a group's savings can be priced by."""
 
 
 def priced_groups(
@@ -321,6 +399,7 @@ def build_project_report(
         }
 
     counts = _token_counts(rows)
+    tally = engine_tally(rows, costs)
     errors = sum(row.calls for row in rows if not row.group["success"])
     total_cost = sum(cost or 0.0 for cost in row_cost.values())
     latency = _latency(backend, where, rows)
@@ -390,6 +469,8 @@ def build_project_report(
                 else None
             ),
         ),
+        cache=tally.cache(),
+        routing=tally.routing(),
         suggestions=suggest(
             _usages(rows), _repeats(backend, project, rows, row_cost), latency, prices
         ),

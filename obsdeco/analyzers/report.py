@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from obsdeco.analyzers.columns import CallColumns
-from obsdeco.analyzers.cost_analyzer import PriceTable, analyze_cost
+from obsdeco.analyzers.cost_analyzer import CallPrices, PriceTable, analyze_cost
+from obsdeco.analyzers.engine_sections import EngineTally
 from obsdeco.analyzers.latency_analyzer import analyze_latency
 from obsdeco.analyzers.quality_analyzer import analyze_quality
 from obsdeco.analyzers.registry import run_custom_analyzers
@@ -17,13 +18,36 @@ from obsdeco.analyzers.token_analyzer import analyze_tokens
 from obsdeco.models import AgentSpan, LLMCall, Score, Session, SessionReport, Totals
 
 
+def _usd(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
 def price_calls(calls: Sequence[LLMCall], prices: PriceTable) -> list[LLMCall]:
-    """Copies of `calls` with `cost_usd` set (None where it cannot be priced)."""
-    costs = prices.price_calls(CallColumns(calls))
+    """Copies of `calls` with `cost_usd` and `saved_usd` set (None where they cannot be
+    priced; `saved_usd` also for calls neither served from the cache nor routed)."""
+    priced = prices.call_prices(CallColumns(calls))
     return [
-        call.model_copy(update={"cost_usd": None if np.isnan(cost) else float(cost)})
-        for call, cost in zip(calls, costs, strict=True)
+        call.model_copy(update={"cost_usd": _usd(cost), "saved_usd": _usd(saved)})
+        for call, cost, saved in zip(calls, priced.cost, priced.saved, strict=True)
     ]
+
+
+def engine_tally(calls: Sequence[LLMCall], priced: CallPrices) -> EngineTally:
+    """The cache and routing sections of these calls."""
+    tally = EngineTally()
+    for index, call in enumerate(calls):
+        tally.add(
+            calls=1,
+            errors=int(not call.success),
+            model=call.model,
+            cache_hit=call.cache_hit,
+            routed_from=call.routed_from,
+            shadow_model=call.shadow_model,
+            cache_saved=float(priced.cache_saved[index]),
+            routing_saved=float(priced.routing_saved[index]),
+            shadow_saved=float(priced.shadow_saved[index]),
+        )
+    return tally
 
 
 def session_totals(session: Session, calls: Sequence[LLMCall], prices: PriceTable) -> Totals:
@@ -31,7 +55,7 @@ def session_totals(session: Session, calls: Sequence[LLMCall], prices: PriceTabl
 
     Plain Python sums per provider name and model, cheaper than numpy for the tens of calls a
     session usually has; each model's cost comes from its token sums, priced by the same
-    formula as reports.
+    formula as reports. Cache hits cost nothing.
     """
     prompt = completion = cached = reasoning = errors = unknown = 0
     latency = 0.0
@@ -54,6 +78,8 @@ def session_totals(session: Session, calls: Sequence[LLMCall], prices: PriceTabl
             continue
         prompt += call_prompt
         completion += call_completion
+        if fields["cache_hit"] is True:
+            continue
         key = (
             fields["provider_name"],
             fields["response_model"] or fields["model"],
@@ -121,8 +147,10 @@ def build_report(
     """Every breakdown of one session, computed column-wise over its calls, and the mean of
     its scores (of the session and of its calls)."""
     columns = CallColumns(calls)
-    costs = prices.price_calls(columns)
+    priced = prices.call_prices(columns)
+    costs = priced.cost
     latency = analyze_latency(columns, spans)
+    tally = engine_tally(calls, priced)
     report = SessionReport(
         session=session,
         totals=_totals(session, columns, costs),
@@ -130,6 +158,8 @@ def build_report(
         latency=latency,
         tokens=analyze_tokens(columns),
         quality=analyze_quality(columns),
+        cache=tally.cache(),
+        routing=tally.routing(),
         suggestions=suggest(
             usages_from_calls(calls, columns), repeats_from_calls(calls, costs), latency, prices
         ),

@@ -2,7 +2,8 @@
 
 The rules read per-model usage (`ModelUsage`), repeated requests and the latency breakdown,
 which a session report computes from its calls and a project report from SQL aggregates, so
-both give the same advice on the same data. Thresholds are module constants; a rule without
+both give the same advice on the same data; calls answered by obsdeco's response cache were
+sent to no provider and are left out of both. Thresholds are module constants; a rule without
 evidence says nothing, so a clean dataset yields no suggestion.
 """
 
@@ -149,7 +150,9 @@ def cheaper_model(usages: Sequence[ModelUsage], prices: PriceTable) -> list[Sugg
                 message=(
                     f"{done.calls} calls to {usage.model} produced short outputs (avg "
                     f"{average_output:.0f} tokens); {candidate} would have cost "
-                    f"${instead:.4f} instead of ${actual:.4f}"
+                    f"${instead:.4f} instead of ${actual:.4f}: route such requests with "
+                    f"obsdeco.Route(from_model={usage.requested_model!r}, "
+                    f"to_model={candidate!r}) (try shadow=True first)"
                 ),
                 estimated_savings_usd=actual - instead,
                 evidence=[
@@ -172,7 +175,8 @@ def duplicate_requests(repeats: Repeats) -> list[Suggestion]:
             kind="response_cache",
             message=(
                 f"{repeats.calls} calls repeated an identical earlier request{distinct}; "
-                "a response cache would have served them"
+                "a response cache would have served them: make them inside "
+                "with obsdeco.cache(ttl_s=...)"
             ),
             estimated_savings_usd=repeats.cost_usd,
             evidence=repeats.evidence[:EVIDENCE_LIMIT],
@@ -323,7 +327,8 @@ def _sums(columns: CallColumns, rows: np.ndarray) -> TokenSums:
 
 
 def usages_from_calls(calls: Sequence[LLMCall], columns: CallColumns) -> list[ModelUsage]:
-    """Per-model usage of a session's calls, with the ids of the calls behind each figure."""
+    """Per-model usage of a session's calls sent to a provider (cache hits were not), with
+    the ids of the calls behind each figure."""
 
     def ids(rows: np.ndarray) -> list[str]:
         return [calls[index].id for index in np.flatnonzero(rows)[:EVIDENCE_LIMIT]]
@@ -331,11 +336,15 @@ def usages_from_calls(calls: Sequence[LLMCall], columns: CallColumns) -> list[Mo
     usages = []
     known = ~columns.tokens_unknown
     long = np.nan_to_num(columns.prompt_tokens) >= LONG_PROMPT_TOKENS
+    sent = ~columns.cache_hit
     pairs = sorted(
-        {(str(p), str(m)) for p, m in zip(columns.provider_name, columns.model, strict=True)}
+        {
+            (str(p), str(m))
+            for p, m in zip(columns.provider_name[sent], columns.model[sent], strict=True)
+        }
     )
     for provider_name, model in pairs:
-        rows = (columns.provider_name == provider_name) & (columns.model == model)
+        rows = sent & (columns.provider_name == provider_name) & (columns.model == model)
         failed = rows & ~columns.success
         limited = failed & (columns.error_type == "rate_limit")
         met_limits = limited | (rows & (columns.rate_limited_retries > 0))
@@ -362,8 +371,13 @@ def usages_from_calls(calls: Sequence[LLMCall], columns: CallColumns) -> list[Mo
 
 
 def repeats_from_calls(calls: Sequence[LLMCall], costs: FloatArray) -> Repeats:
-    """Successful calls grouped by request hash; every call after the first is a repeat."""
-    rows = [index for index, call in enumerate(calls) if call.request_hash and call.success]
+    """Successful calls grouped by request hash; every call after the first is a repeat (but
+    for cache hits: a cache already served them)."""
+    rows = [
+        index
+        for index, call in enumerate(calls)
+        if call.request_hash and call.success and call.cache_hit is not True
+    ]
     if not rows:
         return Repeats(0, None, [])
     hashes = np.array([calls[index].request_hash for index in rows], dtype=str)

@@ -1,5 +1,5 @@
 """obsdeco's Streamlit dashboard: overview, session history with drill-down, models and agents,
-experiments and alerts.
+and what the optimisation engine saved, experiments and alerts.
 
 Run it with `obsdeco dashboard [--database-url URL] [--port N] [--host ADDRESS]` or
 `streamlit run dashboard/app.py`. It reads the store named by `OBSDECO_DATABASE_URL` (else
@@ -31,7 +31,7 @@ from obsdeco.privacy.store import open_store
 from obsdeco.storage import StorageBackend
 from obsdeco.storage.base import ExperimentVariant, SessionOrder
 
-PAGES = ("Overview", "Sessions", "Models & agents", "Experiments", "Alerts")
+PAGES = ("Overview", "Sessions", "Models & agents", "Savings", "Experiments", "Alerts")
 RANGES = {
     "1h": timedelta(hours=1),
     "24h": timedelta(days=1),
@@ -76,6 +76,11 @@ def _overview(url: str, filters: data.Filters) -> data.Overview:
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner="Aggregating...")
 def _project_report(url: str, filters: data.Filters) -> Any:
     return data.project_report(_backend(url), _prices(), filters)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner="Aggregating...")
+def _savings(url: str, filters: data.Filters) -> Any:
+    return data.savings(_backend(url), _prices(), filters)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
@@ -552,6 +557,78 @@ def models_and_agents_page(url: str, filters: data.Filters) -> None:
     sections.suggestions(report.suggestions)
 
 
+def savings_page(url: str, filters: data.Filters) -> None:
+    found = _savings(url, filters)
+    columns = st.columns(5)
+    columns[0].metric("Saved", usd(found.saved_usd))
+    columns[1].metric("By the response cache", usd(found.cache_saved_usd))
+    columns[2].metric("By the router", usd(found.routing_saved_usd))
+    columns[3].metric("Shadow rules would save", usd(found.shadow_saved_usd))
+    columns[4].metric("Suggestions could still save", usd(found.remaining_potential_usd))
+    st.caption(
+        f"{plural(found.cache_hits, 'call')} answered by the cache, "
+        f"{plural(found.routed_calls, 'call')} routed to a cheaper model."
+    )
+    if not found.days:
+        st.info(
+            "Nothing saved in this range: make calls inside obsdeco.cache(ttl_s=...) or "
+            "configure routes=[obsdeco.Route(...)]."
+        )
+    else:
+        st.subheader("Saved per day")
+        saved = pd.DataFrame(
+            [
+                {"day": datetime.combine(day.day, time.min, UTC), "by": by, "usd": value}
+                for day in found.days
+                for by, value in (
+                    ("response cache", day.cache_saved_usd),
+                    ("router", day.routing_saved_usd),
+                )
+            ]
+        )
+        st.altair_chart(
+            alt.Chart(saved)
+            .mark_bar()
+            .encode(
+                x=_time_axis("day", "day"),
+                y=alt.Y("usd:Q", title="USD", stack="zero"),
+                color=alt.Color("by:N", title=None),
+                tooltip=[
+                    alt.Tooltip("day:T", format="%Y-%m-%d"),
+                    alt.Tooltip("by:N"),
+                    alt.Tooltip("usd:Q", title="saved", format="$,.4f"),
+                ],
+            ),
+            width="stretch",
+        )
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "Day (UTC)": day.day.isoformat(),
+                        "Cache (USD)": day.cache_saved_usd,
+                        "Cache hits": day.cache_hits,
+                        "Router (USD)": day.routing_saved_usd,
+                        "Routed calls": day.routed_calls,
+                        "Shadow would save (USD)": day.shadow_saved_usd,
+                    }
+                    for day in found.days
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "Cache (USD)": MONEY,
+                "Router (USD)": MONEY,
+                "Shadow would save (USD)": MONEY,
+            },
+        )
+        report = _project_report(url, filters)
+        sections.cache_and_routing(report.cache, report.routing)
+    st.subheader("Still to save")
+    sections.suggestions(found.suggestions)
+
+
 def experiments_page(url: str, filters: data.Filters, params: UrlParams) -> None:
     """The experiments of the project with their variants' sessions; one picked is compared
     over the sessions started in the range."""
@@ -632,6 +709,8 @@ def main() -> None:
         sessions_page(url, filters, params)
     elif page == "Models & agents":
         models_and_agents_page(url, filters)
+    elif page == "Savings":
+        savings_page(url, filters)
     elif page == "Experiments":
         experiments_page(url, filters, params)
     elif page == "Alerts":

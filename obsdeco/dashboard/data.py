@@ -15,9 +15,16 @@ from obsdeco.alerts.events import AlertEvent
 from obsdeco.analyzers import PriceTable, build_report
 from obsdeco.analyzers.columns import NONE_KEY
 from obsdeco.analyzers.project import build_project_report, priced_groups
+from obsdeco.analyzers.savings import build_savings
 from obsdeco.engine.experiment_report import ExperimentReport
 from obsdeco.engine.experiments import stored_experiment_report
-from obsdeco.models import ProjectReport, SessionRecord, SessionReport, SessionSummary
+from obsdeco.models import (
+    ProjectReport,
+    SavingsReport,
+    SessionRecord,
+    SessionReport,
+    SessionSummary,
+)
 from obsdeco.storage.base import (
     CallFilter,
     ExperimentVariant,
@@ -219,6 +226,19 @@ def experiment(
 
 def project_report(backend: StorageBackend, prices: PriceTable, filters: Filters) -> ProjectReport:
     return build_project_report(
+        backend,
+        prices,
+        filters.project,
+        filters.since,
+        filters.until,
+        filters.model,
+        filters.agent,
+    )
+
+
+def savings(backend: StorageBackend, prices: PriceTable, filters: Filters) -> SavingsReport:
+    """What the response cache and the router saved per UTC day, and what is left to save."""
+    return build_savings(
         backend,
         prices,
         filters.project,

@@ -1,5 +1,5 @@
-"""A report's sections drawn as Streamlit tables and charts: the session drill-down and the
-suggestions list.
+"""A report's sections drawn as Streamlit tables and charts: the session drill-down, the
+response cache and routing sections, and the suggestions list.
 
 Everything a user or an SDK named (projects, sessions, agents, models, metadata, error messages)
 goes through elements that show text as text: `st.text`, `st.json`, dataframes and chart labels,
@@ -19,6 +19,8 @@ from obsdeco.alerts.events import AlertEvent, shown_value
 from obsdeco.dashboard.formatting import count, file_name, ms, plural, rounded_ms, share, usd
 from obsdeco.engine.experiment_report import ExperimentReport
 from obsdeco.models import (
+    CacheSummary,
+    RoutingSummary,
     ScoreBreakdown,
     ScoreStats,
     SessionRecord,
@@ -45,6 +47,45 @@ def suggestions(found: Sequence[Suggestion]) -> None:
             )
             if suggestion.evidence:
                 st.text("\n".join(f"· {line}" for line in suggestion.evidence))
+
+
+def cache_and_routing(cache: CacheSummary, routing: RoutingSummary) -> None:
+    """The response cache's hits and misses and the route rules' calls, savings and quality;
+    nothing when no call was made inside obsdeco.cache() nor matched a route rule."""
+    if cache.hits or cache.misses:
+        st.markdown("**Response cache**")
+        st.text(
+            f"{plural(cache.hits, 'hit')}, {plural(cache.misses, 'miss', 'misses')} "
+            f"(hit rate {share(cache.hit_rate)}), saved {usd(cache.saved_usd)}"
+        )
+    if not routing.by_rule:
+        return
+    st.markdown("**Routing**")
+    st.text(
+        f"{plural(routing.routed_calls, 'call')} routed, saved {usd(routing.saved_usd)}; "
+        f"success rate {share(routing.routed_success_rate)} routed, "
+        f"{share(routing.unrouted_success_rate)} not routed"
+    )
+    _table(
+        [
+            {
+                "Rule": name,
+                "Routed calls": rule.routed_calls,
+                "Saved (USD)": rule.saved_usd,
+                "Success rate": rule.success_rate,
+                "Shadow calls": rule.shadow_calls,
+                "Shadow would save (USD)": rule.shadow_saved_usd,
+                "Shadow success rate": rule.shadow_success_rate,
+            }
+            for name, rule in routing.by_rule.items()
+        ],
+        **{
+            "Saved (USD)": MONEY,
+            "Shadow would save (USD)": MONEY,
+            "Success rate": PERCENT,
+            "Shadow success rate": PERCENT,
+        },
+    )
 
 
 def session_drilldown(report: SessionReport, record: SessionRecord) -> None:
@@ -79,6 +120,7 @@ def session_drilldown(report: SessionReport, record: SessionRecord) -> None:
     _latency(report)
     _tokens(report.tokens.by_model, report.tokens.by_agent)
     _quality(report)
+    cache_and_routing(report.cache, report.routing)
     scores(report.scores)
     st.markdown("**Suggestions**")
     suggestions(report.suggestions)

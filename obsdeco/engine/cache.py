@@ -99,7 +99,7 @@ class cache:
         return run  # type: ignore[return-value]
 
 
-_TAIL = 256
+STREAM_TAIL = 256
 """How many last bytes of a stream are searched for its format's end marker."""
 _UNSTORED_HEADERS = frozenset({"set-cookie", "transfer-encoding", "connection", "keep-alive"})
 _DECODED_HEADERS = frozenset({"content-encoding", "content-length"})
@@ -130,7 +130,7 @@ class CachePlan:
         its end (`whole`), or closed once its format's last event arrived."""
         if not whole and (
             headers.get("content-encoding", "identity") != "identity"
-            or not self.stream_finished(raw[-_TAIL:])
+            or not self.stream_finished(raw[-STREAM_TAIL:])
         ):
             return
         if status < 400:

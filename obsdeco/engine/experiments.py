@@ -154,7 +154,7 @@ def _report(
     refreshes the winner `auto_select` uses."""
     report = stored_experiment_report(
         get_runtime().backend,
-        PriceTable(get_settings().pricing_overrides),
+        get_runtime().prices,
         name,
         project,
         since,

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from obsdeco.engine.counters import engine_counters
+from obsdeco.engine.request_size import prompt_characters
 from obsdeco.engine.routes import CHARS_PER_TOKEN, QUALITY_WINDOW, Route
 from obsdeco.engine.scores import add_score_listener
 from obsdeco.guard import fault
@@ -26,25 +28,11 @@ from obsdeco.models import Score
 logger = logging.getLogger("obsdeco.router")
 
 _TOOL_KEYS = ("tools", "functions", "toolConfig")
-_PROMPT_KEYS = ("messages", "system", "instructions", "input", "prompt", "contents")
-_TEXT_KEYS = frozenset({"content", "text", "parts", "input", "system", "instructions", "prompt"})
-
-
-def prompt_characters(value: Any) -> int:
-    """The characters of text in a request's prompt part (message contents, text parts)."""
-    if type(value) is str:
-        return len(value)
-    if type(value) is list:
-        return sum(prompt_characters(item) for item in value)
-    if type(value) is dict:
-        return sum(prompt_characters(item) for key, item in value.items() if key in _TEXT_KEYS)
-    return 0
 
 
 def estimated_prompt_tokens(body: Mapping[str, Any]) -> int:
     """A request's prompt size in tokens, estimated from its text (`CHARS_PER_TOKEN`)."""
-    characters = sum(prompt_characters(body.get(key)) for key in _PROMPT_KEYS)
-    return math.ceil(characters / CHARS_PER_TOKEN)
+    return math.ceil(prompt_characters(body) / CHARS_PER_TOKEN)
 
 
 def _has_tools(body: Mapping[str, Any]) -> bool:
@@ -68,13 +56,12 @@ class _Outcome:
 class RuleState:
     """One rule and what its routed calls have shown so far."""
 
-    def __init__(self, route: Route, stopped_counter: _StoppedRoutes) -> None:
+    def __init__(self, route: Route) -> None:
         self.route = route
         self.stopped = False
         self._lock = threading.Lock()
         self._window: deque[tuple[str, _Outcome]] = deque()
         self._by_call: dict[str, _Outcome] = {}
-        self._stopped_counter = stopped_counter
 
     def matches(self, body: Mapping[str, Any]) -> bool:
         """Whether every condition of the rule holds for this request."""
@@ -131,7 +118,7 @@ class RuleState:
         if self.stopped or quality is None or quality >= self.route.min_quality:
             return
         self.stopped = True
-        self._stopped_counter.count += 1
+        engine_counters.routes_stopped += 1
         logger.warning(
             "obsdeco route %s -> %s stopped routing: the quality of its last %d routed calls "
             "is %.3f, below its min_quality %.3f; requests for %s now go unchanged",
@@ -144,21 +131,12 @@ class RuleState:
         )
 
 
-@dataclass(slots=True)
-class _StoppedRoutes:
-    count: int = 0
-
-
-stopped_routes = _StoppedRoutes()
-"""Rules stopped by their quality guard in this process (`stats().routes_stopped`)."""
-
-
 class Router:
     """The rules of one configuration, with their guards."""
 
     def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = tuple(routes)
-        self.rules = [RuleState(route, stopped_routes) for route in routes]
+        self.rules = [RuleState(route) for route in routes]
         self._by_model: dict[str, list[RuleState]] = {}
         for rule in self.rules:
             self._by_model.setdefault(rule.route.from_model, []).append(rule)

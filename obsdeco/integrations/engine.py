@@ -17,12 +17,25 @@ import json
 from typing import Any
 
 from obsdeco.config import get_settings
+from obsdeco.engine import budgets
 from obsdeco.engine.cache import CachePlan, current_scope
 from obsdeco.engine.cache_store import response_cache
 from obsdeco.engine.router import router_for
 from obsdeco.guard import guarded
+from obsdeco.integrations.identity import provider_name_for
 from obsdeco.integrations.recorder import CallRecorder
 from obsdeco.models import new_id
+
+
+def _kind(recorder: CallRecorder) -> str:
+    """What the answer is made of: a JSON body, or a stream with the `stream_options` asked
+    (the request hash leaves them out, but a stream asked for its usage has one more chunk)."""
+    if not recorder.streamed:
+        return "json"
+    options = (recorder.body or {}).get("stream_options")
+    if options is None:
+        return "stream"
+    return f"stream{json.dumps(options, sort_keys=True, separators=(',', ':'), default=str)}"
 
 
 @guarded()
@@ -49,15 +62,28 @@ def plan(recorder: CallRecorder) -> CachePlan | None:
     scope = current_scope()
     if scope is None:
         return None
-    kind = "stream" if recorder.streamed else "json"
     key = (
-        f"{recorder.format.provider}:{recorder.api}:{kind}:{recorder.host}:{recorder.request_key()}"
+        f"{recorder.format.provider}:{recorder.api}:{_kind(recorder)}:{recorder.host}:"
+        f"{recorder.request_key()}"
     )
-    recorder.cache_hit = False
     recorder.cache_plan = CachePlan(
         key, scope.ttl_s, response_cache(settings), recorder.format.stream_finished
     )
+    recorder.cache_hit = False
     return recorder.cache_plan
+
+
+def reserve(recorder: CallRecorder) -> None:
+    """Hold the call's worst case in every budget in scope, before it is sent; raises
+    `BudgetExceeded` (the call then is not sent, nor recorded) when one would be passed."""
+    recorder.reservations = budgets.reserve(
+        session=recorder.session,
+        agent_name=recorder.agent_name,
+        provider_name=provider_name_for(recorder.host, recorder.format.provider_name),
+        model=recorder.model,
+        api=recorder.api,
+        body=recorder.body or {},
+    )
 
 
 @guarded()

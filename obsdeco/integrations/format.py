@@ -43,8 +43,11 @@ class ProviderFormat:
         return model if isinstance(model, str) else None
 
     def stream_finished(self, tail: bytes) -> bool:
-        """Whether the last bytes of a stream (uncompressed) end the answer."""
-        return any(marker in tail for marker in self.stream_end_markers)
+        """Whether the last bytes of a stream (uncompressed) end the answer: its last event,
+        whole (up to the blank line that ends an event)."""
+        return tail.endswith((b"\n\n", b"\r\n\r\n")) and any(
+            marker in tail for marker in self.stream_end_markers
+        )
 
     def with_model(
         self, path: str, body: Mapping[str, Any], model: str

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import wrapt
 
+from obsdeco.engine.cache import STREAM_TAIL as _TAIL
 from obsdeco.engine.cache import CachePlan, replayed
 from obsdeco.guard import fault, safely
 from obsdeco.integrations import engine, seam
@@ -154,22 +155,30 @@ def _decompressor(encoding: str) -> _Decompressor | None:
 
 
 class _Kept:
-    """A copy of a streamed answer's raw bytes for the response cache, stored once the body has
-    been read to its end or closed after its last event (a body dropped, failed or closed half
-    read is not stored)."""
+    """A copy of a streamed answer's raw bytes for the response cache, stored once its last
+    event has arrived (litellm, for one, drops a stream there without closing it) or the body
+    has been read to its end; a body dropped, failed or closed half read is not stored."""
 
-    __slots__ = ("_chunks", "_done", "_headers", "_plan", "_status")
+    __slots__ = ("_chunks", "_done", "_headers", "_plain", "_plan", "_status", "_tail")
 
     def __init__(self, plan: CachePlan, status: int, headers: Any) -> None:
         self._plan = plan
         self._status = status
         self._headers = headers
+        self._plain = headers.get("content-encoding", "identity") == "identity"
         self._chunks: list[bytes] = []
+        self._tail = b""
         self._done = False
 
     def feed(self, raw: bytes) -> None:
-        if not self._done:
-            self._chunks.append(raw)
+        if self._done:
+            return
+        self._chunks.append(raw)
+        if self._plain and raw:
+            tail = (self._tail + raw)[-_TAIL:]
+            self._tail = tail
+            if self._plan.stream_finished(tail):
+                self.finish()
 
     def finish(self, error: BaseException | None = None, *, whole: bool = False) -> None:
         if self._done:
@@ -271,7 +280,7 @@ class _BodyReader:
         """Record the call now (once): the body was read to its end (`whole`), failed, or was
         closed."""
         if self._kept is not None:
-            self._kept.finish(whole and error is None)
+            self._kept.finish(error, whole=whole)
         try:
             if self.recorder.ended:
                 return
@@ -467,6 +476,8 @@ def _observed_send(
             if above is None:
                 _observe(recorder, response, asynchronous=False)
             return response
+    if looks_up:
+        engine.reserve(recorder)
     if above is not None:
         response = send(client, request, **kwargs)
         if plan is not None:
@@ -496,6 +507,8 @@ async def _observed_async_send(
             if above is None:
                 _observe(recorder, response, asynchronous=True)
             return response
+    if looks_up:
+        engine.reserve(recorder)
     if above is not None:
         response = await send(client, request, **kwargs)
         if plan is not None:

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from obsdeco.collector import implicit_session, keep
 from obsdeco.context import current_agent, current_session
+from obsdeco.engine.budgets import Reservation, settle
 from obsdeco.engine.cache import CachePlan
 from obsdeco.engine.router import RuleState
 from obsdeco.guard import fault, guarded, safely
@@ -229,6 +230,7 @@ class CallRecorder(PendingCall):
         "planned",
         "rate_limited_retries",
         "requested_model",
+        "reservations",
         "retries",
         "route_applied",
         "route_rule",
@@ -282,6 +284,7 @@ class CallRecorder(PendingCall):
         self.routed_from: str | None = None
         self.shadow_model: str | None = None
         self.route_rule: RuleState | None = None
+        self.reservations: list[Reservation] = []
         self.route_applied = False
         """Whether the seam that planned the call sent its request for the routed model."""
         self.call_id: str | None = None
@@ -316,6 +319,8 @@ class CallRecorder(PendingCall):
         self.error_status = error_status
         self.error_detail = error_detail
         keep(self.session, self)
+        if self.reservations:
+            settle(self.reservations, self.materialize())
         rule = self.route_rule
         if rule is not None and self.call_id is not None:
             rule.observe(self.call_id, error is None and error_status is None)

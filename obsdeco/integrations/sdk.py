@@ -134,6 +134,7 @@ class SDKSeam:
             else:
                 recorder.cache_hit = True
                 return self.observed(recorder, result)
+        engine.reserve(recorder)
         with sending(recorder):
             result = wrapped(*args, **kwargs)
         return self.observed(recorder, result)
@@ -161,6 +162,7 @@ class SDKSeam:
             else:
                 recorder.cache_hit = True
                 return self.observed(recorder, result)
+        engine.reserve(recorder)
         with sending(recorder):
             result = await wrapped(*args, **kwargs)
         return self.observed(recorder, result)

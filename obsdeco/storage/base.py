@@ -36,6 +36,9 @@ GroupKey = Literal[
     "tokens_known",
     "long_prompt",
     "repeated",
+    "cache_hit",
+    "routed_from",
+    "shadow_model",
     "hour",
 ]
 """What calls can be grouped by. "provider" is the API format's `ModelProvider`,
@@ -43,7 +46,8 @@ GroupKey = Literal[
 returned model, else the requested one; "tokens_known" is whether both prompt and completion
 counts were reported; "long_prompt" is whether the prompt had at least `LONG_PROMPT_TOKENS`
 tokens; "repeated" is whether an identical successful request was stored earlier in the
-project; "hour" is the UTC hour the call started in."""
+project; "cache_hit" is True, False or None as the call's; "routed_from" and "shadow_model"
+are the call's (None when not routed); "hour" is the UTC hour the call started in."""
 
 SessionOrder = Literal[
     "started_at", "name", "duration_ms", "call_count", "total_tokens", "cost_usd", "status"
@@ -62,6 +66,9 @@ REPORT_GROUPS: tuple[GroupKey, ...] = (
     "tokens_known",
     "long_prompt",
     "repeated",
+    "cache_hit",
+    "routed_from",
+    "shadow_model",
 )
 """What a project report groups calls by; a store may keep sums per hour over these."""
 

@@ -31,8 +31,14 @@ InsertFactory = Callable[[Table], Insert]
 RollupKey = tuple[Any, ...]
 """(project, hour counted from the epoch, *REPORT_GROUPS) of one rollup row."""
 
-OPTIONAL_TEXT: frozenset[str] = frozenset({"agent_name", "operation", "error_type"})
+OPTIONAL_TEXT: frozenset[str] = frozenset(
+    {"agent_name", "operation", "error_type", "routed_from", "shadow_model"}
+)
 """Dimensions stored as '' when the call has none (a primary key cannot hold NULL)."""
+
+CACHE_HIT_TEXT: dict[bool | None, str] = {True: "hit", False: "miss", None: ""}
+"""How the `cache_hit` dimension is stored (a primary key cannot hold NULL)."""
+CACHE_HIT_OF_TEXT: dict[str, bool | None] = {text: hit for hit, text in CACHE_HIT_TEXT.items()}
 
 EXACT_PERCENTILES_UP_TO = 50_000
 """Up to this many calls, percentiles are computed from the calls themselves."""
@@ -59,6 +65,9 @@ FACT_COLUMNS = (
     "time_to_first_token_ms",
     "retries",
     "rate_limited_retries",
+    "cache_hit",
+    "routed_from",
+    "shadow_model",
     "repeated",
 )
 """What a rollup needs of a call, in the order `accumulate` reads it."""
@@ -157,6 +166,9 @@ def accumulate(into: dict[RollupKey, _Sums], facts: Iterable[Sequence[Any]]) -> 
         first_token,
         retries,
         rate_limited_retries,
+        cache_hit,
+        routed_from,
+        shadow_model,
         repeated,
     ) in facts:
         tokens_known = prompt is not None and completion is not None
@@ -174,6 +186,9 @@ def accumulate(into: dict[RollupKey, _Sums], facts: Iterable[Sequence[Any]]) -> 
             tokens_known,
             (prompt or 0) >= LONG_PROMPT_TOKENS,
             bool(repeated),
+            CACHE_HIT_TEXT[None if cache_hit is None else bool(cache_hit)],
+            routed_from or "",
+            shadow_model or "",
         )
         sums = into.get(key)
         if sums is None:

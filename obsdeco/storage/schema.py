@@ -197,6 +197,9 @@ call_rollups = Table(
     Column("tokens_known", Boolean, **_DIMENSION),
     Column("long_prompt", Boolean, **_DIMENSION),
     Column("repeated", Boolean, **_DIMENSION),
+    Column("cache_hit", String(4), **_DIMENSION),
+    Column("routed_from", NAME, **_DIMENSION),
+    Column("shadow_model", NAME, **_DIMENSION),
     Column("calls", BigInteger, nullable=False),
     Column("prompt_tokens", BigInteger, nullable=False),
     Column("completion_tokens", BigInteger, nullable=False),
@@ -213,7 +216,8 @@ call_rollups = Table(
     Column("latency_histogram", LargeBinary, nullable=False),
     Column("first_token_histogram", LargeBinary, nullable=False),
     comment="calls summed per hour and report dimension; '' stands for a missing agent, "
-    "operation or error type",
+    "operation, error type, routed_from or shadow_model; cache_hit is 'hit', 'miss' or '' "
+    "(made outside obsdeco.cache())",
 )
 
 request_hashes = Table(
@@ -250,4 +254,15 @@ alert_events = Table(
     Index("ix_alert_events_fired", "fired_at"),
     Index("ix_alert_events_name_fired", "alert_name", "fired_at"),
     comment="alerts that fired or resolved",
+)
+
+budget_accounts = Table(
+    "budget_accounts",
+    metadata,
+    Column("budget", NAME, primary_key=True, comment="the budget's label"),
+    Column("period", UTCDateTime, primary_key=True, comment="its window's start; epoch if none"),
+    Column("limit_usd", Float, nullable=False),
+    Column("spent_usd", Float, nullable=False, default=0.0),
+    Column("reserved_usd", Float, nullable=False, default=0.0, comment="held by calls in flight"),
+    comment="project budgets, shared by every process writing this store",
 )

@@ -23,9 +23,9 @@ from sqlalchemy import (
     Integer,
     Select,
     and_,
+    case,
     cast,
     create_engine,
-    event,
     func,
     insert,
     inspect,
@@ -35,10 +35,8 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.selectable import TableValuedAlias
 
@@ -70,6 +68,7 @@ from obsdeco.storage.base import (
     SessionState,
     WriteBatch,
 )
+from obsdeco.storage.engines import is_sqlite, sqlite_engine
 from obsdeco.storage.histogram import Histogram
 from obsdeco.storage.schema import (
     UTCDateTime,
@@ -109,32 +108,9 @@ _TOTAL_FIELDS = (
 
 
 def _create_engine(url: str) -> Engine:
-    # hide_parameters: an error's text (logged, and kept in stats().last_error) must not quote
-    # the rows' values, which hold metadata and error messages.
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(
-            url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True
-        )
-    in_memory = parsed.database in (None, "", ":memory:")
-    engine = create_engine(
-        url,
-        connect_args={"check_same_thread": False},
-        poolclass=StaticPool if in_memory else None,
-        hide_parameters=True,
-    )
-
-    @event.listens_for(engine, "connect")
-    def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        if not in_memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=5000")
-        cursor.execute("PRAGMA cache_size=-65536")
-        cursor.close()
-
-    return engine
+    if is_sqlite(url):
+        return sqlite_engine(url, busy_timeout_ms=5_000, cache_kib=65_536)
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
 
 
 def _json_text(value: dict[str, Any]) -> str:
@@ -964,9 +940,14 @@ def _alert_event_from_row(row: Any) -> AlertEvent:
 
 
 def _group_value(key: GroupKey, value: Any) -> Any:
-    """Booleans come back as 0/1 from SQLite; rollups keep a missing name as ''."""
+    """Booleans come back as 0/1 from SQLite; rollups keep a missing name as '' and
+    `cache_hit` as text."""
     if key in ("success", "tokens_known", "long_prompt", "repeated"):
         return bool(value)
+    if key == "cache_hit":
+        if isinstance(value, str):
+            return rollups.CACHE_HIT_OF_TEXT[value]
+        return None if value is None else bool(value)
     if key in rollups.OPTIONAL_TEXT and value == "":
         return None
     return value
@@ -1085,6 +1066,13 @@ def _rollup_value(key: GroupKey) -> ColumnElement[Any]:
     """A call's value of `key` as its rollup row holds it."""
     if key in rollups.OPTIONAL_TEXT:
         return func.coalesce(llm_calls.c[key], "")
+    if key == "cache_hit":
+        hit = llm_calls.c.cache_hit
+        return case(
+            (hit.is_(True), rollups.CACHE_HIT_TEXT[True]),
+            (hit.is_(False), rollups.CACHE_HIT_TEXT[False]),
+            else_=rollups.CACHE_HIT_TEXT[None],
+        )
     return _group_column(key)
 
 
