@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from obsdeco.alerts.budget_usage import BudgetUsage, fire_budget_warning, register_budget_metric
 from obsdeco.config import Settings, get_settings
 from obsdeco.engine.accounts import AccountKey, Accounts, DatabaseAccounts, LocalAccounts
-from obsdeco.engine.budget_rules import Budget, BudgetExceeded, BudgetScope
+from obsdeco.engine.budget_rules import BudgetExceeded, BudgetScope
 from obsdeco.engine.worst_case import worst_case_usd
 from obsdeco.guard import fault
 from obsdeco.models import LLMCall, Session
@@ -30,6 +32,8 @@ from obsdeco.windows import period_start
 logger = logging.getLogger("obsdeco.budgets")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_WATCHED_ACCOUNTS = 1_000
+"""Accounts whose use alerts on metric "budget" read: the most recently used ones."""
 _SESSION_BUDGET = "session budget_usd"
 
 SessionBudgets = tuple[tuple[str, float], ...]
@@ -55,6 +59,7 @@ class Reservation:
     accounts: Accounts
     key: AccountKey
     estimate_usd: float
+    limit_usd: float
     soft_usd: float | None
 
 
@@ -66,6 +71,7 @@ class _Scope:
     soft_usd: float | None
     accounts: Accounts
     key: AccountKey
+    window: timedelta | None = None
 
 
 class _Ledger:
@@ -76,6 +82,7 @@ class _Ledger:
         self._databases: dict[int, DatabaseAccounts] = {}
         self._lock = threading.Lock()
         self._warned: set[AccountKey] = set()
+        self._watched: OrderedDict[AccountKey, _Scope] = OrderedDict()
         self._unpriced: set[str] = set()
         self.refused = 0
         self.unestimated = 0
@@ -104,26 +111,49 @@ class _Ledger:
                 model,
             )
 
-    def warn_once(self, key: AccountKey, label: str, spent: float, soft: float) -> None:
+    def watch(self, scope: _Scope) -> None:
+        """Remember an account reserved in, for alerts on metric "budget"."""
+        with self._lock:
+            self._watched[scope.key] = scope
+            self._watched.move_to_end(scope.key)
+            if len(self._watched) > _WATCHED_ACCOUNTS:
+                self._watched.popitem(last=False)
+
+    def usages(self) -> dict[str, BudgetUsage]:
+        """Each budget's most used account in its current window (what alerts watch)."""
+        with self._lock:
+            watched = list(self._watched.items())
+        now = datetime.now(UTC)
+        found: dict[str, BudgetUsage] = {}
+        for key, scope in watched:
+            if scope.window is not None and key.period + scope.window <= now:
+                continue  # a window that has ended
+            usage = BudgetUsage(
+                scope.accounts.balance(key).spent_usd, scope.limit_usd, scope.soft_usd
+            )
+            known = found.get(key.budget)
+            if known is None or usage.fraction > known.fraction:
+                found[key.budget] = usage
+        return found
+
+    def warn_once(self, reservation: Reservation, spent: float, soft: float) -> None:
+        key = reservation.key
         with self._lock:
             if key in self._warned:
                 return
             self._warned.add(key)
         logger.warning(
             "obsdeco budget %r passed its soft limit: $%.6f spent of a soft $%.6f (%s)",
-            label,
+            key.budget,
             spent,
             soft,
             key.owner,
         )
+        fire_budget_warning(key.budget, spent, reservation.limit_usd, soft)
 
 
 ledger = _Ledger()
-
-
-def _period(budget: Budget, now: datetime) -> datetime:
-    window = budget.period
-    return _EPOCH if window is None else period_start(now, window)
+register_budget_metric(ledger.usages)
 
 
 def _scopes(settings: Settings, session: Session, agent_name: str | None) -> Iterator[_Scope]:
@@ -144,8 +174,13 @@ def _scopes(settings: Settings, session: Session, agent_name: str | None) -> Ite
                 continue
             owner = session.project_name
         accounts = ledger.project_accounts() if budget.scope == "project" else ledger.local
-        key = AccountKey(budget.label, owner, _period(budget, now))
-        yield _Scope(budget.label, budget.scope, budget.limit_usd, budget.soft_usd, accounts, key)
+        window = budget.period
+        key = AccountKey(
+            budget.label, owner, _EPOCH if window is None else period_start(now, window)
+        )
+        yield _Scope(
+            budget.label, budget.scope, budget.limit_usd, budget.soft_usd, accounts, key, window
+        )
 
 
 def reserve(
@@ -195,7 +230,10 @@ def reserve(
                 refusal.reserved_usd,
                 estimate,
             )
-        held.append(Reservation(scope.accounts, scope.key, estimate, scope.soft_usd))
+        held.append(
+            Reservation(scope.accounts, scope.key, estimate, scope.limit_usd, scope.soft_usd)
+        )
+        ledger.watch(scope)
     return held
 
 
@@ -220,7 +258,7 @@ def settle(reservations: list[Reservation], call: LLMCall | None) -> None:
             continue
         soft = reservation.soft_usd
         if soft is not None and balance.spent_usd >= soft:
-            ledger.warn_once(reservation.key, reservation.key.budget, balance.spent_usd, soft)
+            ledger.warn_once(reservation, balance.spent_usd, soft)
 
 
 def _real_cost(call: LLMCall, reservation: Reservation) -> float:
