@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from obsdeco.analyzers import PriceTable, session_totals
 from obsdeco.config import Settings, get_settings, settings_holder
 from obsdeco.engine.cache_store import cache_counters, cache_pending, close_caches, flush_caches
+from obsdeco.export import registry as exports
 from obsdeco.guard import internal_faults
 from obsdeco.models import Session
 from obsdeco.privacy.store import open_store
@@ -70,6 +71,14 @@ class Stats(BaseModel):
     (another key, damaged); each a miss or a dropped write, never an error of yours."""
     cache_writes_dropped: int
     """Responses that were to be cached but were not written (backend fault, too many pending)."""
+    exported_spans: int = 0
+    """Spans the OTLP endpoint accepted (`otlp_endpoint`)."""
+    export_failed: int = 0
+    """Spans (and metric batches) the OTLP endpoint did not accept: unreachable, refused, too
+    slow; the records are still stored."""
+    export_dropped: int = 0
+    """Stored calls and agent spans never exported: more were waiting than the exporter holds
+    (`max_queue_size`)."""
 
 
 class _Pipeline:
@@ -94,12 +103,14 @@ class _Pipeline:
                     self._retired.append(current.writer)
                 backend = open_store(settings, self.counters.add)
                 prices = PriceTable(settings.pricing_overrides)
+                export = exports.open_export(settings, prices)
                 writer = Writer(
                     backend,
                     self.counters,
                     partial(session_totals, prices=prices),
                     max_queue_size=settings.max_queue_size,
                     batch_size=settings.batch_size,
+                    listener=export,
                 )
                 current = self._current = Runtime(settings, backend, writer, prices)
                 exit_hooks.install()
@@ -137,6 +148,10 @@ class _Pipeline:
         cache = cache_counters()
         with cache.lock:
             cache_errors, cache_writes_dropped = cache.errors, cache.writes_dropped
+        export = exports.counters
+        with export.lock:
+            exported_spans, export_failed = export.exported_spans, export.export_failed
+            export_dropped = export.export_dropped
         with counters.lock:
             dropped = (
                 counters.dropped_queue_full + counters.dropped_rejected + counters.dropped_at_exit
@@ -159,12 +174,16 @@ class _Pipeline:
                 cache_pending=cache_pending(),
                 cache_errors=cache_errors,
                 cache_writes_dropped=cache_writes_dropped,
+                exported_spans=exported_spans,
+                export_failed=export_failed,
+                export_dropped=export_dropped,
             )
 
     def flush_at_exit(self) -> None:
         timeout = get_settings().flush_at_exit_timeout_s
         deadline = time.monotonic() + timeout
         self._flush_records_at_exit(timeout)
+        exports.wait_exports_closed(max(0.0, deadline - time.monotonic()))
         # The cache's writer threads are daemons too: what they hold is written now or never.
         close_caches(max(0.0, deadline - time.monotonic()))
 
@@ -225,6 +244,7 @@ exit_hooks = ExitHooks(
 
 def _after_fork_in_child() -> None:
     pipeline.reset_after_fork()
+    exports.reset_after_fork()
     exit_hooks.after_fork_in_child()
 
 
