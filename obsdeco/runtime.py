@@ -74,8 +74,10 @@ class Stats(BaseModel):
     exported_spans: int = 0
     """Spans the OTLP endpoint accepted (`otlp_endpoint`)."""
     export_failed: int = 0
-    """Spans (and metric batches) the OTLP endpoint did not accept: unreachable, refused, too
-    slow; the records are still stored."""
+    """Spans the OTLP endpoint did not accept: unreachable, refused, too slow (the records are
+    stored all the same)."""
+    export_metrics_failed: int = 0
+    """Metric exports the OTLP endpoint did not accept."""
     export_dropped: int = 0
     """Stored calls and agent spans never exported: more were waiting than the exporter holds
     (`max_queue_size`)."""
@@ -151,7 +153,10 @@ class _Pipeline:
         export = exports.counters
         with export.lock:
             exported_spans, export_failed = export.exported_spans, export.export_failed
-            export_dropped = export.export_dropped
+            export_dropped, export_metrics_failed = (
+                export.export_dropped,
+                export.export_metrics_failed,
+            )
         with counters.lock:
             dropped = (
                 counters.dropped_queue_full + counters.dropped_rejected + counters.dropped_at_exit
@@ -177,6 +182,7 @@ class _Pipeline:
                 exported_spans=exported_spans,
                 export_failed=export_failed,
                 export_dropped=export_dropped,
+                export_metrics_failed=export_metrics_failed,
             )
 
     def flush_at_exit(self) -> None:

@@ -74,7 +74,7 @@ class _CountedMetricExporter(OTLPMetricExporter):
     ) -> MetricExportResult:
         result = super().export(metrics_data, timeout_millis, **kwargs)
         if result is not MetricExportResult.SUCCESS:
-            self._obsdeco_counters.add("export_failed", 1)
+            self._obsdeco_counters.add("export_metrics_failed", 1)
         return result
 
 
@@ -240,13 +240,17 @@ class OtlpExport:
                 item.done.set()
 
     def _take(self, batch: WriteBatch) -> None:
+        imported = registry.is_imported
+        calls = [call for call in batch.calls if not imported(call.session_id)]
+        spans = [span for span in batch.spans if not imported(span.session_id)]
+        self._waiting -= len(batch.calls) - len(calls) + len(batch.spans) - len(spans)
         for state in batch.sessions:
-            self._note_session(state)
-        calls = batch.calls
+            if not imported(state.session.id):
+                self._note_session(state)
         for call, cost in zip(calls, self._costs(calls), strict=True):
             self._measure(call, cost)
             self._place_call(call, cost)
-        for span in batch.spans:
+        for span in spans:
             self._place_span(span)
         for state in batch.sessions:
             if state.session.ended_at is not None:

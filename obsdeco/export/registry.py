@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,7 +27,9 @@ class ExportCounters:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     exported_spans: int = 0
     export_failed: int = 0
-    """Spans and metric batches the endpoint did not accept (unreachable, refused, timed out)."""
+    """Spans the endpoint did not accept (unreachable, refused, timed out)."""
+    export_metrics_failed: int = 0
+    """Metric exports (each all the metrics of one moment) the endpoint did not accept."""
     export_dropped: int = 0
     """Records never exported: more were waiting than the exporter holds."""
     last_error: str | None = None
@@ -38,6 +41,7 @@ class ExportCounters:
     def reset(self) -> None:
         self.lock = threading.Lock()
         self.exported_spans = self.export_failed = self.export_dropped = 0
+        self.export_metrics_failed = 0
         self.last_error = None
 
 
@@ -54,6 +58,21 @@ class LiveExport(CommitListener, Protocol):
 counters = ExportCounters()
 _lock = threading.Lock()
 _live: list[LiveExport] = []
+_IMPORTED_KEPT = 100_000
+_imported: OrderedDict[str, None] = OrderedDict()
+"""Sessions made from other instrumentations' spans (`obsdeco.otel.SpanExporter`): already in
+OpenTelemetry, so never exported again."""
+
+
+def note_imported(session_id: str) -> None:
+    with _lock:
+        _imported[session_id] = None
+        while len(_imported) > _IMPORTED_KEPT:
+            _imported.popitem(last=False)
+
+
+def is_imported(session_id: str) -> bool:
+    return session_id in _imported
 
 
 def open_export(settings: Settings, prices: PriceTable) -> LiveExport | None:
