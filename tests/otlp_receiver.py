@@ -79,7 +79,7 @@ class OtlpReceiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                receiver.receive(self.path, dict(self.headers), body)
+                receiver.receive(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 if receiver.status != 200:
                     self.send_response(receiver.status)
                     self.send_header("Content-Length", "0")
