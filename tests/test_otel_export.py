@@ -15,9 +15,12 @@ import pytest
 import obsdeco
 import obsdeco.otel
 from obsdeco import LLMCall
+from obsdeco.analyzers import PriceTable
 from obsdeco.config import build_settings
-from obsdeco.export.registry import wait_exports_closed
+from obsdeco.export.otlp import OtlpExport
+from obsdeco.export.registry import ExportCounters, wait_exports_closed
 from obsdeco.runtime import get_runtime
+from obsdeco.storage import WriteBatch
 from obsdeco.testing import ProviderServer, Reply
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 
@@ -466,3 +469,23 @@ def test_records_stay_the_same(exporting: OtlpReceiver, openai_client, provider)
     assert text.startswith("Hello!")
     assert report.totals.calls == 1
     assert isinstance(obsdeco.get_calls(report.session.id)[0], LLMCall)
+
+
+def test_records_beyond_the_bound_are_dropped_and_counted(receiver: OtlpReceiver) -> None:
+    counters = ExportCounters()
+    settings = build_settings({}, otlp_endpoint=receiver.endpoint, max_queue_size=2)
+    export = OtlpExport(settings, PriceTable(), counters)
+    calls = [
+        LLMCall(
+            session_id="b" * 32, project_name="p", provider="openai", model="gpt-4o", latency_ms=1
+        )
+        for _ in range(3)
+    ]
+    export.committed(WriteBatch(calls=calls[:2]))
+    export.committed(WriteBatch(calls=calls[2:]))
+    assert export.flush(30)
+    export.closed()
+    assert export.wait_closed(30)
+    # The two held calls of the session that never ended are sent at the end.
+    assert (counters.export_dropped, counters.exported_spans) == (1, 2)
+    assert [span.parent_span_id for span in receiver.spans] == ["", ""]

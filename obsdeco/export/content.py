@@ -70,9 +70,10 @@ def _message(item: Any) -> dict[str, Any]:
     if not isinstance(item, dict):
         return {"role": "user", "parts": _parts(item)}
     role = str(item.get("role") or "user")
-    if role == "model":
-        role = "assistant"
     body = item.get("content", item.get("parts"))
+    if role == "tool":
+        response = {"type": "tool_call_response", "id": item.get("tool_call_id"), "response": body}
+        return {"role": "tool", "parts": [response]}
     parts = _parts(body)
     for call in item.get("tool_calls") or ():
         function = call.get("function", {}) if isinstance(call, dict) else {}
@@ -84,14 +85,7 @@ def _message(item: Any) -> dict[str, Any]:
                 "arguments": function.get("arguments"),
             }
         )
-    if role == "tool":
-        return {
-            "role": "tool",
-            "parts": [
-                {"type": "tool_call_response", "id": item.get("tool_call_id"), "response": body}
-            ],
-        }
-    return {"role": role, "parts": parts}
+    return {"role": "assistant" if role == "model" else role, "parts": parts}
 
 
 def _parts(value: Any) -> list[dict[str, Any]]:

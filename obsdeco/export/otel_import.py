@@ -371,14 +371,15 @@ class SpanExporter(_SdkSpanExporter):
     ) -> datetime:
         _, parent = self._agent_of(trace, span)
         ended_at = _moment(span.end_time)
+        error = _error(span)
         self._collector.record_agent_span(
             session,
             agent_name=agent_name_of(span) or "agent",
             started_at=_moment(span.start_time),
             ended_at=ended_at,
             parent_id=None if parent is None else _derived_id(0, trace_id, parent),
-            success=_error(span) is None,
-            error_type=None if (error := _error(span)) is None else error[0],
+            success=error is None,
+            error_type=None if error is None else error[0],
             span_id=_derived_id(0, trace_id, span_id),
         )
         return ended_at

@@ -160,6 +160,7 @@ class OtlpExport:
         self._queue: deque[WriteBatch | _Marker] = deque()
         self._waiting = 0
         """Calls and agent spans queued or held in unsent sessions (bounded)."""
+        self._count_lock = threading.Lock()
         self._held: dict[str, _Held] = {}
         self._sent: OrderedDict[str, _Sent] = OrderedDict()
         self._implicit: set[str] = set()
@@ -177,11 +178,14 @@ class OtlpExport:
     def committed(self, batch: WriteBatch) -> None:
         """Queue a committed batch; dropped and counted when too much is waiting."""
         size = len(batch.calls) + len(batch.spans)
-        if self._closing or self._waiting + size > self._bound:
+        with self._count_lock:
+            refused = self._closing or self._waiting + size > self._bound
+            if not refused:
+                self._waiting += size
+        if refused:
             if size:
                 self._counters.add("export_dropped", size)
             return
-        self._waiting += size
         self._queue.append(batch)
         self._wakeup.set()
 
@@ -243,7 +247,7 @@ class OtlpExport:
         imported = registry.is_imported
         calls = [call for call in batch.calls if not imported(call.session_id)]
         spans = [span for span in batch.spans if not imported(span.session_id)]
-        self._waiting -= len(batch.calls) - len(calls) + len(batch.spans) - len(spans)
+        self._done(len(batch.calls) - len(calls) + len(batch.spans) - len(spans))
         for state in batch.sessions:
             if not imported(state.session.id):
                 self._note_session(state)
@@ -255,6 +259,11 @@ class OtlpExport:
         for state in batch.sessions:
             if state.session.ended_at is not None:
                 self._send_session(state.session.id)
+
+    def _done(self, records: int) -> None:
+        """`records` are no longer waiting (sent, or not to be sent)."""
+        with self._count_lock:
+            self._waiting -= records
 
     def _note_session(self, state: SessionState) -> None:
         session = state.session
@@ -322,11 +331,11 @@ class OtlpExport:
             parent = _innermost_agent(call, sent.agents)
             parent_id = sent.span_id if parent is None else span_id_of("agent", parent.id)
             self._outgoing.append(self._factory.call_span(call, cost, sent.trace_id, parent_id))
-            self._waiting -= 1
+            self._done(1)
         elif call.session_id in self._implicit:
             trace_id = trace_id_of(call.id)
             self._outgoing.append(self._factory.call_span(call, cost, trace_id, None))
-            self._waiting -= 1
+            self._done(1)
         else:
             self._held_of(call.session_id).calls.append((call, cost))
 
@@ -338,10 +347,10 @@ class OtlpExport:
                 sent.span_id if span.parent_id is None else span_id_of("agent", span.parent_id)
             )
             self._outgoing.append(self._factory.agent_span(span, sent.trace_id, parent_id))
-            self._waiting -= 1
+            self._done(1)
         elif span.session_id in self._implicit:
             self._outgoing.append(self._factory.agent_span(span, trace_id_of(span.id), None))
-            self._waiting -= 1
+            self._done(1)
         else:
             self._held_of(span.session_id).spans.append(span)
 
@@ -356,7 +365,7 @@ class OtlpExport:
         held = self._held.pop(session_id, None)
         if held is None:
             return
-        self._waiting -= len(held.calls) + len(held.spans)
+        self._done(len(held.calls) + len(held.spans))
         state = held.state
         trace_id = held.trace_id or trace_id_of(session_id)
         session_span: int | None = None
@@ -378,7 +387,7 @@ class OtlpExport:
             parent_id = (
                 session_span if span.parent_id is None else span_id_of("agent", span.parent_id)
             )
-            self._outgoing.append(factory.agent_span(span, trace_id, parent_id))  # type: ignore[arg-type]
+            self._outgoing.append(factory.agent_span(span, trace_id, parent_id))
         for call, cost in held.calls:
             agent = _innermost_agent(call, held.spans)
             parent_id = session_span if agent is None else span_id_of("agent", agent.id)

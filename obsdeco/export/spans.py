@@ -159,7 +159,7 @@ class SpanFactory:
             error=error,
         )
 
-    def agent_span(self, span: AgentSpan, trace_id: int, parent_id: int) -> ReadableSpan:
+    def agent_span(self, span: AgentSpan, trace_id: int, parent_id: int | None) -> ReadableSpan:
         """The `invoke_agent {agent}` span of an agent invocation."""
         attributes: Attributes = {
             "gen_ai.operation.name": "invoke_agent",
