@@ -150,12 +150,16 @@ def check_otlp_endpoint(url: str) -> str:
             f"otlp_endpoint {url!r} must be an http:// or https:// URL such as "
             "http://127.0.0.1:4318"
         )
-    if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is None:
+    if not _otlp_installed():
         raise ValueError(
             "otlp_endpoint needs the OpenTelemetry SDK and OTLP exporter: "
             "pip install 'obsdeco[otel]'"
         )
     return url.strip().rstrip("/")
+
+
+def _otlp_installed() -> bool:
+    return importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is not None
 
 
 def parse_otlp_headers(raw: str) -> dict[str, str]:
@@ -320,7 +324,8 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             raise ValueError(f"environment variable {variable}: {exc}") from None
     for option, (variable, parse) in _OTEL_ENVIRONMENT.items():
         raw = environ.get(variable)
-        if option in values or raw is None or not raw.strip():
+        if option in values or raw is None or not raw.strip() or not _otlp_installed():
+            # Without the exporter, the SDK's variables are for other tools: no error here.
             continue
         try:
             values[option] = parse(raw)
