@@ -3,6 +3,9 @@
 Everything public is importable from here; see the README for the guide.
 """
 
+import importlib
+from types import ModuleType
+
 from obsdeco._version import __version__
 from obsdeco.aio import aflush, aget_calls, aget_report, areport
 from obsdeco.alerts.events import AlertEvent
@@ -101,3 +104,10 @@ __all__ = [
     "unpatch_all",
     "unregister_analyzer",
 ]
+
+
+def __getattr__(name: str) -> ModuleType:
+    """`obsdeco.otel` is imported on first use: it needs `pip install 'obsdeco[otel]'`."""
+    if name == "otel":
+        return importlib.import_module("obsdeco.otel")
+    raise AttributeError(f"module 'obsdeco' has no attribute {name!r}")

@@ -11,6 +11,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from sqlalchemy.engine import make_url
@@ -74,6 +75,13 @@ class Settings(BaseModel):
     """Alert rules, evaluated off the caller's thread from what is stored."""
     alert_interval_s: float = Field(default=30.0, ge=0.0, le=86_400.0, allow_inf_nan=False)
     """How often the background evaluator checks the alerts (0: only `check_alerts()`)."""
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP base URL (e.g. http://127.0.0.1:4318): stored records are also exported
+    there as OpenTelemetry traces and metrics (`/v1/traces`, `/v1/metrics` are appended)."""
+    otlp_headers: dict[str, str] = Field(default_factory=dict)
+    """Headers sent with every OTLP export request (e.g. an API key)."""
+    otlp_timeout_s: float = Field(default=10.0, gt=0.0, le=600.0, allow_inf_nan=False)
+    """How long one OTLP export request may take, retries included."""
 
     @field_validator("alerts")
     @classmethod
@@ -83,6 +91,11 @@ class Settings(BaseModel):
         if twice:
             raise ValueError(f"alert names must be unique; given twice: {twice}")
         return value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _usable_otlp_endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else check_otlp_endpoint(value)
 
     @field_validator("provider_hosts")
     @classmethod
@@ -140,6 +153,41 @@ class Settings(BaseModel):
             if any(price < 0 for price in prices.values()):
                 raise ValueError(f"pricing_overrides[{model!r}] has a negative price")
         return value
+
+
+def check_otlp_endpoint(url: str) -> str:
+    """`url` without a trailing slash if it is an http(s) URL and the OTLP exporter is
+    installed, else a `ValueError` saying what to change."""
+    parsed = urlsplit(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(
+            f"otlp_endpoint {url!r} must be an http:// or https:// URL such as "
+            "http://127.0.0.1:4318"
+        )
+    if not _otlp_installed():
+        raise ValueError(
+            "otlp_endpoint needs the OpenTelemetry SDK and OTLP exporter: "
+            "pip install 'obsdeco[otel]'"
+        )
+    return url.strip().rstrip("/")
+
+
+def _otlp_installed() -> bool:
+    return importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is not None
+
+
+def parse_otlp_headers(raw: str) -> dict[str, str]:
+    """Headers in the OpenTelemetry environment format: `key=value,key2=value2`, each part
+    URL-encoded."""
+    headers: dict[str, str] = {}
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value pairs separated by commas, got {item.strip()!r}")
+        headers[unquote(key.strip())] = unquote(value.strip())
+    return headers
 
 
 def _provider_host(host: str) -> str:
@@ -266,7 +314,16 @@ _ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "provider_hosts": _parse_json,
     "cache_url": str,
     "alert_interval_s": float,
+    "otlp_endpoint": str,
+    "otlp_headers": parse_otlp_headers,
+    "otlp_timeout_s": float,
 }
+
+_OTEL_ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "otlp_endpoint": ("OTEL_EXPORTER_OTLP_ENDPOINT", str),
+    "otlp_headers": ("OTEL_EXPORTER_OTLP_HEADERS", parse_otlp_headers),
+}
+"""The OpenTelemetry SDK's own variables, read when the `OBSDECO_*` one is not set."""
 
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -275,6 +332,15 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         variable = f"OBSDECO_{option.upper()}"
         raw = environ.get(variable)
         if raw is None:
+            continue
+        try:
+            values[option] = parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"environment variable {variable}: {exc}") from None
+    for option, (variable, parse) in _OTEL_ENVIRONMENT.items():
+        raw = environ.get(variable)
+        if option in values or raw is None or not raw.strip() or not _otlp_installed():
+            # Without the exporter, the SDK's variables are for other tools: no error here.
             continue
         try:
             values[option] = parse(raw)
@@ -361,6 +427,9 @@ def configure(
     alerts: Sequence[Alert] | None = None,
     alert_interval_s: float | None = None,
     budgets: Sequence[Budget] | None = None,
+    otlp_endpoint: str | None = None,
+    otlp_headers: Mapping[str, str] | None = None,
+    otlp_timeout_s: float | None = None,
 ) -> Settings:
     """Replace the whole obsdeco configuration.
 
@@ -393,6 +462,9 @@ def configure(
         alerts=None if alerts is None else tuple(alerts),
         alert_interval_s=alert_interval_s,
         budgets=None if budgets is None else tuple(budgets),
+        otlp_endpoint=otlp_endpoint,
+        otlp_headers=otlp_headers,
+        otlp_timeout_s=otlp_timeout_s,
     )
     settings_holder.replace(settings)
     return settings
