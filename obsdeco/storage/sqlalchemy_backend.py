@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -127,13 +128,31 @@ def _create_engine(url: str) -> Engine:
     def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         if not in_memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _use_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=5000")
         cursor.execute("PRAGMA cache_size=-65536")
         cursor.close()
 
     return engine
+
+
+_WAL_SWITCH_WAIT_S = 5.0
+
+
+def _use_wal(cursor: Any) -> None:
+    """Put the database in WAL mode. Two connections switching a new file at once deadlock on
+    its lock, and SQLite fails one of them at once (its busy timeout does not apply): that one
+    tries again until the other has switched."""
+    deadline = time.monotonic() + _WAL_SWITCH_WAIT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _json_text(value: dict[str, Any]) -> str:
