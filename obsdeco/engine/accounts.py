@@ -17,6 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, Engine, and_, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from obsdeco.models import MAX_NAME_LENGTH
 from obsdeco.storage.schema import budget_accounts
@@ -161,7 +162,7 @@ class DatabaseAccounts(Accounts):
             return
         with self._lock:
             if not self._table_ready:
-                budget_accounts.create(self._engine, checkfirst=True)
+                self._create_table()
                 self._table_ready = True
         statement = (
             self._insert(budget_accounts)
@@ -177,6 +178,14 @@ class DatabaseAccounts(Accounts):
         with self._engine.begin() as connection:
             connection.execute(statement)
         self._opened.add(key)
+
+    def _create_table(self) -> None:
+        """Create `budget_accounts` if missing. Another process creating it at the same moment
+        makes the attempt fail on the table it has just made; the retry finds it."""
+        try:
+            budget_accounts.create(self._engine, checkfirst=True)
+        except DBAPIError:
+            budget_accounts.create(self._engine, checkfirst=True)
 
 
 def _stored_name(key: AccountKey) -> str:
