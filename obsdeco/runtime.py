@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from obsdeco.analyzers import PriceTable, session_totals
 from obsdeco.config import Settings, get_settings, settings_holder
+from obsdeco.engine.budget_counts import budget_counts
 from obsdeco.guard import internal_faults
 from obsdeco.models import Session
 from obsdeco.privacy.store import open_store
@@ -61,6 +62,12 @@ class Stats(BaseModel):
     last_error: str | None
     internal_faults: int
     """obsdeco faults swallowed so that your code was unaffected (each place logged once)."""
+    budget_refusals: int
+    """LLM calls refused by a budget (`BudgetExceeded`), never sent."""
+    budget_unestimated: int
+    """LLM calls let through outside every budget: their worst case could not be known."""
+    budget_unreachable: int
+    """Reservations let through because a project budget's accounts could not be reached."""
 
 
 class _Pipeline:
@@ -125,6 +132,7 @@ class _Pipeline:
     def stats(self) -> Stats:
         writers = self.writers()
         counters = self.counters
+        refusals, unestimated, unreachable = budget_counts.snapshot()
         with counters.lock:
             dropped = (
                 counters.dropped_queue_full + counters.dropped_rejected + counters.dropped_at_exit
@@ -144,6 +152,9 @@ class _Pipeline:
                 queue_bound=get_settings().max_queue_size,
                 last_error=counters.last_error,
                 internal_faults=internal_faults(),
+                budget_refusals=refusals,
+                budget_unestimated=unestimated,
+                budget_unreachable=unreachable,
             )
 
     def flush_at_exit(self) -> None:

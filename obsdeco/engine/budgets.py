@@ -20,6 +20,7 @@ from typing import Any
 
 from obsdeco.config import Settings, get_settings
 from obsdeco.engine.accounts import AccountKey, Accounts, DatabaseAccounts, LocalAccounts
+from obsdeco.engine.budget_counts import budget_counts
 from obsdeco.engine.budget_rules import Budget, BudgetExceeded, BudgetScope
 from obsdeco.engine.worst_case import worst_case_usd
 from obsdeco.guard import fault
@@ -69,7 +70,7 @@ class _Scope:
 
 
 class _Ledger:
-    """The process's accounts and counts."""
+    """The process's accounts, and what it has warned about."""
 
     def __init__(self) -> None:
         self.local = LocalAccounts()
@@ -77,9 +78,6 @@ class _Ledger:
         self._lock = threading.Lock()
         self._warned: set[AccountKey] = set()
         self._unpriced: set[str] = set()
-        self.refused = 0
-        self.unestimated = 0
-        self.unreachable = 0
 
     def project_accounts(self) -> Accounts:
         """The store's shared accounts, or this process's when the store has no database."""
@@ -93,8 +91,8 @@ class _Ledger:
             return accounts
 
     def note_unestimated(self, model: str) -> None:
+        budget_counts.add("unestimated")
         with self._lock:
-            self.unestimated += 1
             first = model not in self._unpriced
             self._unpriced.add(model)
         if first:
@@ -186,7 +184,7 @@ def reserve(
             continue
         if refusal is not None:
             settle(held, None)
-            ledger.refused += 1
+            budget_counts.add("refused")
             raise BudgetExceeded(
                 scope.label,
                 scope.scope,
@@ -200,7 +198,7 @@ def reserve(
 
 
 def _note_unreachable(scope: _Scope) -> None:
-    ledger.unreachable += 1
+    budget_counts.add("unreachable")
     logger.warning(
         "obsdeco could not reach the accounts of budget %r; the call is let through",
         scope.label,
