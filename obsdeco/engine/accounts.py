@@ -13,15 +13,17 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, Engine, and_, case, select, update
+from sqlalchemy import ColumnElement, Engine, and_, case, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from obsdeco.models import MAX_NAME_LENGTH
 from obsdeco.storage.schema import budget_accounts
 
+NO_WINDOW = datetime(1970, 1, 1, tzinfo=UTC)
+"""The period of a budget without a window: its one account spans all time."""
 _MAX_LOCAL_ACCOUNTS = 100_000
 """Accounts kept in memory; beyond, the least recently used one holding nothing is forgotten."""
 
@@ -57,6 +59,19 @@ class Accounts:
 
     def balance(self, key: AccountKey) -> Balance:
         raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAccount:
+    """A project budget's account in one window, as the store holds it."""
+
+    budget: str
+    """The budget's label and the project's name: "label | project"."""
+    period: datetime | None
+    """When its window started; None for a budget without a window."""
+    limit_usd: float
+    spent_usd: float
+    reserved_usd: float
 
 
 @dataclass(slots=True)
@@ -196,3 +211,19 @@ def _row(key: AccountKey) -> ColumnElement[bool]:
     return and_(
         budget_accounts.c.budget == _stored_name(key), budget_accounts.c.period == key.period
     )
+
+
+def stored_accounts(engine: Engine) -> list[StoredAccount]:
+    """The project budget accounts in the store, latest windows first (none in a store no
+    project budget has used)."""
+    if not inspect(engine).has_table(budget_accounts.name):
+        return []
+    columns = budget_accounts.c
+    statement = select(
+        columns.budget, columns.period, columns.limit_usd, columns.spent_usd, columns.reserved_usd
+    ).order_by(columns.period.desc(), columns.budget)
+    with engine.connect() as connection:
+        return [
+            StoredAccount(name, None if period == NO_WINDOW else period, limit, spent, reserved)
+            for name, period, limit, spent, reserved in connection.execute(statement)
+        ]

@@ -19,7 +19,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from obsdeco.config import Settings, get_settings
-from obsdeco.engine.accounts import AccountKey, Accounts, DatabaseAccounts, LocalAccounts
+from obsdeco.engine.accounts import (
+    NO_WINDOW,
+    AccountKey,
+    Accounts,
+    DatabaseAccounts,
+    LocalAccounts,
+)
 from obsdeco.engine.budget_counts import budget_counts
 from obsdeco.engine.budget_rules import Budget, BudgetExceeded, BudgetScope
 from obsdeco.engine.worst_case import worst_case_usd
@@ -30,7 +36,6 @@ from obsdeco.windows import period_start
 
 logger = logging.getLogger("obsdeco.budgets")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SESSION_BUDGET = "session budget_usd"
 
 SessionBudgets = tuple[tuple[str, float], ...]
@@ -121,14 +126,14 @@ ledger = _Ledger()
 
 def _period(budget: Budget, now: datetime) -> datetime:
     window = budget.period
-    return _EPOCH if window is None else period_start(now, window)
+    return NO_WINDOW if window is None else period_start(now, window)
 
 
 def _scopes(settings: Settings, session: Session, agent_name: str | None) -> Iterator[_Scope]:
     """Every budget the call counts in, with its account."""
     now = datetime.now(UTC)
     for session_id, limit in _session_budgets.get():
-        key = AccountKey(_SESSION_BUDGET, session_id, _EPOCH)
+        key = AccountKey(_SESSION_BUDGET, session_id, NO_WINDOW)
         yield _Scope(_SESSION_BUDGET, "session", limit, None, ledger.local, key)
     for budget in settings.budgets:
         if budget.scope == "session":
