@@ -232,12 +232,11 @@ def _real_cost(call: LLMCall, reservation: Reservation) -> float:
     prompt, completion = call.prompt_tokens, call.completion_tokens
     if prompt is None or completion is None:
         return reservation.estimate_usd
-    cost = get_runtime().prices.price_sums(
+    cost = get_runtime().prices.price_call(
         (call.provider_name, call.model_key, call.model),
         prompt,
         call.cached_tokens or 0,
         call.cache_creation_tokens or 0,
         completion,
-        prompt,
     )
     return reservation.estimate_usd if cost is None else cost
