@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from obsdeco.alerts.counters import alert_counters
 from obsdeco.analyzers import PriceTable, session_totals
 from obsdeco.config import Settings, get_settings, settings_holder
+from obsdeco.engine.budget_counts import budget_counts
 from obsdeco.engine.cache_store import cache_counters, cache_pending, close_caches, flush_caches
 from obsdeco.engine.counters import engine_counters
 from obsdeco.export import registry as exports
@@ -93,6 +94,12 @@ class Stats(BaseModel):
     export_dropped: int = 0
     """Stored calls and agent spans never exported: more were waiting than the exporter holds
     (`max_queue_size`)."""
+    budget_refusals: int
+    """LLM calls refused by a budget (`BudgetExceeded`), never sent."""
+    budget_unestimated: int
+    """LLM calls let through outside every budget: their worst case could not be known."""
+    budget_unreachable: int
+    """Reservations let through because a project budget's accounts could not be reached."""
 
 
 class _Pipeline:
@@ -169,6 +176,7 @@ class _Pipeline:
                 export.export_dropped,
                 export.export_metrics_failed,
             )
+        refusals, unestimated, unreachable = budget_counts.snapshot()
         with counters.lock:
             dropped = (
                 counters.dropped_queue_full + counters.dropped_rejected + counters.dropped_at_exit
@@ -202,6 +210,9 @@ class _Pipeline:
                 export_failed=export_failed,
                 export_dropped=export_dropped,
                 export_metrics_failed=export_metrics_failed,
+                budget_refusals=refusals,
+                budget_unestimated=unestimated,
+                budget_unreachable=unreachable,
             )
 
     def flush_at_exit(self) -> None:

@@ -16,6 +16,7 @@ from obsdeco.analyzers import PriceTable, build_report
 from obsdeco.analyzers.columns import NONE_KEY
 from obsdeco.analyzers.project import build_project_report, priced_groups
 from obsdeco.analyzers.savings import build_savings
+from obsdeco.engine.accounts import StoredAccount, stored_accounts
 from obsdeco.engine.experiment_report import ExperimentReport
 from obsdeco.engine.experiments import stored_experiment_report
 from obsdeco.models import (
@@ -247,6 +248,12 @@ def savings(backend: StorageBackend, prices: PriceTable, filters: Filters) -> Sa
         filters.model,
         filters.agent,
     )
+
+
+def budget_accounts(backend: StorageBackend) -> list[StoredAccount]:
+    """The project budget accounts the store holds (none in a store without a database)."""
+    engine = getattr(backend, "engine", None)
+    return [] if engine is None else stored_accounts(engine)
 
 
 class GroupLatency(BaseModel):

@@ -21,8 +21,15 @@ from typing import Any
 
 from obsdeco.alerts.budget_usage import BudgetUsage, fire_budget_warning, register_budget_metric
 from obsdeco.config import Settings, get_settings
-from obsdeco.engine.accounts import AccountKey, Accounts, DatabaseAccounts, LocalAccounts
-from obsdeco.engine.budget_rules import BudgetExceeded, BudgetScope
+from obsdeco.engine.accounts import (
+    NO_WINDOW,
+    AccountKey,
+    Accounts,
+    DatabaseAccounts,
+    LocalAccounts,
+)
+from obsdeco.engine.budget_counts import budget_counts
+from obsdeco.engine.budget_rules import Budget, BudgetExceeded, BudgetScope
 from obsdeco.engine.worst_case import worst_case_usd
 from obsdeco.guard import fault
 from obsdeco.models import LLMCall, Session
@@ -31,7 +38,6 @@ from obsdeco.windows import period_start
 
 logger = logging.getLogger("obsdeco.budgets")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _WATCHED_ACCOUNTS = 1_000
 """Accounts whose use alerts on metric "budget" read: the most recently used ones."""
 _SESSION_BUDGET = "session budget_usd"
@@ -75,7 +81,7 @@ class _Scope:
 
 
 class _Ledger:
-    """The process's accounts and counts."""
+    """The process's accounts, and what it has warned about."""
 
     def __init__(self) -> None:
         self.local = LocalAccounts()
@@ -84,9 +90,6 @@ class _Ledger:
         self._warned: set[AccountKey] = set()
         self._watched: OrderedDict[AccountKey, _Scope] = OrderedDict()
         self._unpriced: set[str] = set()
-        self.refused = 0
-        self.unestimated = 0
-        self.unreachable = 0
 
     def project_accounts(self) -> Accounts:
         """The store's shared accounts, or this process's when the store has no database."""
@@ -100,8 +103,8 @@ class _Ledger:
             return accounts
 
     def note_unestimated(self, model: str) -> None:
+        budget_counts.add("unestimated")
         with self._lock:
-            self.unestimated += 1
             first = model not in self._unpriced
             self._unpriced.add(model)
         if first:
@@ -156,11 +159,16 @@ ledger = _Ledger()
 register_budget_metric(ledger.usages)
 
 
+def _period(budget: Budget, now: datetime) -> datetime:
+    window = budget.period
+    return NO_WINDOW if window is None else period_start(now, window)
+
+
 def _scopes(settings: Settings, session: Session, agent_name: str | None) -> Iterator[_Scope]:
     """Every budget the call counts in, with its account."""
     now = datetime.now(UTC)
     for session_id, limit in _session_budgets.get():
-        key = AccountKey(_SESSION_BUDGET, session_id, _EPOCH)
+        key = AccountKey(_SESSION_BUDGET, session_id, NO_WINDOW)
         yield _Scope(_SESSION_BUDGET, "session", limit, None, ledger.local, key)
     for budget in settings.budgets:
         if budget.scope == "session":
@@ -174,12 +182,15 @@ def _scopes(settings: Settings, session: Session, agent_name: str | None) -> Ite
                 continue
             owner = session.project_name
         accounts = ledger.project_accounts() if budget.scope == "project" else ledger.local
-        window = budget.period
-        key = AccountKey(
-            budget.label, owner, _EPOCH if window is None else period_start(now, window)
-        )
+        key = AccountKey(budget.label, owner, _period(budget, now))
         yield _Scope(
-            budget.label, budget.scope, budget.limit_usd, budget.soft_usd, accounts, key, window
+            budget.label,
+            budget.scope,
+            budget.limit_usd,
+            budget.soft_usd,
+            accounts,
+            key,
+            budget.period,
         )
 
 
@@ -221,7 +232,7 @@ def reserve(
             continue
         if refusal is not None:
             settle(held, None)
-            ledger.refused += 1
+            budget_counts.add("refused")
             raise BudgetExceeded(
                 scope.label,
                 scope.scope,
@@ -238,7 +249,7 @@ def reserve(
 
 
 def _note_unreachable(scope: _Scope) -> None:
-    ledger.unreachable += 1
+    budget_counts.add("unreachable")
     logger.warning(
         "obsdeco could not reach the accounts of budget %r; the call is let through",
         scope.label,
@@ -267,12 +278,11 @@ def _real_cost(call: LLMCall, reservation: Reservation) -> float:
     prompt, completion = call.prompt_tokens, call.completion_tokens
     if prompt is None or completion is None:
         return reservation.estimate_usd
-    cost = get_runtime().prices.price_sums(
+    cost = get_runtime().prices.price_call(
         (call.provider_name, call.model_key, call.model),
         prompt,
         call.cached_tokens or 0,
         call.cache_creation_tokens or 0,
         completion,
-        prompt,
     )
     return reservation.estimate_usd if cost is None else cost
