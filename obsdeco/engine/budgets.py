@@ -58,6 +58,11 @@ def exit_session_budget(token: Token[SessionBudgets]) -> None:
     _session_budgets.reset(token)
 
 
+def session_budgeted() -> bool:
+    """Whether this code runs in a session with a `budget_usd`."""
+    return bool(_session_budgets.get())
+
+
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """What one call holds in one budget's account."""

@@ -135,17 +135,20 @@ class SDKSeam:
             return wrapped(*args, **kwargs)
         if recorder.streamed:
             args, kwargs = self._prepared(recorder, args, kwargs)
-        args, kwargs = self._planned(recorder, args, kwargs)
-        processing = self._cached(recorder, client, args, kwargs)
-        if processing is not None:
-            try:
-                result = client._process_response(**processing)
-            except Exception:
-                fault(f"{type(self).__qualname__}.replay")
-            else:
-                recorder.cache_hit = True
-                return self.observed(recorder, result)
-        engine.reserve(recorder)
+        if engine.engaged():
+            args, kwargs = self._planned(recorder, args, kwargs)
+            processing = self._cached(recorder, client, args, kwargs)
+            if processing is not None:
+                try:
+                    result = client._process_response(**processing)
+                except Exception:
+                    fault(f"{type(self).__qualname__}.replay")
+                else:
+                    recorder.cache_hit = True
+                    return self.observed(recorder, result)
+            engine.reserve(recorder)
+        else:
+            recorder.planned = True
         with sending(recorder):
             result = wrapped(*args, **kwargs)
         return self.observed(recorder, result)
@@ -163,17 +166,20 @@ class SDKSeam:
             return await wrapped(*args, **kwargs)
         if recorder.streamed:
             args, kwargs = self._prepared(recorder, args, kwargs)
-        args, kwargs = self._planned(recorder, args, kwargs)
-        processing = self._cached(recorder, client, args, kwargs)
-        if processing is not None:
-            try:
-                result = await client._process_response(**processing)
-            except Exception:
-                fault(f"{type(self).__qualname__}.replay")
-            else:
-                recorder.cache_hit = True
-                return self.observed(recorder, result)
-        engine.reserve(recorder)
+        if engine.engaged():
+            args, kwargs = self._planned(recorder, args, kwargs)
+            processing = self._cached(recorder, client, args, kwargs)
+            if processing is not None:
+                try:
+                    result = await client._process_response(**processing)
+                except Exception:
+                    fault(f"{type(self).__qualname__}.replay")
+                else:
+                    recorder.cache_hit = True
+                    return self.observed(recorder, result)
+            engine.reserve(recorder)
+        else:
+            recorder.planned = True
         with sending(recorder):
             result = await wrapped(*args, **kwargs)
         return self.observed(recorder, result)
