@@ -116,8 +116,10 @@ class SDKSeam:
         if api is None:
             return None
         unsent = self._unsent
-        if any(isinstance(value, unsent) for value in body.values()):
-            body = {key: value for key, value in body.items() if not isinstance(value, unsent)}
+        for value in body.values():
+            if isinstance(value, unsent):
+                body = {key: given for key, given in body.items() if not isinstance(given, unsent)}
+                break
         return CallRecorder(
             self.format, api, body, host=_host_of(client), attribution=explicit_attribution()
         )
