@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from obsdeco._version import __version__
+from obsdeco.file_export import EXPORTS as EXPORT_TABLES
+from obsdeco.file_export import FORMATS as EXPORT_FORMATS
 
 if TYPE_CHECKING:
     from obsdeco.models import ProjectReport, SavingsReport, SessionReport
@@ -111,6 +113,27 @@ def _parser() -> argparse.ArgumentParser:
     experiments.add_argument("--project", help="only this project")
     experiments.add_argument("--since", type=parse_time, help="report: sessions started since")
     experiments.add_argument("--until", type=parse_time, help="report: sessions started before")
+
+    export = commands.add_parser(
+        "export",
+        help="write stored calls, sessions or agent spans to a JSON Lines, CSV or Parquet file",
+        parents=[options],
+    )
+    export.add_argument("what", choices=EXPORT_TABLES, help="what to export")
+    export.add_argument(
+        "output", help="the file to write (its suffix names the format), or - for stdout"
+    )
+    export.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        help="jsonl, csv or parquet (default: from OUTPUT's suffix; jsonl for stdout)",
+    )
+    export.add_argument("--project", help="only this project (default: every project)")
+    export.add_argument("--since", type=parse_time, help="ISO time or duration (24h, 7d)")
+    export.add_argument("--until", type=parse_time, help="ISO time or duration")
+    export.add_argument("--model", help="only calls of this model (sessions: that called it)")
+    export.add_argument("--agent", help="only calls of this agent (sessions: that it called from)")
+    export.add_argument("--session", dest="session_id", help="only this session")
 
     dashboard = commands.add_parser(
         "dashboard",
@@ -234,6 +257,34 @@ def _experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    """Write the export; what was written is said on stderr, so that stdout holds only rows."""
+    import obsdeco
+
+    to_stdout = args.output == "-"
+    if to_stdout and args.format == "parquet":
+        print("obsdeco export: Parquet cannot go to stdout; give a file path", file=sys.stderr)
+        return 2
+    try:
+        written = obsdeco.export(
+            sys.stdout if to_stdout else args.output,
+            args.what,
+            (args.format or "jsonl") if to_stdout else args.format,
+            project=args.project,
+            since=args.since,
+            until=args.until,
+            model=args.model,
+            agent=args.agent,
+            session_id=args.session_id,
+        )
+    except (ValueError, OSError) as error:
+        print(f"obsdeco export: {error}", file=sys.stderr)
+        return 2
+    where = "stdout" if to_stdout else args.output
+    print(f"wrote {written:,} rows of {args.what} to {where}", file=sys.stderr)
+    return 0
+
+
 def _print(report: SessionReport | ProjectReport | SavingsReport, output: str) -> None:
 
     if output == "json":
@@ -295,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": _report,
         "savings": _savings,
         "experiments": _experiments,
+        "export": _export,
         "dashboard": _dashboard,
     }
     try:

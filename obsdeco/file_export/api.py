@@ -117,8 +117,8 @@ def _format(target: Target, given: str | None) -> Format:
     if found is None:
         suffixes = ", ".join(SUFFIXES)
         raise ValueError(
-            f"cannot tell the format of {name!r} from its suffix: name it {suffixes} or give "
-            "format='jsonl', 'csv' or 'parquet'"
+            f"cannot tell the format of {name!r} from its suffix ({suffixes}): give the "
+            "format, 'jsonl', 'csv' or 'parquet'"
         )
     return found
 
