@@ -27,9 +27,9 @@ SUFFIXES: dict[str, Format] = {
 }
 """File name suffixes the format is told from (any case)."""
 
-DEFAULT_BATCH_SIZE = 2_000
-"""Rows read from the store per page: with captured content (up to 2 x 20,000 characters a
-call) a page stays in the tens of megabytes."""
+DEFAULT_BATCH_SIZE = 1_000
+"""Rows read from the store per page: an export holds about 10 MB per 1,000 calls without
+content (the page's rows as read, as records and as written), plus their captured content."""
 
 Target = str | os.PathLike[str] | IO[str] | IO[bytes]
 
@@ -60,6 +60,8 @@ def export(
     `encryption_key` configured encrypted content and metadata are decrypted; without one
     they are written as stored (`obsdeco:v1:...` tokens).
     """
+    if not isinstance(target, str | os.PathLike) and not hasattr(target, "write"):
+        raise TypeError(f"target must be a path or an open file, got {type(target).__name__}")
     table = _table(what)
     chosen = _format(target, format)
     checked_range(since, until)
@@ -69,6 +71,10 @@ def export(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     parquet = _parquet_module() if chosen == "parquet" else None
     where = ExportFilter(project, since, until, model, agent, session_id)
+    if isinstance(target, str | os.PathLike):
+        path = Path(target)
+        if not path.parent.is_dir():
+            raise ValueError(f"cannot write {path}: there is no directory {path.parent}")
     flush()
     runtime = get_runtime()
     rows = table.pages(runtime.backend, where, runtime.prices, batch_size)
@@ -105,14 +111,13 @@ def _format(target: Target, given: str | None) -> Format:
         raise ValueError(f"format must be one of {names}, got {given!r}")
     if isinstance(target, str | os.PathLike):
         name = os.fspath(target)
-    elif hasattr(target, "write"):
+    else:
         name = getattr(target, "name", None)
         if not isinstance(name, str):
             raise ValueError(
-                "format is needed when writing to a file object: format='jsonl', 'csv' or 'parquet'"
+                "a file object has no suffix to tell the format from: give the format, "
+                "'jsonl', 'csv' or 'parquet'"
             )
-    else:
-        raise TypeError(f"target must be a path or an open file, got {type(target).__name__}")
     found = SUFFIXES.get(Path(name).suffix.lower())
     if found is None:
         suffixes = ", ".join(SUFFIXES)

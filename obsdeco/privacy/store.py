@@ -113,13 +113,13 @@ class PrivateStorage:
     ) -> list[LLMCall]:
         return [self._opened_call(call) for call in self.inner.query_calls(where, limit, offset)]
 
-    def iter_calls(self, where: CallFilter, batch_size: int = 2_000) -> Iterator[list[LLMCall]]:
+    def iter_calls(self, where: CallFilter, batch_size: int = 1_000) -> Iterator[list[LLMCall]]:
         """Decrypted with the configured key; without one, as stored (for exports)."""
         for page in self.inner.iter_calls(where, batch_size):
             yield page if self._cipher is None else [self._opened_call(call) for call in page]
 
     def iter_sessions(
-        self, where: SessionFilter, batch_size: int = 2_000
+        self, where: SessionFilter, batch_size: int = 1_000
     ) -> Iterator[list[SessionSummary]]:
         """Decrypted with the configured key; without one, as stored (for exports)."""
         for page in self.inner.iter_sessions(where, batch_size):

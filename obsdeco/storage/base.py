@@ -234,21 +234,21 @@ class StorageBackend(Protocol):
     ) -> list[LLMCall]:
         """Calls matching `where` with timestamp in [since, until), oldest first."""
 
-    def iter_calls(self, where: CallFilter, batch_size: int = 2_000) -> Iterator[list[LLMCall]]:
+    def iter_calls(self, where: CallFilter, batch_size: int = 1_000) -> Iterator[list[LLMCall]]:
         """The calls `query_calls` returns, in pages of at most `batch_size`, each page read
         when the previous one has been consumed (keyset pagination on (timestamp, id)), so
         that no more than a page is held however many calls match. Unlike `query_calls`, it
         returns encrypted values as stored when no key is configured."""
 
     def iter_sessions(
-        self, where: SessionFilter, batch_size: int = 2_000
+        self, where: SessionFilter, batch_size: int = 1_000
     ) -> Iterator[list[SessionSummary]]:
         """Sessions matching `where` with their stored aggregates, oldest first (by
         (started_at, id)), in pages of at most `batch_size`, read page by page; encrypted
         metadata as `iter_calls` returns it."""
 
     def iter_spans(
-        self, where: SessionFilter, batch_size: int = 2_000
+        self, where: SessionFilter, batch_size: int = 1_000
     ) -> Iterator[list[ProjectSpan]]:
         """Agent spans matching `where`, oldest first (by (started_at, id)), in pages of at
         most `batch_size`, read page by page."""

@@ -214,7 +214,18 @@ def _session_row(state: SessionState) -> dict[str, Any]:
 
 
 def _call_from_row(row: Any) -> LLMCall:
-    values = row._asdict()
+    return _call_from_values(row._asdict())
+
+
+def _calls_from_rows(rows: Sequence[Any]) -> list[LLMCall]:
+    """`_call_from_row` of each row, the column names looked up once for all."""
+    if not rows:
+        return []
+    names = rows[0]._fields
+    return [_call_from_values(dict(zip(names, row, strict=True))) for row in rows]
+
+
+def _call_from_values(values: dict[str, Any]) -> LLMCall:
     del values["repeated"]
     values["provider"] = ModelProvider(values["provider"])
     if values["provider_name"] is None:  # imported without one, rollups not yet rebuilt
@@ -457,13 +468,13 @@ class SQLAlchemyStorage:
             rows = connection.execute(statement).all()
         return [_call_from_row(row) for row in rows]
 
-    def iter_calls(self, where: CallFilter, batch_size: int = 2_000) -> Iterator[list[LLMCall]]:
+    def iter_calls(self, where: CallFilter, batch_size: int = 1_000) -> Iterator[list[LLMCall]]:
         statement = _filtered(select(llm_calls), where)
         for rows in self._pages(statement, llm_calls.c.timestamp, llm_calls.c.id, batch_size):
-            yield [_call_from_row(row) for row in rows]
+            yield _calls_from_rows(rows)
 
     def iter_sessions(
-        self, where: SessionFilter, batch_size: int = 2_000
+        self, where: SessionFilter, batch_size: int = 1_000
     ) -> Iterator[list[SessionSummary]]:
         statement = _sessions_filtered(
             select(sessions),
@@ -479,7 +490,7 @@ class SQLAlchemyStorage:
             yield [_summary_from_row(row) for row in rows]
 
     def iter_spans(
-        self, where: SessionFilter, batch_size: int = 2_000
+        self, where: SessionFilter, batch_size: int = 1_000
     ) -> Iterator[list[ProjectSpan]]:
         spans = agent_spans.c
         statement = _sessions_filtered(
