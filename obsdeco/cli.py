@@ -1,5 +1,5 @@
 """The `obsdeco` command line: list stored sessions and experiments, print their reports and
-the savings."""
+the savings, export records to files."""
 
 from __future__ import annotations
 
@@ -119,9 +119,13 @@ def _parser() -> argparse.ArgumentParser:
         help="write stored calls, sessions or agent spans to a JSON Lines, CSV or Parquet file",
         parents=[options],
     )
-    export.add_argument("what", choices=EXPORT_TABLES, help="what to export")
     export.add_argument(
-        "output", help="the file to write (its suffix names the format), or - for stdout"
+        "what", choices=EXPORT_TABLES, metavar="WHAT", help="calls, sessions or spans"
+    )
+    export.add_argument(
+        "output",
+        metavar="OUTPUT",
+        help="the file to write (its suffix names the format), or - for stdout",
     )
     export.add_argument(
         "--format",

@@ -269,7 +269,7 @@ def test_every_format_holds_the_same_values(seeded, tmp_path):
     for suffix in ("jsonl", "csv", "parquet"):
         obsdeco.export(tmp_path / f"calls.{suffix}")
     from_json = _jsonl(tmp_path / "calls.jsonl")
-    header, *from_csv = _csv(tmp_path / "calls.csv")
+    _header, *from_csv = _csv(tmp_path / "calls.csv")
     from_parquet = pq.read_table(tmp_path / "calls.parquet").to_pylist()
 
     for line, cells, record in zip(from_json, from_csv, from_parquet, strict=True):
@@ -455,7 +455,8 @@ def test_text_round_trips_in_every_format(configured, tmp_path):
     records = pq.read_table(tmp_path / "t.parquet").to_pylist()
 
     assert len(lines) == len(texts) + 1  # one line per row: no raw newline or U+2028 inside
-    assert "\u2028" not in lines[0] and "\\u2028" in lines[0]
+    assert "\u2028" not in lines[0]
+    assert "\\u2028" in lines[0]
     from_json = [json.loads(line) for line in lines[:-1]]
     message = header.index("error_message")
     assert [row["error_message"] or "" for row in from_json] == stored
@@ -464,7 +465,7 @@ def test_text_round_trips_in_every_format(configured, tmp_path):
     assert [json.loads(record["metadata"])["text"] for record in records] == stored
     escaped = ["'" + text if text[:1] in ("=", "+", "-", "@", "\t") else text for text in stored]
     assert [row[message] for row in rows] == escaped
-    assert escaped[2:7] == ["'=HYPERLINK(\"http://x\")", "'-2", "'+1", "'@me", "'\tlead tab"]
+    assert escaped[2:7] == ['\'=HYPERLINK("http://x")', "'-2", "'+1", "'@me", "'\tlead tab"]
     assert [json.loads(row[header.index("metadata")])["text"] for row in rows] == stored
 
 
@@ -667,7 +668,8 @@ def test_file_objects_text_and_binary(seeded, tmp_path):
 
     assert binary.getvalue().decode() == text.getvalue()
     assert (tmp_path / "named.csv").read_bytes().decode() == text.getvalue()
-    assert not binary.closed and not parquet.closed
+    assert not binary.closed
+    assert not parquet.closed
     assert pq.read_table(io.BytesIO(parquet.getvalue())).num_rows == 2
 
 
