@@ -14,7 +14,7 @@ $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev,postgres,openai,anthropic,gemini,redis,frameworks,bench,dashboard,sqlcipher,parquet]'
+	$(BIN)/pip install --quiet -e '.[dev,postgres,openai,anthropic,gemini,redis,frameworks,bench,dashboard,sqlcipher,otel,parquet]'
 	touch $@ $(VENV)/.installed-demo
 
 demo: $(VENV)/.installed-demo

@@ -318,7 +318,7 @@ def non_llm_own_time(calls: int, repeats: int) -> dict[str, float]:
     def nothing(_client: Any, _request: Any, **_kwargs: Any) -> None:
         return None
 
-    observed = _sync_seam(nothing)
+    observed = _sync_seam(nothing, httpx2.Response)
     results: dict[str, float] = {}
     obsdeco.patch_all()  # the seam tests that capture is on
     try:

@@ -3,8 +3,14 @@
 Everything public is importable from here; see the README for the guide.
 """
 
+import importlib
+from types import ModuleType
+
 from obsdeco._version import __version__
 from obsdeco.aio import aflush, aget_calls, aget_report, areport
+from obsdeco.alerts.events import AlertEvent
+from obsdeco.alerts.rules import Alert
+from obsdeco.alerts.service import check_alerts, get_alerts
 from obsdeco.analyzers.registry import register_analyzer, unregister_analyzer
 from obsdeco.collector import MetricsCollector, get_calls, get_report, report, savings
 from obsdeco.config import Settings, configure, get_settings
@@ -43,6 +49,8 @@ from obsdeco.storage import StorageBackend, register_backend
 
 __all__ = [
     "AgentSpan",
+    "Alert",
+    "AlertEvent",
     "Budget",
     "BudgetExceeded",
     "Difference",
@@ -73,12 +81,14 @@ __all__ = [
     "aget_report",
     "areport",
     "cache",
+    "check_alerts",
     "configure",
     "current_session",
     "experiment",
     "experiment_report",
     "export",
     "flush",
+    "get_alerts",
     "get_calls",
     "get_report",
     "get_scores",
@@ -96,3 +106,10 @@ __all__ = [
     "unpatch_all",
     "unregister_analyzer",
 ]
+
+
+def __getattr__(name: str) -> ModuleType:
+    """`obsdeco.otel` is imported on first use: it needs `pip install 'obsdeco[otel]'`."""
+    if name == "otel":
+        return importlib.import_module("obsdeco.otel")
+    raise AttributeError(f"module 'obsdeco' has no attribute {name!r}")

@@ -1,5 +1,5 @@
-"""The `obsdeco` command line: list stored sessions and experiments, print their reports and
-the savings, export records to files."""
+"""The `obsdeco` command line: list stored sessions, experiments and alerts, print their
+reports and the savings, export records to files."""
 
 from __future__ import annotations
 
@@ -113,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     experiments.add_argument("--project", help="only this project")
     experiments.add_argument("--since", type=parse_time, help="report: sessions started since")
     experiments.add_argument("--until", type=parse_time, help="report: sessions started before")
+
+    alerts = commands.add_parser(
+        "alerts", help="list the alerts that fired or resolved, newest first", parents=[options]
+    )
+    alerts.add_argument("--name", help="only this alert")
+    alerts.add_argument("--project", help="only alerts on this project")
+    alerts.add_argument("--since", type=parse_time, help="ISO time or duration (24h, 7d)")
+    alerts.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
 
     export = commands.add_parser(
         "export",
@@ -261,6 +269,39 @@ def _experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alerts(args: argparse.Namespace) -> int:
+    import obsdeco
+    from obsdeco.alerts.events import shown_value
+
+    try:
+        found = obsdeco.get_alerts(args.since, args.name, args.project, args.limit)
+    except ValueError as error:
+        print(f"obsdeco alerts: {error}", file=sys.stderr)
+        return 2
+    if not found:
+        print("no alerts stored yet")
+        return 0
+    header = ("fired (UTC)", "alert", "state", "metric", "value", "threshold", "window", "project")
+    table = [
+        (
+            event.fired_at.strftime("%Y-%m-%d %H:%M:%S"),
+            event.alert,
+            event.state,
+            event.metric if event.budget is None else f"budget {event.budget}",
+            shown_value(event.metric, event.value),
+            f"{event.direction} {shown_value(event.metric, event.threshold)}",
+            "-" if event.metric == "budget" else event.window,
+            event.project or "(all)",
+        )
+        for event in found
+    ]
+    widths = [max(len(line[index]) for line in (header, *table)) for index in range(len(header))]
+    for line in (header, *table):
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        print("  ".join(cells).rstrip())
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     """Write the export; what was written is said on stderr, so that stdout holds only rows."""
     import obsdeco
@@ -290,7 +331,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _print(report: SessionReport | ProjectReport | SavingsReport, output: str) -> None:
-
     if output == "json":
         print(json.dumps(report.model_dump(mode="json"), indent=2))
     elif output == "markdown":
@@ -350,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": _report,
         "savings": _savings,
         "experiments": _experiments,
+        "alerts": _alerts,
         "export": _export,
         "dashboard": _dashboard,
     }

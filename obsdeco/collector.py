@@ -7,7 +7,6 @@ report) and queues it for the writer; it never touches the database.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import threading
 from collections import OrderedDict
@@ -31,6 +30,7 @@ from obsdeco.models import (
     SessionRecord,
     SessionReport,
     checked_name,
+    implicit_session_id,
     materialized,
     utc_now,
 )
@@ -151,9 +151,8 @@ def implicit_session(project: str | None = None) -> Session:
     known = runtime.implicit_sessions
     session = known.get((project, day))
     if session is None:
-        digest = hashlib.blake2b(f"implicit:{project}:{day.isoformat()}".encode(), digest_size=16)
         session = Session(
-            id=digest.hexdigest(),
+            id=implicit_session_id(project, day),
             project_name=project,
             name=f"implicit:{day.isoformat()}",
             started_at=datetime.combine(day, datetime.min.time(), tzinfo=UTC),

@@ -11,11 +11,13 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from obsdeco.alerts.rules import Alert
 from obsdeco.engine.budget_rules import Budget
 from obsdeco.engine.routes import Route
 from obsdeco.models import Name
@@ -69,6 +71,31 @@ class Settings(BaseModel):
     """The model router's rules, tried in order; the first that matches a request routes it."""
     budgets: tuple[Budget, ...] = ()
     """Hard budgets: a call that could pass one is refused before it is sent."""
+    alerts: tuple[Alert, ...] = ()
+    """Alert rules, evaluated off the caller's thread from what is stored."""
+    alert_interval_s: float = Field(default=30.0, ge=0.0, le=86_400.0, allow_inf_nan=False)
+    """How often the background evaluator checks the alerts (0: only `check_alerts()`)."""
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP base URL (e.g. http://127.0.0.1:4318): stored records are also exported
+    there as OpenTelemetry traces and metrics (`/v1/traces`, `/v1/metrics` are appended)."""
+    otlp_headers: dict[str, str] = Field(default_factory=dict)
+    """Headers sent with every OTLP export request (e.g. an API key)."""
+    otlp_timeout_s: float = Field(default=10.0, gt=0.0, le=600.0, allow_inf_nan=False)
+    """How long one OTLP export request may take, retries included."""
+
+    @field_validator("alerts")
+    @classmethod
+    def _unique_alert_names(cls, value: tuple[Alert, ...]) -> tuple[Alert, ...]:
+        names = [alert.name for alert in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"alert names must be unique; given twice: {twice}")
+        return value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _usable_otlp_endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else check_otlp_endpoint(value)
 
     @field_validator("provider_hosts")
     @classmethod
@@ -126,6 +153,41 @@ class Settings(BaseModel):
             if any(price < 0 for price in prices.values()):
                 raise ValueError(f"pricing_overrides[{model!r}] has a negative price")
         return value
+
+
+def check_otlp_endpoint(url: str) -> str:
+    """`url` without a trailing slash if it is an http(s) URL and the OTLP exporter is
+    installed, else a `ValueError` saying what to change."""
+    parsed = urlsplit(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(
+            f"otlp_endpoint {url!r} must be an http:// or https:// URL such as "
+            "http://127.0.0.1:4318"
+        )
+    if not _otlp_installed():
+        raise ValueError(
+            "otlp_endpoint needs the OpenTelemetry SDK and OTLP exporter: "
+            "pip install 'obsdeco[otel]'"
+        )
+    return url.strip().rstrip("/")
+
+
+def _otlp_installed() -> bool:
+    return importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is not None
+
+
+def parse_otlp_headers(raw: str) -> dict[str, str]:
+    """Headers in the OpenTelemetry environment format: `key=value,key2=value2`, each part
+    URL-encoded."""
+    headers: dict[str, str] = {}
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value pairs separated by commas, got {item.strip()!r}")
+        headers[unquote(key.strip())] = unquote(value.strip())
+    return headers
 
 
 def _provider_host(host: str) -> str:
@@ -251,7 +313,17 @@ _ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "encryption_key": str,
     "provider_hosts": _parse_json,
     "cache_url": str,
+    "alert_interval_s": float,
+    "otlp_endpoint": str,
+    "otlp_headers": parse_otlp_headers,
+    "otlp_timeout_s": float,
 }
+
+_OTEL_ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "otlp_endpoint": ("OTEL_EXPORTER_OTLP_ENDPOINT", str),
+    "otlp_headers": ("OTEL_EXPORTER_OTLP_HEADERS", parse_otlp_headers),
+}
+"""The OpenTelemetry SDK's own variables, read when the `OBSDECO_*` one is not set."""
 
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -260,6 +332,15 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         variable = f"OBSDECO_{option.upper()}"
         raw = environ.get(variable)
         if raw is None:
+            continue
+        try:
+            values[option] = parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"environment variable {variable}: {exc}") from None
+    for option, (variable, parse) in _OTEL_ENVIRONMENT.items():
+        raw = environ.get(variable)
+        if option in values or raw is None or not raw.strip() or not _otlp_installed():
+            # Without the exporter, the SDK's variables are for other tools: no error here.
             continue
         try:
             values[option] = parse(raw)
@@ -292,6 +373,11 @@ class _SettingsHolder:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.current: Settings | None = None
+        self._listeners: list[Callable[[Settings], None]] = []
+
+    def add_listener(self, listener: Callable[[Settings], None]) -> None:
+        """Call `listener(settings)` after each `configure()`, on its thread."""
+        self._listeners.append(listener)
 
     def get(self) -> Settings:
         settings = self.current
@@ -305,6 +391,8 @@ class _SettingsHolder:
     def replace(self, settings: Settings) -> None:
         with self._lock:
             self.current = settings
+        for listener in self._listeners:
+            listener(settings)
 
 
 settings_holder = _SettingsHolder()
@@ -336,7 +424,12 @@ def configure(
     provider_hosts: Mapping[str, str] | None = None,
     cache_url: str | None = None,
     routes: Sequence[Route] | None = None,
+    alerts: Sequence[Alert] | None = None,
+    alert_interval_s: float | None = None,
     budgets: Sequence[Budget] | None = None,
+    otlp_endpoint: str | None = None,
+    otlp_headers: Mapping[str, str] | None = None,
+    otlp_timeout_s: float | None = None,
 ) -> Settings:
     """Replace the whole obsdeco configuration.
 
@@ -344,6 +437,8 @@ def configure(
     Records made after this call go to the new database; records already queued still go to
     the database they were recorded for. Bad values raise `ValueError` naming the option.
     """
+    if isinstance(alerts, Alert):
+        raise ValueError("alerts must be a list of obsdeco.Alert, e.g. alerts=[obsdeco.Alert(...)]")
     settings = build_settings(
         project=project,
         database_url=database_url,
@@ -364,7 +459,12 @@ def configure(
         provider_hosts=provider_hosts,
         cache_url=cache_url,
         routes=None if routes is None else tuple(routes),
+        alerts=None if alerts is None else tuple(alerts),
+        alert_interval_s=alert_interval_s,
         budgets=None if budgets is None else tuple(budgets),
+        otlp_endpoint=otlp_endpoint,
+        otlp_headers=otlp_headers,
+        otlp_timeout_s=otlp_timeout_s,
     )
     settings_holder.replace(settings)
     return settings

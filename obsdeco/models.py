@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from datetime import UTC, date, datetime
@@ -33,6 +34,13 @@ def new_id() -> str:
     than the OS source on this hot path; ids are not secrets.
     """
     return f"{(time.time_ns() // 1_000_000) << 80 | _random_bits(80):032x}"
+
+
+def implicit_session_id(project: str, day: date) -> str:
+    """The id of the implicit session of a project and UTC day (calls made outside sessions)."""
+    return hashlib.blake2b(
+        f"implicit:{project}:{day.isoformat()}".encode(), digest_size=16
+    ).hexdigest()
 
 
 def utc_now() -> datetime:

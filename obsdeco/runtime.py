@@ -17,10 +17,13 @@ from functools import partial
 
 from pydantic import BaseModel
 
+from obsdeco.alerts.counters import alert_counters
 from obsdeco.analyzers import PriceTable, session_totals
 from obsdeco.config import Settings, get_settings, settings_holder
+from obsdeco.engine.budget_counts import budget_counts
 from obsdeco.engine.cache_store import cache_counters, cache_pending, close_caches, flush_caches
 from obsdeco.engine.counters import engine_counters
+from obsdeco.export import registry as exports
 from obsdeco.guard import internal_faults
 from obsdeco.models import Session
 from obsdeco.privacy.store import open_store
@@ -73,6 +76,30 @@ class Stats(BaseModel):
     """Responses that were to be cached but were not written (backend fault, too many pending)."""
     routes_stopped: int
     """Route rules stopped by their quality guard (their routed calls' quality fell too low)."""
+    alerts_fired: int = 0
+    alerts_resolved: int = 0
+    alert_notifications_sent: int = 0
+    alert_notifications_failed: int = 0
+    """Not delivered: a webhook that failed every attempt, a callable notifier that raised."""
+    alert_notification_retries: int = 0
+    alert_evaluation_errors: int = 0
+    """Alert evaluations, or stores of their events, that failed (e.g. the database down)."""
+    exported_spans: int = 0
+    """Spans the OTLP endpoint accepted (`otlp_endpoint`)."""
+    export_failed: int = 0
+    """Spans the OTLP endpoint did not accept: unreachable, refused, too slow (the records are
+    stored all the same)."""
+    export_metrics_failed: int = 0
+    """Metric exports the OTLP endpoint did not accept."""
+    export_dropped: int = 0
+    """Stored calls and agent spans never exported: more were waiting than the exporter holds
+    (`max_queue_size`)."""
+    budget_refusals: int
+    """LLM calls refused by a budget (`BudgetExceeded`), never sent."""
+    budget_unestimated: int
+    """LLM calls let through outside every budget: their worst case could not be known."""
+    budget_unreachable: int
+    """Reservations let through because a project budget's accounts could not be reached."""
 
 
 class _Pipeline:
@@ -97,12 +124,14 @@ class _Pipeline:
                     self._retired.append(current.writer)
                 backend = open_store(settings, self.counters.add)
                 prices = PriceTable(settings.pricing_overrides)
+                export = exports.open_export(settings, prices)
                 writer = Writer(
                     backend,
                     self.counters,
                     partial(session_totals, prices=prices),
                     max_queue_size=settings.max_queue_size,
                     batch_size=settings.batch_size,
+                    listener=export,
                 )
                 current = self._current = Runtime(settings, backend, writer, prices)
                 exit_hooks.install()
@@ -140,6 +169,14 @@ class _Pipeline:
         cache = cache_counters()
         with cache.lock:
             cache_errors, cache_writes_dropped = cache.errors, cache.writes_dropped
+        export = exports.counters
+        with export.lock:
+            exported_spans, export_failed = export.exported_spans, export.export_failed
+            export_dropped, export_metrics_failed = (
+                export.export_dropped,
+                export.export_metrics_failed,
+            )
+        refusals, unestimated, unreachable = budget_counts.snapshot()
         with counters.lock:
             dropped = (
                 counters.dropped_queue_full + counters.dropped_rejected + counters.dropped_at_exit
@@ -163,12 +200,26 @@ class _Pipeline:
                 cache_errors=cache_errors,
                 cache_writes_dropped=cache_writes_dropped,
                 routes_stopped=engine_counters.routes_stopped,
+                alerts_fired=alert_counters.fired,
+                alerts_resolved=alert_counters.resolved,
+                alert_notifications_sent=alert_counters.notifications_sent,
+                alert_notifications_failed=alert_counters.notifications_failed,
+                alert_notification_retries=alert_counters.notification_retries,
+                alert_evaluation_errors=alert_counters.evaluation_errors,
+                exported_spans=exported_spans,
+                export_failed=export_failed,
+                export_dropped=export_dropped,
+                export_metrics_failed=export_metrics_failed,
+                budget_refusals=refusals,
+                budget_unestimated=unestimated,
+                budget_unreachable=unreachable,
             )
 
     def flush_at_exit(self) -> None:
         timeout = get_settings().flush_at_exit_timeout_s
         deadline = time.monotonic() + timeout
         self._flush_records_at_exit(timeout)
+        exports.wait_exports_closed(max(0.0, deadline - time.monotonic()))
         # The cache's writer threads are daemons too: what they hold is written now or never.
         close_caches(max(0.0, deadline - time.monotonic()))
 
@@ -229,6 +280,7 @@ exit_hooks = ExitHooks(
 
 def _after_fork_in_child() -> None:
     pipeline.reset_after_fork()
+    exports.reset_after_fork()
     exit_hooks.after_fork_in_child()
 
 

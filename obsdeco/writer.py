@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -45,6 +46,16 @@ class Deferred:
     """Work to run on the writer thread (used where recording in place is unsafe)."""
 
     run: Callable[[], None]
+
+
+class CommitListener(Protocol):
+    """Told, on the writer thread, of each batch once it is committed (the OTLP export);
+    it must return quickly."""
+
+    def committed(self, batch: WriteBatch) -> None: ...
+
+    def closed(self) -> None:
+        """The writer has ended: nothing more will be committed."""
 
 
 Summarize = Callable[[Session, list[LLMCall]], Totals]
@@ -103,8 +114,10 @@ class Writer:
         retry_initial_s: float = 0.05,
         retry_max_s: float = 5.0,
         linger_s: float = 0.05,
+        listener: CommitListener | None = None,
     ) -> None:
         self.backend = backend
+        self._listener = listener
         self._summarize = summarize
         self.max_queue_size = max_queue_size
         self._batch_size = batch_size
@@ -252,6 +265,8 @@ class Writer:
                     self._closed = True
                 self._report_drops(final=True)
                 self.backend.close()
+                if self._listener is not None:
+                    self._listener.closed()
                 return
 
     def _take_batch(self) -> tuple[WriteBatch, list[_FlushMarker]]:
@@ -342,6 +357,7 @@ class Writer:
                     logger.warning("obsdeco database reachable again; writing resumed")
                     self._counters.last_error = None
                 self._counters.add("written", len(batch))
+                self._tell(batch)
                 return
 
     def _commit_one_by_one(self, batch: WriteBatch) -> None:
@@ -362,6 +378,15 @@ class Writer:
                 logger.error("obsdeco storage rejected a record and dropped it: %s", exc)
             else:
                 self._counters.add("written", 1)
+                self._tell(single)
+
+    def _tell(self, batch: WriteBatch) -> None:
+        if self._listener is None:
+            return
+        try:
+            self._listener.committed(batch)
+        except Exception:
+            logger.exception("obsdeco could not hand committed records to its exporter")
 
 
 def wait_all(writers: list[Writer], timeout: float | None) -> bool:

@@ -30,6 +30,7 @@ from obsdeco.dashboard import gate
 from obsdeco.dashboard.formatting import ms, plural, rounded_ms
 from obsdeco.dashboard.gate import MAX_DELAY_S, Attempt, PasswordGate
 from obsdeco.dashboard.server import streamlit_command
+from obsdeco.testing import Reply
 from tests.conftest import IN_CI
 from tests.test_savings import _record_engine_calls
 
@@ -295,6 +296,78 @@ def test_the_savings_page_without_the_engine_says_how_to_turn_it_on(seeded):
         "Nothing saved in this range: make calls inside obsdeco.cache(ttl_s=...) or configure "
         "routes=[obsdeco.Route(...)]."
     ]
+
+
+def _spend_on_budgets(client, provider, url: str, budgets: list[obsdeco.Budget]) -> float:
+    """Two gpt-4o calls of 1,000 + 100 tokens in project 'shop' under `budgets`; their cost."""
+    provider.default_reply = Reply.default(input_tokens=1_000, output_tokens=100)
+    obsdeco.configure(project="shop", database_url=url, budgets=budgets)
+    for _ in range(2):
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], max_tokens=50
+        )
+    obsdeco.flush()
+    return 2 * (1_000 * 2.5 + 100 * 10) / 1e6
+
+
+def test_the_budgets_page_shows_the_budgets_and_the_stores_accounts(
+    patched, provider, openai_client, database_url
+):
+    daily = obsdeco.Budget(
+        limit_usd=20.0, scope="project", window="1d", soft_usd=15.0, name="daily"
+    )
+    shop = obsdeco.Budget(limit_usd=5.0, scope="project", project="shop")
+    writer = obsdeco.Budget(limit_usd=1.0, scope="agent", agent="Writer")
+    cost = _spend_on_budgets(openai_client, provider, database_url, [daily, shop, writer])
+
+    app = _run(project="shop", page="Budgets")
+
+    configured = _frame(app, "Budget")
+    assert configured.drop(columns="Soft limit (USD)").to_dict("records") == [
+        {"Budget": "daily", "Scope": "project", "For": "each project", "Window": "1d",
+         "Limit (USD)": 20.0},
+        {"Budget": "project shop $5", "Scope": "project", "For": "shop", "Window": "none",
+         "Limit (USD)": 5.0},
+        {"Budget": "agent Writer $1", "Scope": "agent", "For": "Writer", "Window": "none",
+         "Limit (USD)": 1.0},
+    ]  # fmt: skip
+    assert list(configured["Soft limit (USD)"].fillna(0.0)) == [15.0, 0.0, 0.0]
+    accounts = _frame(app, "Account")
+    today = datetime.now(UTC).strftime("%Y-%m-%d 00:00")
+    assert accounts.drop(columns=["Spent (USD)", "Used"]).to_dict("records") == [
+        {"Account": "daily | shop", "Window from (UTC)": today, "Reserved (USD)": 0.0,
+         "Limit (USD)": 20.0},
+        {"Account": "project shop $5 | shop", "Window from (UTC)": "no window",
+         "Reserved (USD)": 0.0, "Limit (USD)": 5.0},
+    ]  # fmt: skip
+    assert list(accounts["Spent (USD)"]) == pytest.approx([cost, cost], rel=1e-12)
+    assert list(accounts["Used"]) == pytest.approx([cost / 20.0, cost / 5.0], rel=1e-12)
+
+
+def test_the_budgets_page_without_budgets_says_how_to_set_them(seeded):
+    app = _run(project="shop", page="Budgets")
+
+    assert [info.value for info in app.info] == [
+        "No budget is configured here: configure(budgets=[obsdeco.Budget(...)]), or "
+        "@obsdeco.observe_session(budget_usd=...) for one session.",
+        "No project budget has reserved anything in this store yet.",
+    ]
+
+
+def test_a_budget_named_with_markdown_is_shown_as_text(
+    patched, provider, openai_client, sqlite_url
+):
+    name = "![b](http://127.0.0.1:9/pixel.png) <b>bold</b> ```"
+    budget = obsdeco.Budget(limit_usd=1.0, scope="project", name=name)
+    _spend_on_budgets(openai_client, provider, sqlite_url, [budget])
+
+    app = _run(project="shop", page="Budgets")
+
+    assert list(_frame(app, "Budget")["Budget"]) == [name]
+    assert list(_frame(app, "Account")["Account"]) == [f"{name} | shop"]
+    for kind in MARKDOWN_ELEMENTS:
+        for element in app.get(kind):
+            assert "pixel.png" not in element.value
 
 
 def test_the_drilldown_shows_the_cache_and_routing_of_the_session(sqlite_url):

@@ -838,3 +838,26 @@ async def test_a_hit_in_a_thread_without_the_scope_is_no_hit(provider, openai_cl
 
     assert len(done) == 1
     assert len(provider.requests) == 2  # a plain thread does not inherit the scope
+
+
+# gpt-4o: $2.50 per million input tokens, $10 per million output tokens (genai-prices).
+GPT_4O_CALL_USD = (PROMPT_TOKENS * 2.50 + COMPLETION_TOKENS * 10.0) / 1e6
+
+
+async def test_a_hit_costs_nothing_and_saves_what_the_call_would_have_cost(provider, client, nonce):
+    with tracked() as session, obsdeco.cache():
+        await call(client.chat.completions.create, **chat_kwargs(nonce))
+        stream = await call(client.chat.completions.create, **chat_kwargs(nonce, stream=True))
+        await drain(stream)
+        await call(client.chat.completions.create, **chat_kwargs(nonce))
+
+    miss, streamed_miss, hit = calls_in(session)
+    assert (miss.cost_usd, miss.saved_usd) == (pytest.approx(GPT_4O_CALL_USD), None)
+    assert streamed_miss.cache_hit is False
+    assert (hit.cache_hit, hit.cost_usd) == (True, 0.0)
+    assert hit.saved_usd == pytest.approx(GPT_4O_CALL_USD)
+    report = obsdeco.get_report(session.id)
+    assert (report.cache.hits, report.cache.misses) == (1, 2)
+    assert report.cache.saved_usd == pytest.approx(GPT_4O_CALL_USD)
+    assert report.totals.calls == 3
+    assert report.cost.total_usd == pytest.approx(GPT_4O_CALL_USD + (streamed_miss.cost_usd or 0.0))

@@ -621,3 +621,34 @@ def test_a_rule_of_two_models_and_when_alone_is_valid():
         0.9,
         False,
     )
+
+
+async def test_a_routed_call_saves_the_price_difference(provider, client, routes, nonce):
+    routes(obsdeco.Route(from_model="gpt-4o", to_model="gpt-4o-mini"))
+    with tracked() as session:
+        await call(client.chat.completions.create, **chat_kwargs(nonce))
+
+    [record] = calls_in(session)
+    # genai-prices, per million tokens: gpt-4o $2.50 in / $10 out, gpt-4o-mini $0.15 / $0.60.
+    paid = (PROMPT_TOKENS * 0.15 + COMPLETION_TOKENS * 0.60) / 1e6
+    at_gpt_4o = (PROMPT_TOKENS * 2.50 + COMPLETION_TOKENS * 10.0) / 1e6
+    assert record.cost_usd == pytest.approx(paid)
+    assert record.saved_usd == pytest.approx(at_gpt_4o - paid)
+    report = obsdeco.get_report(session.id)
+    assert (report.routing.routed_calls, report.routing.shadow_calls) == (1, 0)
+    assert report.routing.saved_usd == pytest.approx(at_gpt_4o - paid)
+
+
+async def test_a_shadow_rule_counts_what_it_would_have_saved(provider, client, routes, nonce):
+    routes(obsdeco.Route(from_model="gpt-4o", to_model="gpt-4o-mini", shadow=True))
+    with tracked() as session:
+        await call(client.chat.completions.create, **chat_kwargs(nonce))
+
+    [record] = calls_in(session)
+    at_gpt_4o = (PROMPT_TOKENS * 2.50 + COMPLETION_TOKENS * 10.0) / 1e6
+    at_mini = (PROMPT_TOKENS * 0.15 + COMPLETION_TOKENS * 0.60) / 1e6
+    assert (record.cost_usd, record.saved_usd) == (pytest.approx(at_gpt_4o), None)
+    report = obsdeco.get_report(session.id)
+    assert (report.routing.routed_calls, report.routing.shadow_calls) == (0, 1)
+    assert report.routing.saved_usd == 0.0
+    assert report.routing.shadow_saved_usd == pytest.approx(at_gpt_4o - at_mini)

@@ -46,6 +46,14 @@ class Rate:
     base: float
     tiers: tuple[tuple[int, float], ...] = ()
 
+    def at(self, input_tokens: float) -> float:
+        """USD per million tokens for one call of `input_tokens` (the tier it falls in)."""
+        price = self.base
+        for start, tier_price in self.tiers:
+            if input_tokens > start:
+                price = tier_price
+        return price
+
     def per_call(self, input_tokens: FloatArray) -> FloatArray:
         rate = np.full(input_tokens.shape, self.base)
         for start, price in self.tiers:
@@ -193,6 +201,22 @@ class PriceTable:
                 rows = codes == code
                 costs[rows] = tokens.select(rows).cost(prices)
         return costs
+
+    def price_call(
+        self, key: tuple[str, str, str], prompt: int, cached: int, written: int, completion: int
+    ) -> float | None:
+        """USD for one call's tokens at its (provider name, model, requested model), as
+        `price_calls` prices it (without arrays: budgets price each call as it ends); None when
+        the model has no price."""
+        prices = self.lookup(*key)
+        if prices is None:
+            return None
+        return (
+            (prompt - cached - written) * prices.input.at(prompt)
+            + cached * prices.cache_read.at(prompt)
+            + written * prices.cache_write.at(prompt)
+            + completion * prices.output.at(prompt)
+        ) / 1_000_000
 
     def price_sums(
         self,

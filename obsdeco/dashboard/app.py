@@ -1,5 +1,5 @@
 """obsdeco's Streamlit dashboard: overview, session history with drill-down, models and agents,
-and what the optimisation engine saved.
+what the optimisation engine saved, experiments, alerts and the hard budgets.
 
 Run it with `obsdeco dashboard [--database-url URL] [--port N] [--host ADDRESS]` or
 `streamlit run dashboard/app.py`. It reads the store named by `OBSDECO_DATABASE_URL` (else
@@ -26,12 +26,21 @@ from obsdeco.dashboard import data, gate, sections
 from obsdeco.dashboard.formatting import count, ms, plural, rounded_ms, share, usd
 from obsdeco.dashboard.gate import Attempt
 from obsdeco.dashboard.sections import MONEY
+from obsdeco.engine.accounts import StoredAccount
 from obsdeco.engine.experiment_report import ExperimentReport
 from obsdeco.privacy.store import open_store
 from obsdeco.storage import StorageBackend
 from obsdeco.storage.base import ExperimentVariant, SessionOrder
 
-PAGES = ("Overview", "Sessions", "Models & agents", "Savings", "Experiments")
+PAGES = (
+    "Overview",
+    "Sessions",
+    "Models & agents",
+    "Savings",
+    "Experiments",
+    "Alerts",
+    "Budgets",
+)
 RANGES = {
     "1h": timedelta(hours=1),
     "24h": timedelta(days=1),
@@ -116,6 +125,15 @@ def _experiments(url: str, project: str | None) -> list[ExperimentVariant]:
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner="Comparing variants...")
 def _experiment(url: str, name: str, filters: data.Filters) -> ExperimentReport:
     return data.experiment(_backend(url), _prices(), name, filters)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def _alerts(url: str, filters: data.Filters) -> data.AlertsView:
+    return data.alerts(_backend(url), filters)
+
+
+def _budget_accounts(url: str) -> list[StoredAccount]:
+    return data.budget_accounts(_backend(url))
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
@@ -655,6 +673,87 @@ def experiments_page(url: str, filters: data.Filters, params: UrlParams) -> None
     sections.experiment_report(report)
 
 
+def alerts_page(url: str, filters: data.Filters) -> None:
+    """Each alert's current state (its newest event) and the events fired in the range."""
+    found = _alerts(url, filters)
+    if not found.states:
+        st.info("No alert has fired yet (see obsdeco.Alert).")
+        return
+    st.subheader("Rules")
+    sections.alert_events(found.states, "Since (UTC)")
+    st.subheader("Fired and resolved in this range")
+    if not found.events:
+        st.info("No alert fired or resolved in this range.")
+        return
+    sections.alert_events(found.events, "At (UTC)")
+
+
+def budgets_page(url: str) -> None:
+    """The budgets this process is configured with, and the project budgets' accounts the
+    store holds (whichever process spent them)."""
+    st.subheader("Configured budgets")
+    configured = get_settings().budgets
+    if not configured:
+        st.info(
+            "No budget is configured here: configure(budgets=[obsdeco.Budget(...)]), or "
+            "@obsdeco.observe_session(budget_usd=...) for one session."
+        )
+    else:
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "Budget": budget.label,
+                        "Scope": budget.scope,
+                        "For": budget.agent or budget.project or f"each {budget.scope}",
+                        "Window": budget.window or "none",
+                        "Limit (USD)": budget.limit_usd,
+                        "Soft limit (USD)": budget.soft_usd,
+                    }
+                    for budget in configured
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+            column_config={"Limit (USD)": MONEY, "Soft limit (USD)": MONEY},
+        )
+    st.subheader("Project budget accounts in this store")
+    accounts = _budget_accounts(url)
+    if not accounts:
+        st.info("No project budget has reserved anything in this store yet.")
+    else:
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "Account": account.budget,
+                        "Window from (UTC)": "no window"
+                        if account.period is None
+                        else account.period.strftime("%Y-%m-%d %H:%M"),
+                        "Spent (USD)": account.spent_usd,
+                        "Reserved (USD)": account.reserved_usd,
+                        "Limit (USD)": account.limit_usd,
+                        "Used": (account.spent_usd + account.reserved_usd) / account.limit_usd,
+                    }
+                    for account in accounts
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "Spent (USD)": MONEY,
+                "Reserved (USD)": MONEY,
+                "Limit (USD)": MONEY,
+                "Used": sections.PERCENT,
+            },
+        )
+    st.caption(
+        "Reserved: the worst cases of calls in flight. Session and agent budgets are kept in "
+        "the memory of the process that enforces them; project budgets in the store, shared "
+        "by every process writing it."
+    )
+
+
 def empty_state() -> None:
     st.info("Nothing recorded yet in this store.")
     st.markdown(
@@ -693,6 +792,11 @@ def main() -> None:
         savings_page(url, filters)
     elif page == "Experiments":
         experiments_page(url, filters, params)
+    elif page == "Alerts":
+        alerts_page(url, filters)
+
+    elif page == "Budgets":
+        budgets_page(url)
     else:
         overview_page(url, filters)
     params.notice(notice)

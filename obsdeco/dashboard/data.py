@@ -11,10 +11,12 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
+from obsdeco.alerts.events import AlertEvent
 from obsdeco.analyzers import PriceTable, build_report
 from obsdeco.analyzers.columns import NONE_KEY
 from obsdeco.analyzers.project import build_project_report, priced_groups
 from obsdeco.analyzers.savings import build_savings
+from obsdeco.engine.accounts import StoredAccount, stored_accounts
 from obsdeco.engine.experiment_report import ExperimentReport
 from obsdeco.engine.experiments import stored_experiment_report
 from obsdeco.models import (
@@ -248,6 +250,12 @@ def savings(backend: StorageBackend, prices: PriceTable, filters: Filters) -> Sa
     )
 
 
+def budget_accounts(backend: StorageBackend) -> list[StoredAccount]:
+    """The project budget accounts the store holds (none in a store without a database)."""
+    engine = getattr(backend, "engine", None)
+    return [] if engine is None else stored_accounts(engine)
+
+
 class GroupLatency(BaseModel):
     name: str
     calls: int
@@ -270,3 +278,27 @@ def errors_by(backend: StorageBackend, filters: Filters, key: str) -> dict[str, 
     0 included."""
     rows = backend.aggregate_calls(filters.where, (key,))  # type: ignore[arg-type]
     return {row.group[key] or NONE_KEY: row.errors for row in rows}
+
+
+ALERTS_LISTED = 500
+
+
+class AlertsView(BaseModel):
+    states: list[AlertEvent]
+    """Each alert's newest event: its current state."""
+    events: list[AlertEvent]
+    """The events in the range, newest first (at most `ALERTS_LISTED`)."""
+
+
+def alerts(backend: StorageBackend, filters: Filters) -> AlertsView:
+    """The alerts of the filters' project (and those on every project), their current states
+    and the events fired in the range."""
+
+    def concerned(event: AlertEvent) -> bool:
+        return filters.project is None or event.project in (None, filters.project)
+
+    events = backend.query_alert_events(since=filters.since, limit=ALERTS_LISTED)
+    return AlertsView(
+        states=[event for event in backend.latest_alert_events() if concerned(event)],
+        events=[e for e in events if e.fired_at < filters.until and concerned(e)],
+    )

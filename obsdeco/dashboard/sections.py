@@ -15,6 +15,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from obsdeco.alerts.events import AlertEvent, shown_value
 from obsdeco.dashboard.formatting import count, file_name, ms, plural, rounded_ms, share, usd
 from obsdeco.engine.experiment_report import ExperimentReport
 from obsdeco.models import (
@@ -371,4 +372,31 @@ def _calls(record: SessionRecord) -> None:
             for call in record.calls
         ],
         **{"Time (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")},
+    )
+
+
+def alert_events(events: Sequence[AlertEvent], time_column: str) -> None:
+    """Alert events as a table, newest first."""
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "Alert": event.alert,
+                    "State": event.state,
+                    "Metric": event.metric,
+                    "Value": shown_value(event.metric, event.value),
+                    "Threshold": f"{event.direction} {shown_value(event.metric, event.threshold)}",
+                    "Window": "-" if event.metric == "budget" else event.window,
+                    "Project": event.project or "(all projects)",
+                    "Budget": event.budget or "",
+                    time_column: event.fired_at,
+                }
+                for event in events
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            time_column: st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+        },
     )

@@ -13,14 +13,17 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, Engine, and_, case, select, update
+from sqlalchemy import ColumnElement, Engine, and_, case, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from obsdeco.models import MAX_NAME_LENGTH
 from obsdeco.storage.schema import budget_accounts
 
+NO_WINDOW = datetime(1970, 1, 1, tzinfo=UTC)
+"""The period of a budget without a window: its one account spans all time."""
 _MAX_LOCAL_ACCOUNTS = 100_000
 """Accounts kept in memory; beyond, the least recently used one holding nothing is forgotten."""
 
@@ -56,6 +59,19 @@ class Accounts:
 
     def balance(self, key: AccountKey) -> Balance:
         raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAccount:
+    """A project budget's account in one window, as the store holds it."""
+
+    budget: str
+    """The budget's label and the project's name: "label | project"."""
+    period: datetime | None
+    """When its window started; None for a budget without a window."""
+    limit_usd: float
+    spent_usd: float
+    reserved_usd: float
 
 
 @dataclass(slots=True)
@@ -109,6 +125,9 @@ class DatabaseAccounts(Accounts):
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._statements = engine.execution_options(isolation_level="AUTOCOMMIT")
+        """Reservations and settlements are one statement each, atomic on its own: sent in
+        autocommit they cost no BEGIN and COMMIT round trips."""
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._lock = threading.Lock()
         self._opened: set[AccountKey] = set()
@@ -127,7 +146,7 @@ class DatabaseAccounts(Accounts):
             .values(reserved_usd=budget_accounts.c.reserved_usd + estimate_usd)
             .returning(budget_accounts.c.spent_usd)
         )
-        with self._engine.begin() as connection:
+        with self._statements.connect() as connection:
             if connection.execute(statement).first() is not None:
                 return None
         return self.balance(key)
@@ -143,7 +162,7 @@ class DatabaseAccounts(Accounts):
             )
             .returning(budget_accounts.c.spent_usd, budget_accounts.c.reserved_usd)
         )
-        with self._engine.begin() as connection:
+        with self._statements.connect() as connection:
             found = connection.execute(statement).first()
         return Balance(0.0, 0.0) if found is None else Balance(found[0], found[1])
 
@@ -151,7 +170,7 @@ class DatabaseAccounts(Accounts):
         statement = select(budget_accounts.c.spent_usd, budget_accounts.c.reserved_usd).where(
             _row(key)
         )
-        with self._engine.connect() as connection:
+        with self._statements.connect() as connection:
             found = connection.execute(statement).first()
         return Balance(0.0, 0.0) if found is None else Balance(found[0], found[1])
 
@@ -161,7 +180,7 @@ class DatabaseAccounts(Accounts):
             return
         with self._lock:
             if not self._table_ready:
-                budget_accounts.create(self._engine, checkfirst=True)
+                self._create_table()
                 self._table_ready = True
         statement = (
             self._insert(budget_accounts)
@@ -178,6 +197,14 @@ class DatabaseAccounts(Accounts):
             connection.execute(statement)
         self._opened.add(key)
 
+    def _create_table(self) -> None:
+        """Create `budget_accounts` if missing. Another process creating it at the same moment
+        makes the attempt fail on the table it has just made; the retry finds it."""
+        try:
+            budget_accounts.create(self._engine, checkfirst=True)
+        except DBAPIError:
+            budget_accounts.create(self._engine, checkfirst=True)
+
 
 def _stored_name(key: AccountKey) -> str:
     return f"{key.budget} | {key.owner}"[:MAX_NAME_LENGTH]
@@ -187,3 +214,19 @@ def _row(key: AccountKey) -> ColumnElement[bool]:
     return and_(
         budget_accounts.c.budget == _stored_name(key), budget_accounts.c.period == key.period
     )
+
+
+def stored_accounts(engine: Engine) -> list[StoredAccount]:
+    """The project budget accounts in the store, latest windows first (none in a store no
+    project budget has used)."""
+    if not inspect(engine).has_table(budget_accounts.name):
+        return []
+    columns = budget_accounts.c
+    statement = select(
+        columns.budget, columns.period, columns.limit_usd, columns.spent_usd, columns.reserved_usd
+    ).order_by(columns.period.desc(), columns.budget)
+    with engine.connect() as connection:
+        return [
+            StoredAccount(name, None if period == NO_WINDOW else period, limit, spent, reserved)
+            for name, period, limit, spent, reserved in connection.execute(statement)
+        ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -47,11 +48,11 @@ class Budget(BaseModel):
             raise ValueError('Budget project= narrows a budget of scope="project" only')
         return self
 
-    @property
+    @cached_property
     def period(self) -> timedelta | None:
         return None if self.window is None else parse_window(self.window)
 
-    @property
+    @cached_property
     def label(self) -> str:
         """The budget's name, else one made of its scope, limit and window."""
         if self.name is not None:

@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from obsdeco.alerts.budget_usage import BudgetUsage, fire_budget_warning, register_budget_metric
 from obsdeco.config import Settings, get_settings
-from obsdeco.engine.accounts import AccountKey, Accounts, DatabaseAccounts, LocalAccounts
+from obsdeco.engine.accounts import (
+    NO_WINDOW,
+    AccountKey,
+    Accounts,
+    DatabaseAccounts,
+    LocalAccounts,
+)
+from obsdeco.engine.budget_counts import budget_counts
 from obsdeco.engine.budget_rules import Budget, BudgetExceeded, BudgetScope
 from obsdeco.engine.worst_case import worst_case_usd
 from obsdeco.guard import fault
@@ -29,7 +38,8 @@ from obsdeco.windows import period_start
 
 logger = logging.getLogger("obsdeco.budgets")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_WATCHED_ACCOUNTS = 1_000
+"""Accounts whose use alerts on metric "budget" read: the most recently used ones."""
 _SESSION_BUDGET = "session budget_usd"
 
 SessionBudgets = tuple[tuple[str, float], ...]
@@ -48,6 +58,11 @@ def exit_session_budget(token: Token[SessionBudgets]) -> None:
     _session_budgets.reset(token)
 
 
+def session_budgeted() -> bool:
+    """Whether this code runs in a session with a `budget_usd`."""
+    return bool(_session_budgets.get())
+
+
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """What one call holds in one budget's account."""
@@ -55,6 +70,7 @@ class Reservation:
     accounts: Accounts
     key: AccountKey
     estimate_usd: float
+    limit_usd: float
     soft_usd: float | None
 
 
@@ -66,20 +82,19 @@ class _Scope:
     soft_usd: float | None
     accounts: Accounts
     key: AccountKey
+    window: timedelta | None = None
 
 
 class _Ledger:
-    """The process's accounts and counts."""
+    """The process's accounts, and what it has warned about."""
 
     def __init__(self) -> None:
         self.local = LocalAccounts()
         self._databases: dict[int, DatabaseAccounts] = {}
         self._lock = threading.Lock()
         self._warned: set[AccountKey] = set()
+        self._watched: OrderedDict[AccountKey, _Scope] = OrderedDict()
         self._unpriced: set[str] = set()
-        self.refused = 0
-        self.unestimated = 0
-        self.unreachable = 0
 
     def project_accounts(self) -> Accounts:
         """The store's shared accounts, or this process's when the store has no database."""
@@ -93,8 +108,8 @@ class _Ledger:
             return accounts
 
     def note_unestimated(self, model: str) -> None:
+        budget_counts.add("unestimated")
         with self._lock:
-            self.unestimated += 1
             first = model not in self._unpriced
             self._unpriced.add(model)
         if first:
@@ -104,33 +119,61 @@ class _Ledger:
                 model,
             )
 
-    def warn_once(self, key: AccountKey, label: str, spent: float, soft: float) -> None:
+    def watch(self, scope: _Scope) -> None:
+        """Remember an account reserved in, for alerts on metric "budget"."""
+        with self._lock:
+            self._watched[scope.key] = scope
+            self._watched.move_to_end(scope.key)
+            if len(self._watched) > _WATCHED_ACCOUNTS:
+                self._watched.popitem(last=False)
+
+    def usages(self) -> dict[str, BudgetUsage]:
+        """Each budget's most used account in its current window (what alerts watch)."""
+        with self._lock:
+            watched = list(self._watched.items())
+        now = datetime.now(UTC)
+        found: dict[str, BudgetUsage] = {}
+        for key, scope in watched:
+            if scope.window is not None and key.period + scope.window <= now:
+                continue  # a window that has ended
+            usage = BudgetUsage(
+                scope.accounts.balance(key).spent_usd, scope.limit_usd, scope.soft_usd
+            )
+            known = found.get(key.budget)
+            if known is None or usage.fraction > known.fraction:
+                found[key.budget] = usage
+        return found
+
+    def warn_once(self, reservation: Reservation, spent: float, soft: float) -> None:
+        key = reservation.key
         with self._lock:
             if key in self._warned:
                 return
             self._warned.add(key)
         logger.warning(
             "obsdeco budget %r passed its soft limit: $%.6f spent of a soft $%.6f (%s)",
-            label,
+            key.budget,
             spent,
             soft,
             key.owner,
         )
+        fire_budget_warning(key.budget, spent, reservation.limit_usd, soft)
 
 
 ledger = _Ledger()
+register_budget_metric(ledger.usages)
 
 
 def _period(budget: Budget, now: datetime) -> datetime:
     window = budget.period
-    return _EPOCH if window is None else period_start(now, window)
+    return NO_WINDOW if window is None else period_start(now, window)
 
 
 def _scopes(settings: Settings, session: Session, agent_name: str | None) -> Iterator[_Scope]:
     """Every budget the call counts in, with its account."""
     now = datetime.now(UTC)
     for session_id, limit in _session_budgets.get():
-        key = AccountKey(_SESSION_BUDGET, session_id, _EPOCH)
+        key = AccountKey(_SESSION_BUDGET, session_id, NO_WINDOW)
         yield _Scope(_SESSION_BUDGET, "session", limit, None, ledger.local, key)
     for budget in settings.budgets:
         if budget.scope == "session":
@@ -145,7 +188,15 @@ def _scopes(settings: Settings, session: Session, agent_name: str | None) -> Ite
             owner = session.project_name
         accounts = ledger.project_accounts() if budget.scope == "project" else ledger.local
         key = AccountKey(budget.label, owner, _period(budget, now))
-        yield _Scope(budget.label, budget.scope, budget.limit_usd, budget.soft_usd, accounts, key)
+        yield _Scope(
+            budget.label,
+            budget.scope,
+            budget.limit_usd,
+            budget.soft_usd,
+            accounts,
+            key,
+            budget.period,
+        )
 
 
 def reserve(
@@ -186,7 +237,7 @@ def reserve(
             continue
         if refusal is not None:
             settle(held, None)
-            ledger.refused += 1
+            budget_counts.add("refused")
             raise BudgetExceeded(
                 scope.label,
                 scope.scope,
@@ -195,12 +246,15 @@ def reserve(
                 refusal.reserved_usd,
                 estimate,
             )
-        held.append(Reservation(scope.accounts, scope.key, estimate, scope.soft_usd))
+        held.append(
+            Reservation(scope.accounts, scope.key, estimate, scope.limit_usd, scope.soft_usd)
+        )
+        ledger.watch(scope)
     return held
 
 
 def _note_unreachable(scope: _Scope) -> None:
-    ledger.unreachable += 1
+    budget_counts.add("unreachable")
     logger.warning(
         "obsdeco could not reach the accounts of budget %r; the call is let through",
         scope.label,
@@ -220,7 +274,7 @@ def settle(reservations: list[Reservation], call: LLMCall | None) -> None:
             continue
         soft = reservation.soft_usd
         if soft is not None and balance.spent_usd >= soft:
-            ledger.warn_once(reservation.key, reservation.key.budget, balance.spent_usd, soft)
+            ledger.warn_once(reservation, balance.spent_usd, soft)
 
 
 def _real_cost(call: LLMCall, reservation: Reservation) -> float:
@@ -229,12 +283,11 @@ def _real_cost(call: LLMCall, reservation: Reservation) -> float:
     prompt, completion = call.prompt_tokens, call.completion_tokens
     if prompt is None or completion is None:
         return reservation.estimate_usd
-    cost = get_runtime().prices.price_sums(
+    cost = get_runtime().prices.price_call(
         (call.provider_name, call.model_key, call.model),
         prompt,
         call.cached_tokens or 0,
         call.cache_creation_tokens or 0,
         completion,
-        prompt,
     )
     return reservation.estimate_usd if cost is None else cost

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from obsdeco.analyzers.cost_analyzer import PriceTable, Rate
+from obsdeco.analyzers.cost_analyzer import PriceTable
 from obsdeco.engine.request_size import input_bytes
 
 _OUTPUT_LIMIT_KEYS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
@@ -50,14 +50,5 @@ def worst_case_usd(
             output = prices.context_window(provider_name, model)
             if output is None:
                 return None
-    input_rate = max(_rate_at(unit.input, prompt), _rate_at(unit.cache_write, prompt))
-    return (prompt * input_rate + output * _rate_at(unit.output, prompt)) / 1_000_000
-
-
-def _rate_at(rate: Rate, input_tokens: int) -> float:
-    """USD per million tokens for a call of `input_tokens` (the tier it falls in)."""
-    price = rate.base
-    for start, tier_price in rate.tiers:
-        if input_tokens > start:
-            price = tier_price
-    return price
+    input_rate = max(unit.input.at(prompt), unit.cache_write.at(prompt))
+    return (prompt * input_rate + output * unit.output.at(prompt)) / 1_000_000

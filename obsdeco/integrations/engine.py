@@ -27,6 +27,17 @@ from obsdeco.integrations.recorder import CallRecorder
 from obsdeco.models import new_id
 
 
+def engaged() -> bool:
+    """Whether the engine may act on a call made now: route rules or budgets configured, a
+    cache scope entered, or a session with a budget. The one test a call takes otherwise."""
+    settings = get_settings()
+    return (
+        bool(settings.routes or settings.budgets)
+        or current_scope() is not None
+        or budgets.session_budgeted()
+    )
+
+
 def _kind(recorder: CallRecorder) -> str:
     """What the answer is made of: a JSON body, or a stream with the `stream_options` asked
     (the request hash leaves them out, but a stream asked for its usage has one more chunk)."""

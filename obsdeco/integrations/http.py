@@ -441,8 +441,13 @@ def _prepared(recorder: CallRecorder, request: Any) -> tuple[Any, CachePlan | No
     """The request as the engine sends it (routed or not), the call's cache plan, and whether
     this seam looks the call up (the seam above has not)."""
     looks_up = not recorder.planned
+    if looks_up and not engine.engaged():
+        recorder.planned = True
+        return request, None, False
     cache_plan = engine.plan(recorder) if looks_up else recorder.cache_plan
-    return engine.routed_request(recorder, request) or request, cache_plan, looks_up
+    if recorder.route_rule is not None and not recorder.route_applied:
+        request = engine.routed_request(recorder, request) or request
+    return request, cache_plan, looks_up
 
 
 def _replayed(

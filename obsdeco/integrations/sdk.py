@@ -85,10 +85,18 @@ class SDKSeam:
 
     def __init__(self) -> None:
         self._stream_type, self._async_stream_type, self._raw_types = self.sdk_types()
+        self._unsent = self.unsent_types()
 
     def sdk_types(self) -> tuple[type, type, tuple[type, ...]]:
         """The SDK's sync stream class, async stream class, and raw response classes."""
         raise NotImplementedError
+
+    def unsent_types(self) -> tuple[type, ...]:
+        """The SDK's markers of arguments not given (`NotGiven`, `Omit`): the SDK keeps them in
+        a request's options but leaves them out of the body it sends."""
+        types = importlib.import_module(f"{self.module}._types")
+        found = (getattr(types, name, None) for name in ("NotGiven", "Omit"))
+        return tuple(marker for marker in found if isinstance(marker, type))
 
     def prepare(self, recorder: CallRecorder, options: Any) -> Any:
         """Adjust a streamed request before it is sent (by default: not at all)."""
@@ -107,6 +115,9 @@ class SDKSeam:
         api = self.format.endpoint(str(getattr(options, "url", "")).split("?", 1)[0])
         if api is None:
             return None
+        unsent = self._unsent
+        if any(isinstance(value, unsent) for value in body.values()):
+            body = {key: value for key, value in body.items() if not isinstance(value, unsent)}
         return CallRecorder(
             self.format, api, body, host=_host_of(client), attribution=explicit_attribution()
         )
@@ -124,17 +135,20 @@ class SDKSeam:
             return wrapped(*args, **kwargs)
         if recorder.streamed:
             args, kwargs = self._prepared(recorder, args, kwargs)
-        args, kwargs = self._planned(recorder, args, kwargs)
-        processing = self._cached(recorder, client, args, kwargs)
-        if processing is not None:
-            try:
-                result = client._process_response(**processing)
-            except Exception:
-                fault(f"{type(self).__qualname__}.replay")
-            else:
-                recorder.cache_hit = True
-                return self.observed(recorder, result)
-        engine.reserve(recorder)
+        if engine.engaged():
+            args, kwargs = self._planned(recorder, args, kwargs)
+            processing = self._cached(recorder, client, args, kwargs)
+            if processing is not None:
+                try:
+                    result = client._process_response(**processing)
+                except Exception:
+                    fault(f"{type(self).__qualname__}.replay")
+                else:
+                    recorder.cache_hit = True
+                    return self.observed(recorder, result)
+            engine.reserve(recorder)
+        else:
+            recorder.planned = True
         with sending(recorder):
             result = wrapped(*args, **kwargs)
         return self.observed(recorder, result)
@@ -152,17 +166,20 @@ class SDKSeam:
             return await wrapped(*args, **kwargs)
         if recorder.streamed:
             args, kwargs = self._prepared(recorder, args, kwargs)
-        args, kwargs = self._planned(recorder, args, kwargs)
-        processing = self._cached(recorder, client, args, kwargs)
-        if processing is not None:
-            try:
-                result = await client._process_response(**processing)
-            except Exception:
-                fault(f"{type(self).__qualname__}.replay")
-            else:
-                recorder.cache_hit = True
-                return self.observed(recorder, result)
-        engine.reserve(recorder)
+        if engine.engaged():
+            args, kwargs = self._planned(recorder, args, kwargs)
+            processing = self._cached(recorder, client, args, kwargs)
+            if processing is not None:
+                try:
+                    result = await client._process_response(**processing)
+                except Exception:
+                    fault(f"{type(self).__qualname__}.replay")
+                else:
+                    recorder.cache_hit = True
+                    return self.observed(recorder, result)
+            engine.reserve(recorder)
+        else:
+            recorder.planned = True
         with sending(recorder):
             result = await wrapped(*args, **kwargs)
         return self.observed(recorder, result)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from obsdeco.alerts.events import AlertEvent
 from obsdeco.models import (
     AgentSpan,
     LLMCall,
@@ -323,6 +324,22 @@ class StorageBackend(Protocol):
 
     def experiment_variants(self, project: str | None = None) -> list[ExperimentVariant]:
         """Every experiment and variant with its sessions, by experiment then variant name."""
+
+    def add_alert_event(self, event: AlertEvent) -> None:
+        """Store an alert that fired or resolved (called by the alert evaluator)."""
+
+    def query_alert_events(
+        self,
+        since: datetime | None = None,
+        name: str | None = None,
+        project: str | None = None,
+        limit: int = 100,
+    ) -> list[AlertEvent]:
+        """Alert events fired at or after `since`, of alert `name`, of rules on `project`
+        (each when given), newest first, at most `limit`."""
+
+    def latest_alert_events(self) -> list[AlertEvent]:
+        """Each alert's newest event (its current state), by alert name."""
 
     def close(self) -> None:
         """Release connections."""

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
+
+_WAL_SWITCH_WAIT_S = 5.0
+
+
+def _use_wal(cursor: Any) -> None:
+    """Put the database in WAL mode. Two connections switching a new file at once deadlock on
+    its lock, and SQLite fails one of them at once (its busy timeout does not apply): that one
+    tries again until the other has switched."""
+    deadline = time.monotonic() + _WAL_SWITCH_WAIT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def is_sqlite(url: str) -> bool:
@@ -32,7 +51,7 @@ def sqlite_engine(url: str, busy_timeout_ms: int, cache_kib: int | None = None) 
     def _tune(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         if not in_memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _use_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         if cache_kib is not None:

@@ -237,6 +237,25 @@ request_hashes = Table(
     sqlite_with_rowid=False,
 )
 
+alert_events = Table(
+    "alert_events",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("alert_name", NAME, nullable=False),
+    Column("metric", CODE, nullable=False),
+    Column("state", String(16), nullable=False, comment="firing or resolved"),
+    Column("value", Float, comment="in the metric's units; NULL: nothing to measure"),
+    Column("threshold", Float),
+    Column("direction", String(8), nullable=False, comment="above or below"),
+    Column("time_window", CODE, nullable=False, comment="the rule's window, e.g. 1h"),
+    Column("project_name", NAME, comment="the rule's project; NULL: every project"),
+    Column("budget_name", NAME),
+    Column("fired_at", UTCDateTime, nullable=False),
+    Index("ix_alert_events_fired", "fired_at"),
+    Index("ix_alert_events_name_fired", "alert_name", "fired_at"),
+    comment="alerts that fired or resolved",
+)
+
 budget_accounts = Table(
     "budget_accounts",
     metadata,

@@ -40,6 +40,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.selectable import TableValuedAlias
 
+from obsdeco.alerts.events import AlertEvent
 from obsdeco.models import (
     MAX_NAME_LENGTH,
     AgentSpan,
@@ -74,6 +75,7 @@ from obsdeco.storage.histogram import Histogram
 from obsdeco.storage.schema import (
     UTCDateTime,
     agent_spans,
+    alert_events,
     call_rollups,
     llm_calls,
     metadata,
@@ -950,8 +952,88 @@ class SQLAlchemyStorage:
                 for row in connection.execute(statement)
             ]
 
+    def add_alert_event(self, event: AlertEvent) -> None:
+        self._ensure_schema()
+        with self.engine.begin() as connection:
+            connection.execute(insert(alert_events), [_alert_event_row(event)])
+
+    def query_alert_events(
+        self,
+        since: datetime | None = None,
+        name: str | None = None,
+        project: str | None = None,
+        limit: int = 100,
+    ) -> list[AlertEvent]:
+        column = alert_events.c
+        statement = select(alert_events)
+        if since is not None:
+            statement = statement.where(column.fired_at >= since)
+        if name is not None:
+            statement = statement.where(column.alert_name == name)
+        if project is not None:
+            statement = statement.where(column.project_name == project)
+        statement = statement.order_by(column.fired_at.desc(), column.alert_name).limit(limit)
+        with self._connect() as connection:
+            return [_alert_event_from_row(row) for row in connection.execute(statement)]
+
+    def latest_alert_events(self) -> list[AlertEvent]:
+        column = alert_events.c
+        newest = (
+            select(column.alert_name, func.max(column.fired_at).label("fired_at"))
+            .group_by(column.alert_name)
+            .subquery()
+        )
+        statement = (
+            select(alert_events)
+            .join(
+                newest,
+                and_(
+                    column.alert_name == newest.c.alert_name,
+                    column.fired_at == newest.c.fired_at,
+                ),
+            )
+            .order_by(column.alert_name, column.id)
+        )
+        with self._connect() as connection:
+            found = {
+                row.alert_name: _alert_event_from_row(row) for row in connection.execute(statement)
+            }
+        return list(found.values())
+
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _alert_event_row(event: AlertEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "alert_name": event.alert,
+        "metric": event.metric,
+        "state": event.state,
+        "value": event.value,
+        "threshold": event.threshold,
+        "direction": event.direction,
+        "time_window": event.window,
+        "project_name": event.project,
+        "budget_name": event.budget,
+        "fired_at": event.fired_at,
+    }
+
+
+def _alert_event_from_row(row: Any) -> AlertEvent:
+    return AlertEvent(
+        id=row.id,
+        alert=row.alert_name,
+        metric=row.metric,
+        state=row.state,
+        value=row.value,
+        threshold=row.threshold,
+        direction=row.direction,
+        window=row.time_window,
+        project=row.project_name,
+        budget=row.budget_name,
+        fired_at=row.fired_at,
+    )
 
 
 def _group_value(key: GroupKey, value: Any) -> Any:
