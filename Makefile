@@ -14,7 +14,7 @@ $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev,postgres,openai,anthropic,gemini,redis,frameworks,bench,dashboard,sqlcipher,otel]'
+	$(BIN)/pip install --quiet -e '.[dev,postgres,openai,anthropic,gemini,redis,frameworks,bench,dashboard,sqlcipher,otel,parquet]'
 	touch $@ $(VENV)/.installed-demo
 
 demo: $(VENV)/.installed-demo
@@ -42,6 +42,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/report.py
 	$(BIN)/python benchmarks/dashboard.py
 	$(BIN)/python benchmarks/scrub.py
+	$(BIN)/python benchmarks/export.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache obsdeco.db obsdeco-demo.db

@@ -27,6 +27,7 @@ from obsdeco.engine.experiments import (
 )
 from obsdeco.engine.routes import Route
 from obsdeco.engine.scores import get_scores, score
+from obsdeco.file_export import export
 from obsdeco.integrations.patching import patch_all, unpatch_all
 from obsdeco.models import (
     AgentSpan,
@@ -85,6 +86,7 @@ __all__ = [
     "current_session",
     "experiment",
     "experiment_report",
+    "export",
     "flush",
     "get_alerts",
     "get_calls",

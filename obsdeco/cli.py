@@ -1,5 +1,5 @@
 """The `obsdeco` command line: list stored sessions, experiments and alerts, print their
-reports and the savings."""
+reports and the savings, export records to files."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from obsdeco._version import __version__
+from obsdeco.file_export import EXPORTS as EXPORT_TABLES
+from obsdeco.file_export import FORMATS as EXPORT_FORMATS
 
 if TYPE_CHECKING:
     from obsdeco.models import ProjectReport, SavingsReport, SessionReport
@@ -119,6 +121,31 @@ def _parser() -> argparse.ArgumentParser:
     alerts.add_argument("--project", help="only alerts on this project")
     alerts.add_argument("--since", type=parse_time, help="ISO time or duration (24h, 7d)")
     alerts.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+
+    export = commands.add_parser(
+        "export",
+        help="write stored calls, sessions or agent spans to a JSON Lines, CSV or Parquet file",
+        parents=[options],
+    )
+    export.add_argument(
+        "what", choices=EXPORT_TABLES, metavar="WHAT", help="calls, sessions or spans"
+    )
+    export.add_argument(
+        "output",
+        metavar="OUTPUT",
+        help="the file to write (its suffix names the format), or - for stdout",
+    )
+    export.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        help="jsonl, csv or parquet (default: from OUTPUT's suffix; jsonl for stdout)",
+    )
+    export.add_argument("--project", help="only this project (default: every project)")
+    export.add_argument("--since", type=parse_time, help="ISO time or duration (24h, 7d)")
+    export.add_argument("--until", type=parse_time, help="ISO time or duration")
+    export.add_argument("--model", help="only calls of this model (sessions: that called it)")
+    export.add_argument("--agent", help="only calls of this agent (sessions: that it called from)")
+    export.add_argument("--session", dest="session_id", help="only this session")
 
     dashboard = commands.add_parser(
         "dashboard",
@@ -275,6 +302,34 @@ def _alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    """Write the export; what was written is said on stderr, so that stdout holds only rows."""
+    import obsdeco
+
+    to_stdout = args.output == "-"
+    if to_stdout and args.format == "parquet":
+        print("obsdeco export: Parquet cannot go to stdout; give a file path", file=sys.stderr)
+        return 2
+    try:
+        written = obsdeco.export(
+            sys.stdout if to_stdout else args.output,
+            args.what,
+            (args.format or "jsonl") if to_stdout else args.format,
+            project=args.project,
+            since=args.since,
+            until=args.until,
+            model=args.model,
+            agent=args.agent,
+            session_id=args.session_id,
+        )
+    except (ValueError, OSError) as error:
+        print(f"obsdeco export: {error}", file=sys.stderr)
+        return 2
+    where = "stdout" if to_stdout else args.output
+    print(f"wrote {written:,} rows of {args.what} to {where}", file=sys.stderr)
+    return 0
+
+
 def _print(report: SessionReport | ProjectReport | SavingsReport, output: str) -> None:
     if output == "json":
         print(json.dumps(report.model_dump(mode="json"), indent=2))
@@ -336,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "savings": _savings,
         "experiments": _experiments,
         "alerts": _alerts,
+        "export": _export,
         "dashboard": _dashboard,
     }
     try:

@@ -380,6 +380,8 @@ class SessionSummary(BaseModel):
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
     total_tokens: int = 0
     cost_usd: float | None = None
     total_latency_ms: float = 0.0

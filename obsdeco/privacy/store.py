@@ -4,7 +4,7 @@ directions, around whichever backend the database URL names."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from obsdeco.config import Settings, key_bytes
@@ -15,6 +15,7 @@ from obsdeco.storage import open_backend
 from obsdeco.storage.base import (
     CallFilter,
     ScoreFilter,
+    SessionFilter,
     SessionState,
     StorageBackend,
     WriteBatch,
@@ -111,6 +112,24 @@ class PrivateStorage:
         self, where: CallFilter, limit: int | None = None, offset: int = 0
     ) -> list[LLMCall]:
         return [self._opened_call(call) for call in self.inner.query_calls(where, limit, offset)]
+
+    def iter_calls(self, where: CallFilter, batch_size: int = 1_000) -> Iterator[list[LLMCall]]:
+        """Decrypted with the configured key; without one, as stored (for exports)."""
+        for page in self.inner.iter_calls(where, batch_size):
+            yield page if self._cipher is None else [self._opened_call(call) for call in page]
+
+    def iter_sessions(
+        self, where: SessionFilter, batch_size: int = 1_000
+    ) -> Iterator[list[SessionSummary]]:
+        """Decrypted with the configured key; without one, as stored (for exports)."""
+        for page in self.inner.iter_sessions(where, batch_size):
+            if self._cipher is None:
+                yield page
+                continue
+            yield [
+                summary.model_copy(update={"session": self._opened_session(summary.session)})
+                for summary in page
+            ]
 
     def find_target(self, target_id: str) -> Session | LLMCall | None:
         found = self.inner.find_target(target_id)

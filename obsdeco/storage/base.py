@@ -6,7 +6,7 @@ A backend is any object with these methods; `register_backend()` makes one reach
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -114,6 +114,29 @@ class CallFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionFilter:
+    """Which sessions, or agent spans, a listing covers; None means no restriction. `since`
+    and `until` bound when each started; `model` and `agent` keep the sessions that made a
+    call to that model (as reports key models) or from that agent. For spans, `agent` is the
+    span's own agent and `model` keeps the spans of sessions that called it."""
+
+    project: str | None = None
+    session_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    model: str | None = None
+    agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectSpan:
+    """An agent span with the project of its session."""
+
+    span: AgentSpan
+    project_name: str
+
+
+@dataclass(frozen=True, slots=True)
 class ScoreFilter:
     """Which scores a query or an aggregate covers; None means no restriction. `since` and
     `until` bound `created_at`; `experiment` keeps the scores of targets assigned in it."""
@@ -211,6 +234,25 @@ class StorageBackend(Protocol):
         self, where: CallFilter, limit: int | None = None, offset: int = 0
     ) -> list[LLMCall]:
         """Calls matching `where` with timestamp in [since, until), oldest first."""
+
+    def iter_calls(self, where: CallFilter, batch_size: int = 1_000) -> Iterator[list[LLMCall]]:
+        """The calls `query_calls` returns, in pages of at most `batch_size`, each page read
+        when the previous one has been consumed (keyset pagination on (timestamp, id)), so
+        that no more than a page is held however many calls match. Unlike `query_calls`, it
+        returns encrypted values as stored when no key is configured."""
+
+    def iter_sessions(
+        self, where: SessionFilter, batch_size: int = 1_000
+    ) -> Iterator[list[SessionSummary]]:
+        """Sessions matching `where` with their stored aggregates, oldest first (by
+        (started_at, id)), in pages of at most `batch_size`, read page by page; encrypted
+        metadata as `iter_calls` returns it."""
+
+    def iter_spans(
+        self, where: SessionFilter, batch_size: int = 1_000
+    ) -> Iterator[list[ProjectSpan]]:
+        """Agent spans matching `where`, oldest first (by (started_at, id)), in pages of at
+        most `batch_size`, read page by page."""
 
     def aggregate_calls(
         self, where: CallFilter, group_by: Sequence[GroupKey] = (), min_calls: int = 1

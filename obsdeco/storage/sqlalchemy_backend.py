@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -60,10 +60,12 @@ from obsdeco.storage.base import (
     CallFilter,
     ExperimentVariant,
     GroupKey,
+    ProjectSpan,
     Quantiles,
     ScoreAggregate,
     ScoreFilter,
     ScoreGroup,
+    SessionFilter,
     SessionOrder,
     SessionState,
     WriteBatch,
@@ -214,7 +216,18 @@ def _session_row(state: SessionState) -> dict[str, Any]:
 
 
 def _call_from_row(row: Any) -> LLMCall:
-    values = row._asdict()
+    return _call_from_values(row._asdict())
+
+
+def _calls_from_rows(rows: Sequence[Any]) -> list[LLMCall]:
+    """`_call_from_row` of each row, the column names looked up once for all."""
+    if not rows:
+        return []
+    names = rows[0]._fields
+    return [_call_from_values(dict(zip(names, row, strict=True))) for row in rows]
+
+
+def _call_from_values(values: dict[str, Any]) -> LLMCall:
     del values["repeated"]
     values["provider"] = ModelProvider(values["provider"])
     if values["provider_name"] is None:  # imported without one, rollups not yet rebuilt
@@ -229,6 +242,24 @@ def _session_from_row(row: Any) -> Session:
     if values["experiments"] is None:  # stored by an earlier obsdeco
         values["experiments"] = {}
     return Session.model_construct(**values)
+
+
+def _summary_from_row(row: Any) -> SessionSummary:
+    return SessionSummary(
+        session=_session_from_row(row),
+        calls=row.call_count,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        cached_tokens=row.cached_tokens,
+        reasoning_tokens=row.reasoning_tokens,
+        total_tokens=row.total_tokens,
+        cost_usd=row.cost_usd,
+        total_latency_ms=row.total_latency_ms,
+        errors=row.error_count,
+    )
+
+
+_SPAN_FIELDS = tuple(column.name for column in agent_spans.columns)
 
 
 def _score_from_row(row: Any) -> Score:
@@ -423,19 +454,7 @@ class SQLAlchemyStorage:
         )
         with self._connect() as connection:
             rows = connection.execute(statement).all()
-        return [
-            SessionSummary(
-                session=_session_from_row(row),
-                calls=row.call_count,
-                prompt_tokens=row.prompt_tokens,
-                completion_tokens=row.completion_tokens,
-                total_tokens=row.total_tokens,
-                cost_usd=row.cost_usd,
-                total_latency_ms=row.total_latency_ms,
-                errors=row.error_count,
-            )
-            for row in rows
-        ]
+        return [_summary_from_row(row) for row in rows]
 
     def query_calls(
         self, where: CallFilter, limit: int | None = None, offset: int = 0
@@ -450,6 +469,84 @@ class SQLAlchemyStorage:
         with self._connect() as connection:
             rows = connection.execute(statement).all()
         return [_call_from_row(row) for row in rows]
+
+    def iter_calls(self, where: CallFilter, batch_size: int = 1_000) -> Iterator[list[LLMCall]]:
+        statement = _filtered(select(llm_calls), where)
+        for rows in self._pages(statement, llm_calls.c.timestamp, llm_calls.c.id, batch_size):
+            yield _calls_from_rows(rows)
+
+    def iter_sessions(
+        self, where: SessionFilter, batch_size: int = 1_000
+    ) -> Iterator[list[SessionSummary]]:
+        statement = _sessions_filtered(
+            select(sessions),
+            where.project,
+            where.since,
+            where.until,
+            model=where.model,
+            agent=where.agent,
+        )
+        if where.session_id is not None:
+            statement = statement.where(sessions.c.id == where.session_id)
+        for rows in self._pages(statement, sessions.c.started_at, sessions.c.id, batch_size):
+            yield [_summary_from_row(row) for row in rows]
+
+    def iter_spans(
+        self, where: SessionFilter, batch_size: int = 1_000
+    ) -> Iterator[list[ProjectSpan]]:
+        spans = agent_spans.c
+        statement = _sessions_filtered(
+            select(agent_spans, sessions.c.project_name).join(
+                sessions, sessions.c.id == spans.session_id
+            ),
+            where.project,
+            None,
+            None,
+            None,
+            where.model,
+        )
+        for name, value in (("session_id", where.session_id), ("agent_name", where.agent)):
+            if value is not None:
+                statement = statement.where(spans[name] == value)
+        if where.since is not None:
+            statement = statement.where(spans.started_at >= where.since)
+        if where.until is not None:
+            statement = statement.where(spans.started_at < where.until)
+        for rows in self._pages(statement, spans.started_at, spans.id, batch_size):
+            yield [
+                ProjectSpan(
+                    span=AgentSpan.model_construct(
+                        **{name: getattr(row, name) for name in _SPAN_FIELDS}
+                    ),
+                    project_name=row.project_name,
+                )
+                for row in rows
+            ]
+
+    def _pages(
+        self,
+        statement: Select[Any],
+        moment: ColumnElement[datetime],
+        key: ColumnElement[str],
+        batch_size: int,
+    ) -> Iterator[Sequence[Any]]:
+        """The rows of `statement` ordered by (moment, key), a page of `batch_size` at a time:
+        each page is its own short query starting after the last row of the one before (no
+        transaction or cursor stays open while the caller works on a page)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        ordered = statement.order_by(moment, key).limit(batch_size)
+        page = ordered
+        while True:
+            with self._connect() as connection:
+                rows = connection.execute(page).all()
+            if rows:
+                yield rows
+            if len(rows) < batch_size:
+                return
+            last_moment, last_key = rows[-1]._mapping[moment], rows[-1]._mapping[key]
+            # `moment >= last` on its own lets the database seek in its index on `moment`.
+            page = ordered.where(moment >= last_moment, or_(moment > last_moment, key > last_key))
 
     def aggregate_calls(
         self, where: CallFilter, group_by: Sequence[GroupKey] = (), min_calls: int = 1
