@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 
-from obsdeco.export.otel_import import SpanExporter
-from obsdeco.export.registry import flush_exports
+from obsdeco.otlp.otel_import import SpanExporter
+from obsdeco.otlp.registry import flush_exports
 from obsdeco.runtime import flush
 
 

@@ -23,9 +23,9 @@ from obsdeco.config import Settings, get_settings, settings_holder
 from obsdeco.engine.budget_counts import budget_counts
 from obsdeco.engine.cache_store import cache_counters, cache_pending, close_caches, flush_caches
 from obsdeco.engine.counters import engine_counters
-from obsdeco.export import registry as exports
 from obsdeco.guard import internal_faults
 from obsdeco.models import Session
+from obsdeco.otlp import registry as exports
 from obsdeco.privacy.store import open_store
 from obsdeco.shutdown import ExitHooks
 from obsdeco.storage import StorageBackend

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import importlib
 import io
 import json
 import os
@@ -766,14 +765,3 @@ def test_the_readme_documents_every_column_in_order():
             for line in table.strip().splitlines()[2:]
         ]
         assert documented == [(column.name, column.kind) for column in columns], what
-
-
-def test_obsdeco_export_stays_the_function_beside_the_otel_package():
-    """`obsdeco.export` (the OpenTelemetry package) shares the name: importing its modules,
-    as configuring an OTLP endpoint does, must leave `obsdeco.export` the function."""
-    pytest.importorskip("opentelemetry.sdk")
-    importlib.import_module("obsdeco.export.otlp")
-    importlib.import_module("obsdeco.otel")
-
-    assert obsdeco.export.__module__ == "obsdeco.file_export.api"
-    assert callable(obsdeco.export)

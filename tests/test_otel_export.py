@@ -17,8 +17,8 @@ import obsdeco.otel
 from obsdeco import LLMCall
 from obsdeco.analyzers import PriceTable
 from obsdeco.config import build_settings
-from obsdeco.export.otlp import OtlpExport
-from obsdeco.export.registry import ExportCounters, wait_exports_closed
+from obsdeco.otlp.exporter import OtlpExport
+from obsdeco.otlp.registry import ExportCounters, wait_exports_closed
 from obsdeco.runtime import get_runtime
 from obsdeco.storage import WriteBatch
 from obsdeco.testing import ProviderServer, Reply

@@ -18,8 +18,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 import obsdeco
 import obsdeco.otel
 from obsdeco.collector import load_session
-from obsdeco.export.spans import CallCost, SpanFactory
 from obsdeco.models import LLMCall
+from obsdeco.otlp.spans import CallCost, SpanFactory
 from obsdeco.testing import Reply
 from tests.otlp_receiver import OtlpReceiver
 

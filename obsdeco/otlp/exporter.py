@@ -37,9 +37,10 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from obsdeco._version import __version__
 from obsdeco.analyzers import PriceTable, price_calls
 from obsdeco.config import Settings
-from obsdeco.export import registry
-from obsdeco.export.registry import ExportCounters
-from obsdeco.export.spans import (
+from obsdeco.models import AgentSpan, LLMCall, implicit_session_id, utc_now
+from obsdeco.otlp import registry
+from obsdeco.otlp.registry import ExportCounters
+from obsdeco.otlp.spans import (
     CallCost,
     SpanFactory,
     call_end,
@@ -48,10 +49,9 @@ from obsdeco.export.spans import (
     span_id_of,
     trace_id_of,
 )
-from obsdeco.models import AgentSpan, LLMCall, implicit_session_id, utc_now
 from obsdeco.storage import SessionState, WriteBatch
 
-logger = logging.getLogger("obsdeco.export")
+logger = logging.getLogger("obsdeco.otlp")
 
 _SPANS_PER_REQUEST = 512
 _SENT_SESSIONS_KEPT = 4_096

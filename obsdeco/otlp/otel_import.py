@@ -37,11 +37,11 @@ from opentelemetry.trace import StatusCode
 
 from obsdeco.collector import MetricsCollector, sessions_in_memory
 from obsdeco.config import get_settings
-from obsdeco.export import registry
-from obsdeco.export.spans import SCOPE_NAME
 from obsdeco.guard import fault
 from obsdeco.integrations.facts import completion_json
 from obsdeco.models import MAX_NAME_LENGTH, ModelProvider, Session, checked_name
+from obsdeco.otlp import registry
+from obsdeco.otlp.spans import SCOPE_NAME
 from obsdeco.provider_names import otel_name
 from obsdeco.runtime import pipeline
 from obsdeco.storage import SessionState

@@ -80,7 +80,7 @@ def open_export(settings: Settings, prices: PriceTable) -> LiveExport | None:
     if settings.otlp_endpoint is None:
         return None
     try:
-        otlp = importlib.import_module("obsdeco.export.otlp")
+        otlp = importlib.import_module("obsdeco.otlp.exporter")
         export: LiveExport = otlp.OtlpExport(settings, prices, counters)
     except Exception:
         fault("open_export")

@@ -18,8 +18,8 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from opentelemetry.util.types import AttributeValue
 
 from obsdeco._version import __version__
-from obsdeco.export.content import content_attributes
 from obsdeco.models import AgentSpan, LLMCall, Session
+from obsdeco.otlp.content import content_attributes
 from obsdeco.storage import SessionState
 
 SCOPE_NAME = "obsdeco"
