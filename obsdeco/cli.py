@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
         parents=[options],
     )
     export.add_argument(
-        "what", choices=EXPORT_TABLES, metavar="WHAT", help="calls, sessions or spans"
+        "what", choices=EXPORT_TABLES, metavar="WHAT", help="calls, sessions, spans or scores"
     )
     export.add_argument(
         "output",

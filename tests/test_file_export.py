@@ -23,13 +23,14 @@ from sqlalchemy import event
 
 import obsdeco
 from obsdeco.collector import sessions_in_memory
-from obsdeco.file_export.columns import CALL_COLUMNS, SESSION_COLUMNS, SPAN_COLUMNS
+from obsdeco.file_export.columns import CALL_COLUMNS, SCORE_COLUMNS, SESSION_COLUMNS, SPAN_COLUMNS
 from obsdeco.runtime import get_runtime
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CALL_NAMES = [column.name for column in CALL_COLUMNS]
 SESSION_NAMES = [column.name for column in SESSION_COLUMNS]
 SPAN_NAMES = [column.name for column in SPAN_COLUMNS]
+SCORE_NAMES = [column.name for column in SCORE_COLUMNS]
 TRICKY = "naïve — 日本語 🚀\nsecond line\r\nthird\ttabbed \u2028 after LS \x01\x1f end"
 
 # genai-prices, gpt-4o: $2.50/M input, $1.25/M cached input, $10/M output;
@@ -377,6 +378,29 @@ def test_agent_spans(seeded, tmp_path):
     ]
 
 
+def test_scores(seeded, tmp_path):
+    refund = seeded["refund"].id
+    obsdeco.score(refund, "helpful", True, comment="=HYPERLINK(x)")
+    obsdeco.score("c1", "judge", 0.25)
+    obsdeco.score(seeded["draft"].id, "helpful", 0.5)
+    obsdeco.flush()
+
+    assert obsdeco.export(tmp_path / "scores.csv", "scores", project="shop") == 2
+    header, *rows = _csv(tmp_path / "scores.csv")
+    assert header == SCORE_NAMES
+    assert [row[1:8] + row[9:] for row in rows] == [
+        [refund, refund, "", "shop", "helpful", "1.0", "'=HYPERLINK(x)", "", "", "{}"],
+        ["c1", refund, "c1", "shop", "judge", "0.25", "", "gpt-4o-2024-08-06", "Planner", "{}"],
+    ]  # fmt: skip
+    out = io.StringIO()
+    assert obsdeco.export(out, "scores", "jsonl", model="gpt-4o-2024-08-06") == 1
+    [record] = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert (record["target_id"], record["value"], record["comment"]) == ("c1", 0.25, None)
+    obsdeco.export(tmp_path / "scores.parquet", "scores")
+    values = pq.read_table(tmp_path / "scores.parquet").column("value").to_pylist()
+    assert values == [1.0, 0.25, 0.5]
+
+
 # --- filters and ranges --------------------------------------------------------------------------
 
 
@@ -418,14 +442,19 @@ def test_filters_are_those_of_reports(seeded, tmp_path):
     assert _ids(tmp_path, "spans", model="nope") == []
 
 
-@pytest.mark.parametrize("what", ["calls", "sessions", "spans"])
+@pytest.mark.parametrize("what", ["calls", "sessions", "spans", "scores"])
 def test_an_empty_range_writes_an_empty_table(seeded, tmp_path, what):
     empty = {"since": T0 + timedelta(days=3650), "until": T0 + timedelta(days=3651)}
 
     counts = [obsdeco.export(tmp_path / f"{what}.{suffix}", what, **empty) for suffix in
               ("jsonl", "csv", "parquet")]  # fmt: skip
 
-    names = {"calls": CALL_NAMES, "sessions": SESSION_NAMES, "spans": SPAN_NAMES}[what]
+    names = {
+        "calls": CALL_NAMES,
+        "sessions": SESSION_NAMES,
+        "spans": SPAN_NAMES,
+        "scores": SCORE_NAMES,
+    }[what]
     assert counts == [0, 0, 0]
     assert (tmp_path / f"{what}.jsonl").read_bytes() == b""
     assert _csv(tmp_path / f"{what}.csv") == [names]
@@ -758,7 +787,7 @@ def test_the_readme_documents_every_column_in_order():
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Export to files", 1)[1].split("\n## ", 1)[0]
     for what, columns in (("calls", CALL_COLUMNS), ("sessions", SESSION_COLUMNS),
-                          ("spans", SPAN_COLUMNS)):  # fmt: skip
+                          ("spans", SPAN_COLUMNS), ("scores", SCORE_COLUMNS)):  # fmt: skip
         table = section.split(f"<!-- columns: {what} -->", 1)[1].split("\n\n", 1)[0]
         documented = [
             tuple(cell.strip().strip("`") for cell in line.strip("|").split("|")[:2])

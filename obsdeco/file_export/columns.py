@@ -105,3 +105,18 @@ SPAN_COLUMNS: tuple[Column, ...] = (
     Column("success", "boolean", "false when it raised"),
     Column("error_type", "string", "the exception it raised"),
 )
+
+SCORE_COLUMNS: tuple[Column, ...] = (
+    Column("id", "string", "the score's id"),
+    Column("target_id", "string", "what was scored: a session's id or a call's"),
+    Column("session_id", "string", "the session scored, or the scored call's"),
+    Column("call_id", "string", "the call scored; empty for a session score"),
+    Column("project_name", "string", "its project"),
+    Column("name", "string", 'what the score measures, e.g. "helpful"'),
+    Column("value", "float", "the score, from 0 to 1 (a bool as 0 or 1)"),
+    Column("comment", "string", "the comment given with it"),
+    Column("created_at", "timestamp", "when it was given"),
+    Column("model", "string", "the scored call's model, as reports name it"),
+    Column("agent_name", "string", "the scored call's agent"),
+    Column("experiments", "json", "the target's experiment assignments: experiment -> variant"),
+)

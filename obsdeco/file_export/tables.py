@@ -15,8 +15,14 @@ from typing import Any
 
 from obsdeco.analyzers import PriceTable
 from obsdeco.analyzers.columns import CallColumns
-from obsdeco.file_export.columns import CALL_COLUMNS, SESSION_COLUMNS, SPAN_COLUMNS, Column
-from obsdeco.storage.base import CallFilter, SessionFilter, StorageBackend
+from obsdeco.file_export.columns import (
+    CALL_COLUMNS,
+    SCORE_COLUMNS,
+    SESSION_COLUMNS,
+    SPAN_COLUMNS,
+    Column,
+)
+from obsdeco.storage.base import CallFilter, ScoreFilter, SessionFilter, StorageBackend
 
 Row = tuple[Any, ...]
 """One value per column, in the table's column order; None where there is none."""
@@ -35,6 +41,16 @@ class ExportFilter:
 
     def calls(self) -> CallFilter:
         return CallFilter(
+            project=self.project,
+            session_id=self.session_id,
+            since=self.since,
+            until=self.until,
+            model=self.model,
+            agent=self.agent,
+        )
+
+    def scores(self) -> ScoreFilter:
+        return ScoreFilter(
             project=self.project,
             session_id=self.session_id,
             since=self.since,
@@ -158,12 +174,23 @@ def _span_pages(
         ]
 
 
+_score_row = itemgetter(*(column.name for column in SCORE_COLUMNS))
+
+
+def _score_pages(
+    backend: StorageBackend, where: ExportFilter, _prices: PriceTable, batch_size: int
+) -> Iterator[list[Row]]:
+    for found in backend.iter_scores(where.scores(), batch_size):
+        yield [_score_row(score.__dict__) for score in found]
+
+
 TABLES: dict[str, Table] = {
     table.what: table
     for table in (
         Table("calls", CALL_COLUMNS, _call_pages),
         Table("sessions", SESSION_COLUMNS, _session_pages),
         Table("spans", SPAN_COLUMNS, _span_pages),
+        Table("scores", SCORE_COLUMNS, _score_pages),
     )
 }
 """Every exportable table by the name `export(what=...)` takes."""

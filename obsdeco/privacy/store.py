@@ -137,6 +137,11 @@ class PrivateStorage:
             return self._opened_session(found)
         return None if found is None else self._opened_call(found)
 
+    def iter_scores(self, where: ScoreFilter, batch_size: int = 1_000) -> Iterator[list[Score]]:
+        """Comments decrypted with the configured key; without one, as stored (for exports)."""
+        for page in self.inner.iter_scores(where, batch_size):
+            yield page if self._cipher is None else [self._opened_score(score) for score in page]
+
     def query_scores(
         self, where: ScoreFilter, limit: int | None = None, offset: int = 0
     ) -> list[Score]:

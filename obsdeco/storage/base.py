@@ -254,6 +254,10 @@ class StorageBackend(Protocol):
         """Agent spans matching `where`, oldest first (by (started_at, id)), in pages of at
         most `batch_size`, read page by page."""
 
+    def iter_scores(self, where: ScoreFilter, batch_size: int = 1_000) -> Iterator[list[Score]]:
+        """Scores matching `where`, oldest first (by (created_at, id)), in pages of at most
+        `batch_size`, read page by page; encrypted comments as `iter_calls` returns content."""
+
     def aggregate_calls(
         self, where: CallFilter, group_by: Sequence[GroupKey] = (), min_calls: int = 1
     ) -> list[CallAggregate]:

@@ -846,6 +846,11 @@ class SQLAlchemyStorage:
             row = connection.execute(select(llm_calls).where(llm_calls.c.id == target_id)).first()
         return None if row is None else _call_from_row(row)
 
+    def iter_scores(self, where: ScoreFilter, batch_size: int = 1_000) -> Iterator[list[Score]]:
+        statement = self._scores_filtered(select(scores), where)
+        for rows in self._pages(statement, scores.c.created_at, scores.c.id, batch_size):
+            yield [_score_from_row(row) for row in rows]
+
     def query_scores(
         self, where: ScoreFilter, limit: int | None = None, offset: int = 0
     ) -> list[Score]:
