@@ -9,7 +9,9 @@ instrumentation off and on; figures are medians of the on-minus-off block median
 per-chunk figure is the slope between a short and a long stream, which removes the per-call
 part. The HTTP seam's cost on requests that are no LLM call (a GET, and a JSON POST to a path
 that is no LLM endpoint) is measured the same way, through httpx and httpx2 clients on a
-MockTransport. Prints a table and writes benchmarks/results/overhead.json.
+MockTransport. "obsdeco + OTLP" is obsdeco with every stored record also exported over
+OTLP/HTTP to a receiver in another process: the export runs on the writer's side, so it should
+add nothing on the caller's thread. Prints a table and writes benchmarks/results/overhead.json.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import timeit
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from typing import Any
 
@@ -152,6 +156,47 @@ def _obsdeco() -> _Toggle:
         obsdeco.unpatch_all()
 
     return _Toggle(on, off)
+
+
+_RECEIVER = """
+import http.server, sys
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+@contextmanager
+def otlp_receiver() -> Iterator[str]:
+    """An OTLP/HTTP endpoint in a process of its own (accepting every export), so that its
+    work does not run in the benchmark's process."""
+    process = subprocess.Popen([sys.executable, "-c", _RECEIVER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        yield f"http://127.0.0.1:{process.stdout.readline().strip()}"
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def _obsdeco_exporting(database_url: str, endpoint: str) -> Callable[[], _Toggle]:
+    """obsdeco with every stored record also exported over OTLP (configured once, before the
+    blocks)."""
+
+    def make() -> _Toggle:
+        obsdeco.configure(database_url=database_url, otlp_endpoint=endpoint)
+        return _obsdeco()
+
+    return make
 
 
 def _openinference() -> _Toggle:
@@ -362,8 +407,10 @@ def main() -> int:
         "blocks": args.blocks,
         "block_size": args.block_size,
     }
-    with tempfile.TemporaryDirectory() as folder:
-        obsdeco.configure(database_url=f"sqlite:///{folder}/overhead.db")
+    with tempfile.TemporaryDirectory() as folder, otlp_receiver() as endpoint:
+        database_url = f"sqlite:///{folder}/overhead.db"
+        toggles["obsdeco + OTLP"] = _obsdeco_exporting(database_url, endpoint)
+        obsdeco.configure(database_url=database_url)
         results["obsdeco_own_time_per_call_us"] = seam_time(args.blocks * args.block_size) * 1e6
         results["obsdeco_per_chunk_us"] = chunk_time(LONG_STREAM, 200) * 1e6
         results["http_seam_non_llm_request"] = non_llm_requests(args.blocks, args.block_size * 4)
@@ -380,6 +427,7 @@ def main() -> int:
                 "unpatched_long_stream_us": timing["plain_stream_long"] * 1e6,
             }
         obsdeco.flush()
+        results["otlp_exported_spans"] = obsdeco.stats().exported_spans
 
     ours = results["obsdeco"]
     print(
@@ -398,6 +446,10 @@ def main() -> int:
         print(
             f"{name:<16}{row['added_per_call_us']:>15.1f} us{row['added_per_chunk_us']:>15.2f} us"
         )
+    print(
+        f"(obsdeco + OTLP: every record also exported; spans accepted: "
+        f"{results['otlp_exported_spans']})"
+    )
     if "openinference" in results:
         theirs = results["openinference"]
         ratio = {

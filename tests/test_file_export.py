@@ -751,7 +751,7 @@ def test_cli_exports_to_files_and_stdout(seeded, tmp_path, database_url):
 
 def test_cli_errors(seeded, tmp_path, database_url):
     url = ("--database-url", database_url)
-    unknown_what = _obsdeco("export", "scores", "-", *url)
+    unknown_what = _obsdeco("export", "alerts", "-", *url)
     unknown_format = _obsdeco("export", "calls", "-", "--format", "xml", *url)
     bad_suffix = _obsdeco("export", "calls", str(tmp_path / "calls.txt"), *url)
     parquet_stdout = _obsdeco("export", "calls", "-", "--format", "parquet", *url)
@@ -759,8 +759,8 @@ def test_cli_errors(seeded, tmp_path, database_url):
     missing_dir = _obsdeco("export", "calls", str(tmp_path / "nowhere" / "c.csv"), *url)
 
     assert unknown_what.returncode == 2
-    assert "invalid choice: 'scores' (choose from calls, sessions, spans)" in re.sub(
-        r"'(calls|sessions|spans)'", r"\1", unknown_what.stderr
+    assert "invalid choice: 'alerts' (choose from calls, sessions, spans, scores)" in re.sub(
+        r"'(calls|sessions|spans|scores)'", r"\1", unknown_what.stderr
     )
     assert unknown_format.returncode == 2
     assert "invalid choice: 'xml'" in unknown_format.stderr

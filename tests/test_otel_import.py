@@ -51,8 +51,21 @@ def instrumented(sqlite_url: str, provider) -> Iterator[tuple[TracerProvider, op
         yield tracer_provider, client
     finally:
         instrumentor.uninstrument()
+        _drop_restored_requests()
         client.close()
         tracer_provider.shutdown()
+
+
+_OWN_REQUEST = {cls: "request" in vars(cls) for cls in (openai.OpenAI, openai.AsyncOpenAI)}
+
+
+def _drop_restored_requests() -> None:
+    """OpenInference's `uninstrument()` puts back `request` on the client classes themselves,
+    where it had been inherited: the SDK seam on the base class would never be reached again
+    by later tests. What they inherited is inherited again."""
+    for cls, own in _OWN_REQUEST.items():
+        if not own and "request" in vars(cls):
+            delattr(cls, "request")
 
 
 def test_openinference_openai_spans_become_a_session(instrumented, provider) -> None:
