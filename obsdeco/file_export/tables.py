@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
@@ -40,34 +40,13 @@ class ExportFilter:
     session_id: str | None = None
 
     def calls(self) -> CallFilter:
-        return CallFilter(
-            project=self.project,
-            session_id=self.session_id,
-            since=self.since,
-            until=self.until,
-            model=self.model,
-            agent=self.agent,
-        )
+        return CallFilter(**asdict(self))
 
     def scores(self) -> ScoreFilter:
-        return ScoreFilter(
-            project=self.project,
-            session_id=self.session_id,
-            since=self.since,
-            until=self.until,
-            model=self.model,
-            agent=self.agent,
-        )
+        return ScoreFilter(**asdict(self))
 
     def sessions(self) -> SessionFilter:
-        return SessionFilter(
-            project=self.project,
-            session_id=self.session_id,
-            since=self.since,
-            until=self.until,
-            model=self.model,
-            agent=self.agent,
-        )
+        return SessionFilter(**asdict(self))
 
 
 Pages = Callable[[StorageBackend, ExportFilter, PriceTable, int], Iterator[list[Row]]]
