@@ -8,7 +8,9 @@ built); the HTTP seam returns them as the library's response. On a miss the HTTP
 every captured client sends through, keeps the answer as it passes, and rewrites each
 attempt's request for the routed model (`routed_request`).
 
-Each step is guarded: a fault leaves the request as it was and the call goes to the provider.
+Before the request leaves, its worst case is reserved in the budgets in scope (`reserve`), which
+refuse it with `BudgetExceeded`: the one deliberate exception raised into a call. Every other
+step is guarded: a fault leaves the request as it was and the call goes to the provider.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from obsdeco.config import get_settings
 from obsdeco.engine import budgets
 from obsdeco.engine.cache import CachePlan, current_scope
 from obsdeco.engine.cache_store import response_cache
-from obsdeco.engine.router import router_for
+from obsdeco.engine.router import Router, router_for
 from obsdeco.guard import guarded
 from obsdeco.integrations.identity import provider_name_for
 from obsdeco.integrations.recorder import CallRecorder
@@ -36,6 +38,27 @@ def engaged() -> bool:
         or current_scope() is not None
         or budgets.session_budgeted()
     )
+
+
+def _route(recorder: CallRecorder, router: Router) -> None:
+    """Send the call to the model of the first rule that routes it, or note a shadow rule's
+    model. A request that does not name its model where its format says stays as it is."""
+    rule = router.decide(recorder.model, recorder.body or {})
+    if rule is None:
+        return
+    if rule.route.shadow:
+        recorder.shadow_model = rule.route.to_model
+        return
+    changed = recorder.format.with_model("", recorder.body or {}, rule.route.to_model)
+    if changed is None and not recorder.format.model_in_path:
+        return
+    recorder.route_rule = rule
+    recorder.call_id = new_id()
+    recorder.requested_model = recorder.model
+    recorder.routed_from = rule.route.from_model
+    recorder.model = rule.route.to_model
+    if changed is not None:
+        recorder.body = changed[1]
 
 
 def _kind(recorder: CallRecorder) -> str:
@@ -57,19 +80,7 @@ def plan(recorder: CallRecorder) -> CachePlan | None:
     settings = get_settings()
     router = router_for(settings.routes)
     if router is not None:
-        rule = router.decide(recorder.model, recorder.body or {})
-        if rule is not None and rule.route.shadow:
-            recorder.shadow_model = rule.route.to_model
-        elif rule is not None:
-            body = recorder.format.with_model("", recorder.body or {}, rule.route.to_model)
-            if body is not None or recorder.format.model_in_path:
-                recorder.route_rule = rule
-                recorder.call_id = new_id()
-                recorder.requested_model = recorder.model
-                recorder.routed_from = rule.route.from_model
-                recorder.model = rule.route.to_model
-                if body is not None:
-                    recorder.body = body[1]
+        _route(recorder, router)
     scope = current_scope()
     if scope is None:
         return None
