@@ -18,7 +18,7 @@ from pydantic import ValidationError
 import obsdeco
 from obsdeco import ModelProvider
 from obsdeco.collector import sessions_in_memory
-from obsdeco.integrations.identity import host_key, provider_name_for
+from obsdeco.integrations.identity import _known_provider, host_key, provider_name_for
 from obsdeco.provider_names import default_provider_name, otel_name, price_provider_id
 from obsdeco.storage.schema import call_rollups
 from obsdeco.testing import ProviderServer, Reply
@@ -278,7 +278,8 @@ def test_a_fault_naming_the_provider_keeps_the_sdks_name_and_harms_nothing(sqlit
         providers=[Provider(id="broken", name="Broken", api_pattern="(")], from_auto_update=False
     )
     faults = obsdeco.stats().internal_faults
-    base_url = f"http://localhost:{provider.port}/v1"  # a host no other test resolves
+    base_url = f"http://localhost:{provider.port}/v1"
+    _known_provider.cache_clear()  # the host is looked up anew, in the broken snapshot
 
     @obsdeco.observe_session
     def ask(client: openai.OpenAI) -> tuple[object, str]:
