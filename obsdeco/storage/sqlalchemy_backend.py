@@ -6,6 +6,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -107,6 +108,9 @@ _TOTAL_FIELDS = (
     "total_tokens",
     "cost_usd",
 )
+
+
+_SCHEMA_LOCK = 0x6F6273646563  # "obsdec": the advisory lock key of schema changes
 
 
 def _create_engine(url: str) -> Engine:
@@ -294,9 +298,25 @@ class SQLAlchemyStorage:
             return
         with self._schema_lock:
             if not self._schema_ready:
-                self._create_schema()
-                self._upgrade()
+                with self._one_process_at_a_time():
+                    self._create_schema()
+                    self._upgrade()
                 self._schema_ready = True
+
+    @contextmanager
+    def _one_process_at_a_time(self) -> Iterator[None]:
+        """On PostgreSQL, hold an advisory lock while the schema is created or upgraded:
+        processes creating tables and their indexes at once deadlock on each other's new
+        tables (PostgreSQL then fails one, and counts a deadlock)."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK})
 
     def _create_schema(self) -> None:
         """Create the missing tables. Another process creating them at the same moment makes an
