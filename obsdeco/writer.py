@@ -16,9 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-
 from obsdeco.models import (
     AgentSpan,
     LLMCall,
@@ -28,7 +25,7 @@ from obsdeco.models import (
     Totals,
     materialized,
 )
-from obsdeco.storage import SessionState, StorageBackend, WriteBatch
+from obsdeco.storage import SessionState, StorageBackend, TransientStorageError, WriteBatch
 
 logger = logging.getLogger("obsdeco.writer")
 
@@ -63,15 +60,8 @@ Record = LLMCall | PendingCall | AgentSpan | Score | SessionState | SessionEnd |
 
 _DROP_LOG_INTERVAL_S = 10.0
 
-_TRANSIENT_ERRORS = (
-    OperationalError,
-    InterfaceError,
-    DisconnectionError,
-    PoolTimeoutError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-)
+_TRANSIENT_ERRORS = (TransientStorageError, ConnectionError, TimeoutError, OSError)
+"""What a backend raises when the database is briefly unavailable (the batch is retried)."""
 
 
 @dataclass

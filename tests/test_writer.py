@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 import obsdeco
 from obsdeco.analyzers import PriceTable, session_totals
 from obsdeco.models import LLMCall, ModelProvider, Session
-from obsdeco.storage import SessionState, SQLAlchemyStorage, WriteBatch
+from obsdeco.storage import SessionState, SQLAlchemyStorage, TransientStorageError, WriteBatch
 from obsdeco.writer import Writer, WriterCounters
 from tests.conftest import count_rows
 
@@ -304,3 +304,46 @@ def test_flush_markers_never_split_from_their_records(sqlite_url, batch_size):
         assert writer.flush(timeout=10)
         assert count_rows(sqlite_url, "llm_calls") == 5 * round_
     writer.stop()
+
+
+class _FlakyStore:
+    """A store that refuses the first `failures` writes with `error`, then keeps every batch."""
+
+    def __init__(self, error: Exception, failures: int) -> None:
+        self.error, self.failures = error, failures
+        self.attempts = 0
+        self.kept: list[WriteBatch] = []
+
+    def write(self, batch: WriteBatch) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise self.error
+        self.kept.append(batch)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_transient_storage_error_is_retried_with_the_same_batch():
+    store = _FlakyStore(TransientStorageError("the database is restarting"), failures=2)
+    counters = WriterCounters()
+    writer = Writer(store, counters, SUMMARIZE, max_queue_size=10, batch_size=10)  # type: ignore[arg-type]
+    writer.submit(_call())
+    assert writer.flush(timeout=30)
+    writer.stop()
+
+    assert store.attempts == 3
+    assert [len(batch.calls) for batch in store.kept] == [1]
+    assert (counters.write_retries, counters.dropped_rejected, counters.written) == (2, 0, 1)
+
+
+def test_any_other_storage_error_rejects_the_record():
+    store = _FlakyStore(ValueError("this store cannot hold that"), failures=10)
+    counters = WriterCounters()
+    writer = Writer(store, counters, SUMMARIZE, max_queue_size=10, batch_size=10)  # type: ignore[arg-type]
+    writer.submit(_call())
+    assert writer.flush(timeout=30)
+    writer.stop()
+
+    assert store.kept == []
+    assert (counters.write_retries, counters.dropped_rejected) == (0, 1)

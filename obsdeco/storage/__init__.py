@@ -9,6 +9,7 @@ from obsdeco.storage.base import (
     CallFilter,
     SessionState,
     StorageBackend,
+    TransientStorageError,
     WriteBatch,
 )
 from obsdeco.storage.sqlalchemy_backend import SQLAlchemyStorage
@@ -46,6 +47,7 @@ __all__ = [
     "SQLAlchemyStorage",
     "SessionState",
     "StorageBackend",
+    "TransientStorageError",
     "WriteBatch",
     "open_backend",
     "register_backend",

@@ -84,6 +84,13 @@ class SessionState:
     totals: Totals | None = None
 
 
+class TransientStorageError(Exception):
+    """The store cannot take a write now but may soon: the database is down or restarting, a
+    connection dropped, the pool is exhausted. A backend's `write` raises it for such failures
+    (from the driver's own error); the writer then keeps the batch and tries it again with
+    backoff. Any other exception from `write` rejects the batch's records, counted."""
+
+
 @dataclass(slots=True)
 class WriteBatch:
     """Records committed together, in one transaction."""

@@ -36,7 +36,8 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.selectable import TableValuedAlias
@@ -69,6 +70,7 @@ from obsdeco.storage.base import (
     SessionFilter,
     SessionOrder,
     SessionState,
+    TransientStorageError,
     WriteBatch,
 )
 from obsdeco.storage.engines import is_sqlite, sqlite_engine
@@ -110,6 +112,8 @@ _TOTAL_FIELDS = (
 )
 
 
+_TRANSIENT = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
+"""SQLAlchemy's errors for a database that cannot be reached or used just now."""
 _SCHEMA_LOCK = 0x6F6273646563  # "obsdec": the advisory lock key of schema changes
 
 
@@ -394,6 +398,12 @@ class SQLAlchemyStorage:
     # --- writing ---------------------------------------------------------------------------
 
     def write(self, batch: WriteBatch) -> None:
+        try:
+            self._write(batch)
+        except _TRANSIENT as error:
+            raise TransientStorageError(str(error)) from error
+
+    def _write(self, batch: WriteBatch) -> None:
         self._ensure_schema()
         with self.engine.begin() as connection:
             if batch.sessions:
