@@ -24,14 +24,12 @@ import argparse
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import sqlalchemy
-from common import POSTGRES_URL, environment, write_results
-from sqlalchemy.engine import make_url
+from common import environment, postgres_schema, write_results
 
 import obsdeco
 from obsdeco.engine import budgets
@@ -162,15 +160,10 @@ class RoundTrips:
 
 
 def postgres_figures(folder: str, blocks: int, size: int) -> dict[str, float]:
-    schema = f"obsdeco_bench_{uuid.uuid4().hex[:8]}"
-    admin = sqlalchemy.create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
+    with postgres_schema() as url:
         project = obsdeco.Budget(limit_usd=LIMIT_USD, scope="project", window="1d")
         obsdeco.configure(
-            database_url=url.render_as_string(hide_password=False),
+            database_url=url,
             project="bench",
             budgets=[project],
         )
@@ -203,10 +196,6 @@ def postgres_figures(folder: str, blocks: int, size: int) -> dict[str, float]:
         collector.end_session(session)
         obsdeco.flush()
         obsdeco.configure(database_url=f"sqlite:///{folder}/calls.db")
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
     return {
         "reserve_us": statistics.median(reserve_times) * 1e6,
         "settle_us": statistics.median(settle_times) * 1e6,

@@ -26,9 +26,8 @@ from contextlib import contextmanager
 
 import redis
 import sqlalchemy
-from common import POSTGRES_URL, environment, write_results
+from common import POSTGRES_URL, environment, postgres_schema, write_results
 from openai.types.chat import ChatCompletion
-from sqlalchemy.engine import make_url
 
 from obsdeco.config import key_bytes
 from obsdeco.engine.cache_backends.base import CacheCounters, RemoteBackend
@@ -107,21 +106,6 @@ def measure(cache: ResponseCache, entries: int) -> dict[str, object]:
         "get_miss": micros(misses),
         "writes_per_s": entries / written_s,
     }
-
-
-@contextmanager
-def postgres_schema() -> Iterator[str]:
-    schema = f"obsdeco_bench_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @contextmanager

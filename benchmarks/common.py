@@ -8,11 +8,14 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy
+from sqlalchemy.engine import make_url
 
 from obsdeco.storage import SQLAlchemyStorage
 from obsdeco.storage.schema import metadata
@@ -55,6 +58,23 @@ def timed_without_inner(
     result = seam_call(timed)
     own.append(time.perf_counter() - start - inner[0])
     return result
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A PostgreSQL URL on a schema of its own, dropped afterwards (other benchmarks and tests
+    may use the database)."""
+    schema = f"obsdeco_bench_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 def write_results(name: str, results: dict[str, object]) -> None:

@@ -19,13 +19,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import sqlalchemy
-from common import POSTGRES_URL, environment, seed_store, write_results
-from sqlalchemy.engine import make_url
+from common import environment, postgres_schema, seed_store, write_results
 
 FORMATS = ("jsonl", "csv", "parquet")
 
@@ -92,21 +88,6 @@ def run_format(url: str, directory: Path, format: str) -> dict[str, float]:
     return measured
 
 
-@contextmanager
-def postgres_schema(name: str) -> Iterator[str]:
-    """A URL on a schema of its own (other benchmarks and tests may use the database)."""
-    admin = sqlalchemy.create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(sqlalchemy.text(f'CREATE SCHEMA IF NOT EXISTS "{name}"'))
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={name}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sqlalchemy.text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
-
-
 def measure(store: str, url: str, calls: int, directory: Path, results: dict[str, object]) -> None:
     seeded, _ = seed_store(url, calls)
     results[f"{store}_seed_s"] = seeded
@@ -138,7 +119,7 @@ def main() -> None:
         sqlite_url = f"sqlite:///{directory / 'bench.db'}"
         measure("sqlite", sqlite_url, args.calls, directory, results)
         if not args.skip_postgres:
-            with postgres_schema("obsdeco_bench_export") as url:
+            with postgres_schema() as url:
                 measure("postgresql", url, args.calls, directory, results)
     write_results("export", results)
 
