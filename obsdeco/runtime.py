@@ -20,7 +20,6 @@ from pydantic import BaseModel
 from obsdeco.alerts.counters import alert_counters
 from obsdeco.analyzers import PriceTable, session_totals
 from obsdeco.config import Settings, get_settings, settings_holder
-from obsdeco.engine.budget_counts import budget_counts
 from obsdeco.engine.cache_store import cache_counters, cache_pending, close_caches, flush_caches
 from obsdeco.engine.counters import engine_counters
 from obsdeco.guard import internal_faults
@@ -176,7 +175,7 @@ class _Pipeline:
                 export.export_dropped,
                 export.export_metrics_failed,
             )
-        refusals, unestimated, unreachable = budget_counts.snapshot()
+        engine = engine_counters.snapshot()
         with counters.lock:
             dropped = (
                 counters.dropped_queue_full + counters.dropped_rejected + counters.dropped_at_exit
@@ -199,7 +198,7 @@ class _Pipeline:
                 cache_pending=cache_pending(),
                 cache_errors=cache_errors,
                 cache_writes_dropped=cache_writes_dropped,
-                routes_stopped=engine_counters.routes_stopped,
+                routes_stopped=engine.routes_stopped,
                 alerts_fired=alert_counters.fired,
                 alerts_resolved=alert_counters.resolved,
                 alert_notifications_sent=alert_counters.notifications_sent,
@@ -210,9 +209,9 @@ class _Pipeline:
                 export_failed=export_failed,
                 export_dropped=export_dropped,
                 export_metrics_failed=export_metrics_failed,
-                budget_refusals=refusals,
-                budget_unestimated=unestimated,
-                budget_unreachable=unreachable,
+                budget_refusals=engine.budget_refusals,
+                budget_unestimated=engine.budget_unestimated,
+                budget_unreachable=engine.budget_unreachable,
             )
 
     def flush_at_exit(self) -> None:

@@ -28,8 +28,8 @@ from obsdeco.engine.accounts import (
     DatabaseAccounts,
     LocalAccounts,
 )
-from obsdeco.engine.budget_counts import budget_counts
 from obsdeco.engine.budget_rules import Budget, BudgetExceeded, BudgetScope
+from obsdeco.engine.counters import engine_counters
 from obsdeco.engine.worst_case import worst_case_usd
 from obsdeco.guard import fault
 from obsdeco.models import LLMCall, Session
@@ -108,7 +108,7 @@ class _Ledger:
             return accounts
 
     def note_unestimated(self, model: str) -> None:
-        budget_counts.add("unestimated")
+        engine_counters.add("budget_unestimated")
         with self._lock:
             first = model not in self._unpriced
             self._unpriced.add(model)
@@ -237,7 +237,7 @@ def reserve(
             continue
         if refusal is not None:
             settle(held, None)
-            budget_counts.add("refused")
+            engine_counters.add("budget_refusals")
             raise BudgetExceeded(
                 scope.label,
                 scope.scope,
@@ -254,7 +254,7 @@ def reserve(
 
 
 def _note_unreachable(scope: _Scope) -> None:
-    budget_counts.add("unreachable")
+    engine_counters.add("budget_unreachable")
     logger.warning(
         "obsdeco could not reach the accounts of budget %r; the call is let through",
         scope.label,

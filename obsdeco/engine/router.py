@@ -118,7 +118,7 @@ class RuleState:
         if self.stopped or quality is None or quality >= self.route.min_quality:
             return
         self.stopped = True
-        engine_counters.routes_stopped += 1
+        engine_counters.add("routes_stopped")
         logger.warning(
             "obsdeco route %s -> %s stopped routing: the quality of its last %d routed calls "
             "is %.3f, below its min_quality %.3f; requests for %s now go unchanged",
