@@ -54,7 +54,7 @@ from obsdeco.models import (
     SessionSummary,
 )
 from obsdeco.provider_names import MAX_PROVIDER_NAME, default_provider_name
-from obsdeco.storage import rollups
+from obsdeco.storage import partitions, retention, rollups
 from obsdeco.storage.base import (
     LONG_PROMPT_TOKENS,
     REPORT_GROUPS,
@@ -296,6 +296,7 @@ class SQLAlchemyStorage:
         postgres = dialect == "postgresql"
         self._insert = postgresql.insert if postgres else sqlite.insert
         self._insert_calls = _insert_calls_postgres if postgres else _insert_calls_sqlite
+        self._partitions = partitions.DayPartitions() if postgres else None
 
     def _ensure_schema(self) -> None:
         if self._schema_ready:
@@ -383,6 +384,19 @@ class SQLAlchemyStorage:
             unrolled = connection.execute(select(call_rollups.c.calls).limit(1)).first() is None
             if unrolled and connection.execute(select(llm_calls.c.id).limit(1)).first():
                 rollups.rebuild(connection, self._insert)
+            if self._partitions is not None:
+                partitions.partition_existing(connection)
+                self._partitions.prepare(connection, datetime.now(UTC).date())
+
+    def apply_retention(
+        self, policy: retention.RetentionPolicy, now: datetime
+    ) -> retention.RetentionResult:
+        """Remove what `policy` no longer keeps at `now` (see `obsdeco.storage.retention`)."""
+        self._ensure_schema()
+        result = retention.apply(self.engine, policy, now)
+        if result.dropped_partitions and self._partitions is not None:
+            self._partitions.forget()
+        return result
 
     def rebuild_rollups(self) -> None:
         """Recompute repeats and hourly rollups from the stored calls: needed only after calls
@@ -405,6 +419,20 @@ class SQLAlchemyStorage:
 
     def _write(self, batch: WriteBatch) -> None:
         self._ensure_schema()
+        if self._partitions is None:
+            self._write_rows(batch)
+            return
+        self._partitions.ensure(self.engine, batch)
+        try:
+            self._write_rows(batch)
+        except Exception as error:
+            if not partitions.is_missing_partition(error):
+                raise
+            self._partitions.forget()  # another process's retention dropped one meanwhile
+            self._partitions.ensure(self.engine, batch)
+            self._write_rows(batch)
+
+    def _write_rows(self, batch: WriteBatch) -> None:
         with self.engine.begin() as connection:
             if batch.sessions:
                 self._upsert_sessions(connection, batch.sessions)
@@ -873,7 +901,9 @@ class SQLAlchemyStorage:
             row = connection.execute(select(sessions).where(sessions.c.id == target_id)).first()
             if row is not None:
                 return _session_from_row(row)
-            row = connection.execute(select(llm_calls).where(llm_calls.c.id == target_id)).first()
+            row = connection.execute(
+                select(llm_calls).where(llm_calls.c.id == target_id).order_by(llm_calls.c.timestamp)
+            ).first()
         return None if row is None else _call_from_row(row)
 
     def iter_scores(self, where: ScoreFilter, batch_size: int = 1_000) -> Iterator[list[Score]]:
