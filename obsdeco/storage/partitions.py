@@ -193,7 +193,7 @@ def _convert(connection: Connection, table: Table) -> None:
         text(f'SELECT DISTINCT ("{column}" AT TIME ZONE \'UTC\')::date FROM "{old}"')
     ).scalars()
     create_partitions(connection, table.name, [*days, *days_ahead(datetime.now(UTC).date())])
-    columns = ", ".join(f'"{name}"' for name in table.columns)
+    columns = ", ".join(f'"{column.name}"' for column in table.columns)
     connection.execute(
         text(f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} FROM "{old}"')
     )
