@@ -30,8 +30,12 @@ DAYS_AHEAD = 7
 """Partitions are kept ready for today and this many days after it."""
 
 _PARTITION_LOCK = 0x6F627370617274  # "obspart": the advisory lock of partition changes
-_LOCK_TIMEOUT = "5s"
-"""How long a change of partitions waits for a lock before giving up (and trying later)."""
+CREATE_LOCK_TIMEOUT = "5s"
+"""How long creating a partition waits for its lock (SHARE UPDATE EXCLUSIVE on the parent,
+which writers and readers do not wait for)."""
+DROP_LOCK_TIMEOUT = "1s"
+"""How long dropping a partition waits for its lock (ACCESS EXCLUSIVE on the parent: writes
+queue behind it meanwhile); on timeout the retention pass ends and the next one tries again."""
 
 
 def partition_name(table: str, day: date) -> str:
@@ -74,10 +78,10 @@ def existing_days(connection: Connection, table: str) -> set[date]:
     return days
 
 
-def lock_partitions(connection: Connection) -> None:
+def lock_partitions(connection: Connection, lock_timeout: str = CREATE_LOCK_TIMEOUT) -> None:
     """Serialise changes of partitions (by every process) until `connection`'s transaction ends,
     and bound how long its statements wait for table locks."""
-    connection.execute(text(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'"))
+    connection.execute(text(f"SET LOCAL lock_timeout = '{lock_timeout}'"))
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PARTITION_LOCK})
 
 

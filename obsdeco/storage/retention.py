@@ -101,7 +101,7 @@ def _drop_partitions(engine: Engine, cutoff: date, result: RetentionResult) -> N
         for day in days:
             name = partitions.partition_name(table, day)
             with engine.begin() as connection:
-                partitions.lock_partitions(connection)
+                partitions.lock_partitions(connection, partitions.DROP_LOCK_TIMEOUT)
                 if day not in partitions.existing_days(connection, table):
                     continue  # another process dropped it meanwhile
                 if table == llm_calls.name:
