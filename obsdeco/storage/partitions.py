@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from operator import attrgetter
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, text
 
@@ -152,7 +153,7 @@ class DayPartitions:
             for known in self._known.values():
                 known.clear()
 
-    def _missing(self, table: str, rows: list[object], moment: attrgetter[datetime]) -> set[date]:
+    def _missing(self, table: str, rows: Sequence[Any], moment: attrgetter[datetime]) -> set[date]:
         if not rows:
             return set()
         known = self._known[table]
@@ -170,8 +171,11 @@ def partition_existing(connection: Connection) -> None:
     Each table is renamed aside, created anew partitioned (with its indexes), given a partition
     for every day its rows fall on and the days ahead, filled from the old one, which is then
     dropped. Run it in one transaction: it either converts both tables or changes nothing.
-    The columns must be those of the current schema (run the column upgrades first).
+    The columns must be those of the current schema (run the column upgrades first). On
+    another database it does nothing.
     """
+    if connection.dialect.name != "postgresql":
+        return
     lock_partitions(connection)
     connection.execute(text("SET LOCAL lock_timeout = 0"))  # a migration waits its turn
     for table in (llm_calls, agent_spans):
@@ -211,7 +215,9 @@ def unpartition_existing(connection: Connection) -> None:
     """The reverse of `partition_existing` (a migration's downgrade): `llm_calls` and
     `agent_spans` as the plain tables of earlier releases, keyed by `id` alone, every row kept.
     Fails, changing nothing, when two stored rows share an id (possible only on different
-    days)."""
+    days). On another database it does nothing."""
+    if connection.dialect.name != "postgresql":
+        return
     connection.execute(text("SET LOCAL lock_timeout = 0"))
     for table in (llm_calls, agent_spans):
         if not is_partitioned(connection, table.name):

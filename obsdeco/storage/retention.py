@@ -82,7 +82,7 @@ def apply(engine: Engine, policy: RetentionPolicy, now: datetime) -> RetentionRe
         _drop_partitions(engine, cutoff.date(), result)
     else:
         calls = llm_calls.c
-        _delete_batches(engine, llm_calls, calls.timestamp < cutoff, result, _uncount_deleted)
+        _delete_batches(engine, llm_calls, calls.timestamp < cutoff, result, uncount=True)
         _delete_batches(engine, agent_spans, agent_spans.c.started_at < cutoff, result)
     ended = func.coalesce(sessions.c.ended_at, sessions.c.started_at)
     _delete_batches(engine, sessions, and_(sessions.c.started_at < cutoff, ended < cutoff), result)
@@ -168,24 +168,26 @@ def _delete_batches(
     table: Table,
     condition: ColumnElement[bool],
     result: RetentionResult,
-    on_deleted: Any = None,
+    *,
+    uncount: bool = False,
 ) -> None:
-    """Delete the rows matching `condition`, `BATCH_ROWS` per transaction; `on_deleted(
-    connection, rows)` is given each batch's deleted calls (SQLite only) in its transaction."""
+    """Delete the rows matching `condition`, `BATCH_ROWS` per transaction; with `uncount` (the
+    calls, on SQLite), each batch's successful calls are taken off `request_hashes` in its
+    transaction."""
     key = _batch_key(engine, table)
     statement = delete(table).where(
         key.in_(select(key).select_from(table).where(condition).limit(BATCH_ROWS))
     )
-    if on_deleted is not None:
+    if uncount:
         statement = statement.returning(
             llm_calls.c.project_name, llm_calls.c.request_hash, llm_calls.c.success
         )
     while True:
         with engine.begin() as connection:
             outcome = connection.execute(statement)
-            if on_deleted is not None:
+            if uncount:
                 rows = outcome.all()
-                on_deleted(connection, rows)
+                _uncount_deleted(connection, rows)
                 count = len(rows)
             else:
                 count = outcome.rowcount
