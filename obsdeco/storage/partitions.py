@@ -110,6 +110,15 @@ def days_ahead(today: date) -> list[date]:
     return [today + timedelta(days=offset) for offset in range(DAYS_AHEAD + 1)]
 
 
+def create_days(connection: Connection, first: date, last: date) -> None:
+    """Give `llm_calls` and `agent_spans` a partition for every day from `first` to `last`
+    (included): what a bulk import by SQL needs before its rows go in."""
+    days = [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
+    lock_partitions(connection)
+    for table in PARTITIONED:
+        create_partitions(connection, table, days)
+
+
 _timestamp = attrgetter("timestamp")
 _started_at = attrgetter("started_at")
 
