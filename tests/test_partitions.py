@@ -16,6 +16,7 @@ from obsdeco.models import AgentSpan, LLMCall, ModelProvider, Session
 from obsdeco.storage import CallFilter, SessionState, SQLAlchemyStorage, WriteBatch
 from obsdeco.storage.partitions import (
     DAYS_AHEAD,
+    create_days,
     existing_days,
     is_partitioned,
     partition_existing,
@@ -305,3 +306,24 @@ def test_partitioning_and_unpartitioning_are_each_the_others_inverse_and_idempot
 
     assert [call.id for call in store.query_calls(CallFilter())] == [call.id for call in calls]
     assert {_day(-5), _day(-1)} <= _days(store, "llm_calls")
+
+
+def test_a_bulk_import_by_sql_goes_into_the_partitions_create_days_makes(store, postgres_url):
+    with store.engine.begin() as connection:
+        create_days(connection, _day(-40), _day(-38))
+        for offset in (-40, -39, -38):
+            connection.execute(
+                sqlalchemy.text(
+                    "INSERT INTO llm_calls (id, session_id, project_name, timestamp, provider, "
+                    "model, latency_ms, streamed, success, retries, rate_limited_retries, "
+                    "metadata, prompt_tokens, completion_tokens) VALUES (:id, 's', 'bulk', :at, "
+                    "'openai', 'gpt-4o', 5.0, false, true, 0, 0, '{}', 7, 1)"
+                ),
+                {"id": f"{-offset:032x}", "at": _at(_day(offset))},
+            )
+    store.rebuild_rollups()
+
+    obsdeco.configure(database_url=postgres_url)
+    imported = obsdeco.report("bulk", since=_at(_day(-41), 0))
+    assert (imported.totals.calls, imported.totals.prompt_tokens) == (3, 21)
+    assert {_day(-40), _day(-39), _day(-38)} <= _days(store, "agent_spans")
