@@ -11,6 +11,7 @@ from sqlalchemy import event
 
 import obsdeco
 from obsdeco.config import build_settings
+from obsdeco.maintenance import start_retention
 from obsdeco.models import AgentSpan, LLMCall, ModelProvider, Score, Session, Totals
 from obsdeco.runtime import get_runtime
 from obsdeco.storage import CallFilter, SessionState, SQLAlchemyStorage, WriteBatch, retention
@@ -230,3 +231,16 @@ def test_a_day_is_a_utc_day_and_today_is_always_kept():
     assert policy.rollup_cutoff(late) == datetime(2026, 11, 28, tzinfo=UTC)
     east = late.astimezone(timezone(timedelta(hours=5)))  # already 2 December there
     assert policy.cutoff(east) == datetime(2026, 11, 30, tzinfo=UTC)
+
+
+def test_a_store_that_cannot_remove_anything_keeps_everything_and_says_so(caplog):
+    class KeepsEverything:
+        def write(self, batch: WriteBatch) -> None: ...
+
+    settings = build_settings(environ={}, retention_days=30)
+    with caplog.at_level("WARNING", logger="obsdeco.maintenance"):
+        assert start_retention(KeepsEverything(), settings) is None
+    assert "cannot apply retention_days=30: the store KeepsEverything removes nothing" in (
+        caplog.text
+    )
+    assert start_retention(KeepsEverything(), build_settings(environ={})) is None
