@@ -246,7 +246,7 @@ def test_every_revision_from_an_empty_database_builds_the_schema_obsdeco_defines
 
 
 @pytest.fixture
-def upgraded(database_url) -> Iterator[str]:
+def upgraded(database_url) -> str:
     """The previous release's store, upgraded."""
     load_release("0e18ecf", database_url)
     engine = _engine(database_url)
@@ -254,7 +254,7 @@ def upgraded(database_url) -> Iterator[str]:
         assert migrations.upgrade(engine) == migrations.SchemaChange(None, HEAD, "upgraded")
     finally:
         engine.dispose()
-    yield database_url
+    return database_url
 
 
 @contextmanager
