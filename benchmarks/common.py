@@ -17,8 +17,7 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from obsdeco.storage import SQLAlchemyStorage
-from obsdeco.storage.schema import metadata
+from obsdeco.storage import SQLAlchemyStorage, migrations
 
 POSTGRES_URL = os.environ.get(
     "OBSDECO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -136,12 +135,11 @@ _SESSIONS_SQL = """
 
 
 def seed_store(url: str, rows: int, sessions: bool = False) -> tuple[float, float]:
-    """Fill a fresh store with `rows` calls of project 'bench', one a second back from now
+    """Fill a new store with `rows` calls of project 'bench', one a second back from now
     (and, with `sessions`, one session per 20 calls), then build their rollups as obsdeco's
     writer would have. Returns the seconds spent seeding and building the rollups."""
     engine = sqlalchemy.create_engine(url)
-    metadata.drop_all(engine)
-    metadata.create_all(engine)
+    migrations.upgrade(engine)
     started = time.perf_counter()
     with engine.begin() as connection:
         connection.execute(sqlalchemy.text(_calls_sql(engine.dialect.name, rows)))
