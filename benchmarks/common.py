@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from obsdeco.storage import SQLAlchemyStorage, migrations
+from obsdeco.storage import SQLAlchemyStorage, schema_setup
 
 POSTGRES_URL = os.environ.get(
     "OBSDECO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -139,7 +139,7 @@ def seed_store(url: str, rows: int, sessions: bool = False) -> tuple[float, floa
     (and, with `sessions`, one session per 20 calls), then build their rollups as obsdeco's
     writer would have. Returns the seconds spent seeding and building the rollups."""
     engine = sqlalchemy.create_engine(url)
-    migrations.upgrade(engine)
+    schema_setup.prepare_schema(engine)
     started = time.perf_counter()
     with engine.begin() as connection:
         connection.execute(sqlalchemy.text(_calls_sql(engine.dialect.name, rows)))

@@ -352,7 +352,7 @@ def _db(args: argparse.Namespace) -> int:
     from alembic.util import CommandError
 
     from obsdeco.runtime import get_runtime
-    from obsdeco.storage import migrations
+    from obsdeco.storage import schema_setup
     from obsdeco.storage.migrations.revisions import head
 
     engine = getattr(get_runtime().backend, "engine", None)
@@ -365,7 +365,7 @@ def _db(args: argparse.Namespace) -> int:
         return 2
     newest = head()
     if args.step == "current":
-        revision = migrations.current_revision(engine)
+        revision = schema_setup.schema_revision(engine)
         if revision is None:
             print(
                 "none: written by an obsdeco without migrations; obsdeco db upgrade brings it "
@@ -376,10 +376,10 @@ def _db(args: argparse.Namespace) -> int:
         return 0
     try:
         if args.step == "upgrade":
-            change = migrations.upgrade(engine)
+            change = schema_setup.prepare_schema(engine)
         else:
-            change = migrations.downgrade(engine, args.revision)
-    except (CommandError, NotImplementedError, migrations.UnknownStoreError) as error:
+            change = schema_setup.downgrade_schema(engine, args.revision)
+    except (CommandError, NotImplementedError, schema_setup.UnknownStoreError) as error:
         print(f"obsdeco db {args.step}: {error}", file=sys.stderr)
         return 2
     if change.action == "none":

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, Engine, and_, case, inspect, select, updat
 from sqlalchemy.dialects import postgresql, sqlite
 
 from obsdeco.models import MAX_NAME_LENGTH
-from obsdeco.storage import migrations
+from obsdeco.storage import schema_setup
 from obsdeco.storage.schema import budget_accounts
 
 NO_WINDOW = datetime(1970, 1, 1, tzinfo=UTC)
@@ -180,7 +180,7 @@ class DatabaseAccounts(Accounts):
             return
         with self._lock:
             if not self._schema_ready:
-                migrations.upgrade(self._engine)  # the store's schema, this table with it
+                schema_setup.prepare_schema(self._engine)  # the store's schema, this table with it
                 self._schema_ready = True
         statement = (
             self._insert(budget_accounts)
