@@ -314,6 +314,23 @@ def test_the_first_release_has_nothing_to_downgrade_to(upgraded):
     assert scalar(upgraded, "SELECT count(*) FROM llm_calls") == 6
 
 
+def test_a_store_upgraded_by_a_newer_obsdeco_is_refused_by_name(database_url):
+    engine = _engine(database_url)
+    try:
+        schema_setup.prepare_schema(engine)
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"UPDATE {revisions.VERSION_TABLE} SET version_num = '0099'")
+        with pytest.raises(
+            schema_setup.UnknownStoreError,
+            match="the store is at revision '0099', which this obsdeco \\(newest revision "
+            "0004\\) does not know: it was upgraded by a newer obsdeco",
+        ):
+            schema_setup.prepare_schema(engine)
+    finally:
+        engine.dispose()
+    assert revision_of(database_url) == "0099"
+
+
 def test_a_store_older_than_the_first_release_is_refused_by_name(sqlite_url):
     engine = _engine(sqlite_url)
     try:

@@ -70,6 +70,11 @@ def prepare_schema(engine: Engine) -> SchemaChange:
         if before is None:
             _check_first_release(connection)
             revisions.stamp(connection, revisions.FIRST)
+        elif not revisions.is_known(before):
+            raise UnknownStoreError(
+                f"the store is at revision {before!r}, which this obsdeco (newest revision "
+                f"{newest}) does not know: it was upgraded by a newer obsdeco"
+            )
         command.upgrade(revisions.config(connection), newest)
         _roll_up_if_emptied(connection)
         return SchemaChange(before, newest, "upgraded")

@@ -32,6 +32,11 @@ def head() -> str:
     return newest
 
 
+def is_known(revision: str) -> bool:
+    """Whether `revision` is one of these scripts (a newer obsdeco may have written another)."""
+    return any(script.revision == revision for script in scripts().walk_revisions())
+
+
 def _context(connection: Connection) -> MigrationContext:
     return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
 
