@@ -18,8 +18,7 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from obsdeco.storage import SQLAlchemyStorage, partitions
-from obsdeco.storage.schema import metadata
+from obsdeco.storage import SQLAlchemyStorage, partitions, schema_setup
 
 POSTGRES_URL = os.environ.get(
     "OBSDECO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -137,12 +136,11 @@ _SESSIONS_SQL = """
 
 
 def seed_store(url: str, rows: int, sessions: bool = False) -> tuple[float, float]:
-    """Fill a fresh store with `rows` calls of project 'bench', one a second back from now
+    """Fill a new store with `rows` calls of project 'bench', one a second back from now
     (and, with `sessions`, one session per 20 calls), then build their rollups as obsdeco's
     writer would have. Returns the seconds spent seeding and building the rollups."""
     engine = sqlalchemy.create_engine(url)
-    metadata.drop_all(engine)
-    metadata.create_all(engine)
+    schema_setup.prepare_schema(engine)
     started = time.perf_counter()
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":

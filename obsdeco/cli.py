@@ -1,5 +1,5 @@
 """The `obsdeco` command line: list stored sessions, experiments and alerts, print their
-reports and the savings, export records to files."""
+reports and the savings, export records to files, migrate the store's schema."""
 
 from __future__ import annotations
 
@@ -146,6 +146,23 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--model", help="only calls of this model (sessions: that called it)")
     export.add_argument("--agent", help="only calls of this agent (sessions: that it called from)")
     export.add_argument("--session", dest="session_id", help="only this session")
+
+    database = commands.add_parser(
+        "db", help="the store's schema: its revision, upgrades and downgrades", parents=[options]
+    )
+    steps = database.add_subparsers(dest="step", required=True, metavar="STEP")
+    steps.add_parser(
+        "upgrade",
+        help="bring the store to the current schema (creating it in an empty database)",
+        parents=[options],
+    )
+    steps.add_parser("current", help="print the store's schema revision", parents=[options])
+    downgrade = steps.add_parser(
+        "downgrade",
+        help="take the store down to an earlier revision, dropping what later ones added",
+        parents=[options],
+    )
+    downgrade.add_argument("revision", help="the revision to go down to (see obsdeco db current)")
 
     dashboard = commands.add_parser(
         "dashboard",
@@ -330,6 +347,51 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db(args: argparse.Namespace) -> int:
+    """`obsdeco db upgrade|current|downgrade`, on the configured store's engine."""
+    from alembic.util import CommandError
+
+    from obsdeco.runtime import get_runtime
+    from obsdeco.storage import schema_setup
+    from obsdeco.storage.migrations.revisions import head
+
+    engine = getattr(get_runtime().backend, "engine", None)
+    if engine is None:
+        print(
+            f"obsdeco db {args.step}: the store is a registered backend of its own; "
+            "only SQLAlchemy stores have revisions",
+            file=sys.stderr,
+        )
+        return 2
+    newest = head()
+    if args.step == "current":
+        revision = schema_setup.schema_revision(engine)
+        if revision is None:
+            print(
+                "none: written by an obsdeco without migrations; obsdeco db upgrade brings it "
+                f"to {newest}"
+            )
+        else:
+            print(f"{revision} (head)" if revision == newest else revision)
+        return 0
+    try:
+        if args.step == "upgrade":
+            change = schema_setup.prepare_schema(engine)
+        else:
+            change = schema_setup.downgrade_schema(engine, args.revision)
+    except (CommandError, NotImplementedError, schema_setup.UnknownStoreError) as error:
+        print(f"obsdeco db {args.step}: {error}", file=sys.stderr)
+        return 2
+    if change.action == "none":
+        print(f"already at {change.after} (head)")
+    elif change.action == "created":
+        print(f"created the store at {change.after}")
+    else:
+        before = change.before or "an obsdeco without migrations"
+        print(f"{change.action} from {before} to {change.after}")
+    return 0
+
+
 def _print(report: SessionReport | ProjectReport | SavingsReport, output: str) -> None:
     if output == "json":
         print(json.dumps(report.model_dump(mode="json"), indent=2))
@@ -381,7 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = obsdeco.configure(database_url=args.database_url)
     except ValueError as error:
         parser.error(str(error))
-    missing = _missing_store(settings.database_url)
+    creates = args.command == "db" and args.step == "upgrade"
+    missing = None if creates else _missing_store(settings.database_url)
     if missing is not None:
         print(f"obsdeco {args.command}: {missing}", file=sys.stderr)
         return 1
@@ -392,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "experiments": _experiments,
         "alerts": _alerts,
         "export": _export,
+        "db": _db,
         "dashboard": _dashboard,
     }
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 # litellm fetches its model cost map (and other catalogs) from the network when imported, unless
 # told to use the copies it ships with; the tests use no network.
@@ -54,6 +55,13 @@ def require_postgres() -> None:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a schema of its own, dropped afterwards."""
+    with postgres_schema() as url:
+        yield url
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """What `postgres_url` gives, for a test that needs more than one."""
     require_postgres()
     schema = f"obsdeco_test_{uuid.uuid4().hex[:12]}"
     admin = sqlalchemy.create_engine(POSTGRES_URL)

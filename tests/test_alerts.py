@@ -28,6 +28,7 @@ from obsdeco.alerts.budget_usage import (
 )
 from obsdeco.alerts.events import AlertEvent
 from obsdeco.storage import SQLAlchemyStorage
+from obsdeco.storage.migrations.revisions import VERSION_TABLE
 from obsdeco.windows import parse_window
 from tests.conftest import count_rows
 
@@ -780,6 +781,7 @@ def test_a_store_without_the_alerts_table_gets_it(database_url):
     storage = SQLAlchemyStorage(database_url)
     storage.query_alert_events()
     with storage.engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"DROP TABLE {VERSION_TABLE}"))
         connection.execute(sqlalchemy.text("DROP TABLE alert_events"))
     storage.close()
 

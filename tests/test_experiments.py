@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 import obsdeco
 from obsdeco.collector import sessions_in_memory
 from obsdeco.engine.experiments import assigned_variant
+from obsdeco.storage.migrations.revisions import VERSION_TABLE
 
 VARIANTS = {"short": "Be brief.", "long": "Explain in detail."}
 PRICES = {
@@ -322,6 +323,7 @@ def test_an_older_store_gains_the_experiment_columns_and_the_scores_table(config
     obsdeco.flush()
     engine = sqlalchemy.create_engine(configured)
     with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"DROP TABLE {VERSION_TABLE}"))
         connection.execute(sqlalchemy.text("DROP TABLE scores"))
         for table in ("sessions", "llm_calls"):
             connection.execute(sqlalchemy.text(f"ALTER TABLE {table} DROP COLUMN experiments"))

@@ -13,7 +13,7 @@ from sqlalchemy import event
 
 import obsdeco
 from obsdeco.models import AgentSpan, LLMCall, ModelProvider, Session
-from obsdeco.storage import CallFilter, SessionState, SQLAlchemyStorage, WriteBatch
+from obsdeco.storage import CallFilter, SessionState, SQLAlchemyStorage, WriteBatch, schema_setup
 from obsdeco.storage.partitions import (
     DAYS_AHEAD,
     create_days,
@@ -241,12 +241,12 @@ def test_rollups_kept_longer_than_the_calls_still_answer_reports_of_the_dropped_
 
 
 def _old_store(url: str, batch: WriteBatch) -> None:
-    """A store laid out as before partitioning, holding `batch`: today's schema, then its two
-    partitioned tables made plain."""
+    """A store laid out as before partitioning, holding `batch`: today's schema, then taken down
+    to the revision before partitions."""
     backend = SQLAlchemyStorage(url)
     backend.write(batch)
+    schema_setup.downgrade_schema(backend.engine, "0004")
     with backend.engine.begin() as connection:
-        unpartition_existing(connection)
         assert not is_partitioned(connection, "llm_calls")
     backend.close()
 

@@ -20,6 +20,7 @@ from obsdeco import ModelProvider
 from obsdeco.collector import sessions_in_memory
 from obsdeco.integrations.identity import _known_provider, host_key, provider_name_for
 from obsdeco.provider_names import default_provider_name, otel_name, price_provider_id
+from obsdeco.storage.migrations.revisions import VERSION_TABLE
 from obsdeco.storage.schema import call_rollups
 from obsdeco.testing import ProviderServer, Reply
 from tests.helpers import in_session
@@ -445,7 +446,7 @@ def test_reports_render_cost_by_provider(configured):
 
 def _as_an_earlier_obsdeco_left_it(url: str) -> None:
     """Take `provider_name` out of the store, as a store written before it existed: no column
-    on llm_calls, and hourly rollups keyed without it (their rows kept)."""
+    on llm_calls, hourly rollups keyed without it (their rows kept), no version table."""
     engine = sqlalchemy.create_engine(url)
     old_columns = [column for column in call_rollups.columns if column.name != "provider_name"]
     old_rollups = sqlalchemy.Table(
@@ -461,6 +462,7 @@ def _as_an_earlier_obsdeco_left_it(url: str) -> None:
     names = [column.name for column in old_columns]
     with engine.begin() as connection:
         rows = connection.execute(sqlalchemy.select(*old_columns)).all()
+        connection.execute(sqlalchemy.text(f"DROP TABLE {VERSION_TABLE}"))
         connection.execute(sqlalchemy.text("ALTER TABLE llm_calls DROP COLUMN provider_name"))
         connection.execute(sqlalchemy.text("DROP TABLE call_rollups"))
         old_rollups.create(connection)

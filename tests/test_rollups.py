@@ -14,6 +14,7 @@ import obsdeco
 from obsdeco.analyzers import PriceTable, build_report
 from obsdeco.models import LLMCall
 from obsdeco.storage import SQLAlchemyStorage, WriteBatch, histogram, rollups, schema
+from obsdeco.storage.migrations.revisions import VERSION_TABLE
 
 BASE = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -241,6 +242,7 @@ def test_a_store_written_before_rollups_is_upgraded_on_open(configured):
     before = obsdeco.report("shop").model_dump()
     engine = sqlalchemy.create_engine(configured)
     with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"DROP TABLE {VERSION_TABLE}"))
         connection.execute(sqlalchemy.text("DROP TABLE call_rollups"))
         connection.execute(sqlalchemy.text("DROP TABLE request_hashes"))
         connection.execute(sqlalchemy.text("ALTER TABLE llm_calls DROP COLUMN repeated"))
@@ -287,6 +289,7 @@ def test_rollups_of_an_earlier_key_are_rebuilt_on_open(configured):
     }
     engine = sqlalchemy.create_engine(configured)
     with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"DROP TABLE {VERSION_TABLE}"))
         connection.execute(sqlalchemy.text("DROP TABLE call_rollups"))
         earlier.create(connection)
         connection.execute(earlier.insert(), [stale])

@@ -10,6 +10,7 @@ import sqlalchemy
 import obsdeco
 from obsdeco.models import AgentSpan, LLMCall, ModelProvider, Session, Totals
 from obsdeco.storage import CallFilter, SessionState, SQLAlchemyStorage, WriteBatch
+from obsdeco.storage.migrations.revisions import VERSION_TABLE
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -205,6 +206,7 @@ def test_a_postgresql_store_with_32_bit_token_columns_is_widened_when_opened(pos
     engine = sqlalchemy.create_engine(postgres_url)
     SQLAlchemyStorage(postgres_url).write(WriteBatch())  # today's schema, then made old:
     with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"DROP TABLE {VERSION_TABLE}"))
         for table in ("llm_calls", "sessions"):
             for column in ("prompt_tokens", "completion_tokens", "cached_tokens"):
                 connection.execute(

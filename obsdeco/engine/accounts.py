@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, Engine, and_, case, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
 
 from obsdeco.models import MAX_NAME_LENGTH
+from obsdeco.storage import schema_setup
 from obsdeco.storage.schema import budget_accounts
 
 NO_WINDOW = datetime(1970, 1, 1, tzinfo=UTC)
@@ -131,7 +131,7 @@ class DatabaseAccounts(Accounts):
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._lock = threading.Lock()
         self._opened: set[AccountKey] = set()
-        self._table_ready = False
+        self._schema_ready = False
 
     def reserve(self, key: AccountKey, limit_usd: float, estimate_usd: float) -> Balance | None:
         self._open(key, limit_usd)
@@ -179,9 +179,9 @@ class DatabaseAccounts(Accounts):
         if key in self._opened:
             return
         with self._lock:
-            if not self._table_ready:
-                self._create_table()
-                self._table_ready = True
+            if not self._schema_ready:
+                schema_setup.prepare_schema(self._engine)  # the store's schema, this table with it
+                self._schema_ready = True
         statement = (
             self._insert(budget_accounts)
             .values(
@@ -196,14 +196,6 @@ class DatabaseAccounts(Accounts):
         with self._engine.begin() as connection:
             connection.execute(statement)
         self._opened.add(key)
-
-    def _create_table(self) -> None:
-        """Create `budget_accounts` if missing. Another process creating it at the same moment
-        makes the attempt fail on the table it has just made; the retry finds it."""
-        try:
-            budget_accounts.create(self._engine, checkfirst=True)
-        except DBAPIError:
-            budget_accounts.create(self._engine, checkfirst=True)
 
 
 def _stored_name(key: AccountKey) -> str:

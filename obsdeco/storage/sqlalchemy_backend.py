@@ -1,9 +1,9 @@
 """The built-in backend: SQLAlchemy 2.x Core on SQLite (default) and PostgreSQL (psycopg 3).
 
 It holds the engine and answers the storage contract; the work is done by modules with one job
-each: `schema_setup` (create and upgrade), `bulk_writes` (a batch in one transaction),
-`rollup_reads` (sums from rollups and calls), `quantiles`, `where` (filters as SQL) and `rows`
-(records from rows).
+each: `schema_setup` (create and upgrade, through the Alembic revisions in `migrations`),
+`bulk_writes` (a batch in one transaction), `rollup_reads` (sums from rollups and calls),
+`quantiles`, `where` (filters as SQL) and `rows` (records from rows).
 """
 
 from __future__ import annotations
