@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
-from operator import itemgetter
+from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -86,9 +82,8 @@ from obsdeco.storage.schema import (
     scores,
     sessions,
 )
+from obsdeco.storage.stored_calls import StoredCalls, insert_postgres, insert_sqlite
 
-_CALL_COLUMNS = tuple(column.name for column in llm_calls.columns if column.name != "repeated")
-_STORED_COLUMNS = (*_CALL_COLUMNS, "repeated")
 _SESSION_FIELDS = (
     "id",
     "project_name",
@@ -121,92 +116,6 @@ def _create_engine(url: str) -> Engine:
     if is_sqlite(url):
         return sqlite_engine(url, busy_timeout_ms=5_000, cache_kib=65_536)
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
-
-
-def _json_text(value: dict[str, Any]) -> str:
-    return json.dumps(value, default=str) if value else "{}"
-
-
-def _sqlite_time(value: datetime) -> str:
-    """The text SQLAlchemy's SQLite DATETIME stores (naive UTC, always with microseconds)."""
-    if value.utcoffset():
-        value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:26]
-
-
-_call_values = itemgetter(*_CALL_COLUMNS)
-_TIMESTAMP = _CALL_COLUMNS.index("timestamp")
-_PROVIDER = _CALL_COLUMNS.index("provider")
-_METADATA = _CALL_COLUMNS.index("metadata")
-_EXPERIMENTS = _CALL_COLUMNS.index("experiments")
-
-
-def _call_row(call: LLMCall, repeated: bool, encode_time: Callable[[datetime], Any]) -> list[Any]:
-    """The call's column values in `_STORED_COLUMNS` order, encoded for the driver."""
-    values = list(_call_values(call.__dict__))
-    values[_TIMESTAMP] = encode_time(values[_TIMESTAMP])
-    values[_PROVIDER] = values[_PROVIDER].value
-    values[_METADATA] = _json_text(values[_METADATA])
-    values[_EXPERIMENTS] = _json_text(values[_EXPERIMENTS]) if values[_EXPERIMENTS] else None
-    values.append(repeated)
-    return values
-
-
-def _insert_calls_sqlite(
-    connection: Connection, calls: list[LLMCall], repeated: list[bool]
-) -> None:
-    """Multi-row INSERTs, as many rows per statement as SQLite's variable limit allows.
-
-    One statement per chunk (rather than executemany) runs in a single sqlite3_step, so the
-    driver releases the GIL once per chunk instead of once per row.
-    """
-    driver_connection = connection.connection.driver_connection
-    getlimit = getattr(driver_connection, "getlimit", None)  # sqlcipher3 has none
-    limit = 999 if getlimit is None else getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    width = len(_STORED_COLUMNS)
-    per_statement = max(1, limit // width)
-    cursor = driver_connection.cursor()
-    try:
-        for start in range(0, len(calls), per_statement):
-            chunk = calls[start : start + per_statement]
-            values: list[Any] = []
-            for call, is_repeat in zip(chunk, repeated[start : start + per_statement], strict=True):
-                values.extend(_call_values(call.__dict__))
-                values.append(is_repeat)
-            for row in range(0, len(values), width):
-                values[row + _TIMESTAMP] = _sqlite_time(values[row + _TIMESTAMP])
-                values[row + _PROVIDER] = values[row + _PROVIDER].value
-                values[row + _METADATA] = _json_text(values[row + _METADATA])
-                if values[row + _EXPERIMENTS]:
-                    values[row + _EXPERIMENTS] = _json_text(values[row + _EXPERIMENTS])
-                else:
-                    values[row + _EXPERIMENTS] = None
-            cursor.execute(_sqlite_insert_sql(len(chunk)), values)
-    finally:
-        cursor.close()
-
-
-@lru_cache(maxsize=8)
-def _sqlite_insert_sql(rows: int) -> str:
-    row = f"({', '.join('?' * len(_STORED_COLUMNS))})"
-    return f"INSERT INTO llm_calls ({', '.join(_STORED_COLUMNS)}) VALUES {', '.join([row] * rows)}"
-
-
-def _insert_calls_postgres(
-    connection: Connection, calls: list[LLMCall], repeated: list[bool]
-) -> None:
-    """COPY: PostgreSQL's bulk path, inside the batch's transaction."""
-    driver_connection = connection.connection.driver_connection
-    with (
-        driver_connection.cursor() as cursor,
-        cursor.copy(f"COPY llm_calls ({', '.join(_STORED_COLUMNS)}) FROM STDIN") as copy,
-    ):
-        for call, is_repeat in zip(calls, repeated, strict=True):
-            copy.write_row(_call_row(call, is_repeat, _unchanged))
-
-
-def _unchanged(value: datetime) -> datetime:
-    return value
 
 
 def _session_row(state: SessionState) -> dict[str, Any]:
@@ -295,7 +204,7 @@ class SQLAlchemyStorage:
         dialect = self.engine.dialect.name
         postgres = dialect == "postgresql"
         self._insert = postgresql.insert if postgres else sqlite.insert
-        self._insert_calls = _insert_calls_postgres if postgres else _insert_calls_sqlite
+        self._insert_calls = insert_postgres if postgres else insert_sqlite
 
     def _ensure_schema(self) -> None:
         if self._schema_ready:
@@ -409,10 +318,19 @@ class SQLAlchemyStorage:
             if batch.sessions:
                 self._upsert_sessions(connection, batch.sessions)
             if batch.calls:
-                repeated = rollups.mark_repeats(connection, batch.calls)
-                self._insert_calls(connection, batch.calls, repeated)
+                calls = StoredCalls(batch.calls)
+                columns = calls.columns
+                calls.mark_repeated(
+                    rollups.mark_repeats(
+                        connection,
+                        columns["project_name"],
+                        columns["request_hash"],
+                        columns["success"],
+                    )
+                )
+                self._insert_calls(connection, calls)
                 sums: dict[rollups.RollupKey, Any] = {}
-                rollups.accumulate(sums, rollups.call_facts(batch.calls, repeated))
+                rollups.accumulate(sums, columns)
                 rollups.add(connection, self._insert, sums)
             if batch.spans:
                 connection.execute(insert(agent_spans), [span.model_dump() for span in batch.spans])
