@@ -1,7 +1,8 @@
-"""A batch's calls as the columns of `llm_calls`, built once per batch, and their bulk inserts.
+"""A batch's records written in one transaction, by each dialect's bulk path: multi-row
+INSERTs on SQLite, COPY on PostgreSQL; sessions upserted; repeats and rollups kept.
 
-The writer reads each call's field values once (no model round trip per record); the repeat
-counts, the rollups and the driver's rows are then made from whole columns.
+The calls' field values are read once per batch into columns (no model round trip per
+record); the repeat counts, the rollups and the driver's rows are made from whole columns.
 """
 
 from __future__ import annotations
@@ -16,11 +17,49 @@ from operator import attrgetter, is_, itemgetter
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection
+from sqlalchemy import Connection, insert
 
 from obsdeco.models import LLMCall, ModelProvider
-from obsdeco.storage.rollups import epoch_microseconds
-from obsdeco.storage.schema import llm_calls
+from obsdeco.storage import rollups
+from obsdeco.storage.base import SessionState, WriteBatch
+from obsdeco.storage.rows import SESSION_FIELDS
+from obsdeco.storage.schema import agent_spans, llm_calls, scores, sessions
+from obsdeco.storage.sql_functions import upsert_insert
+
+_TOTAL_FIELDS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "cost_usd",
+)
+
+
+def write_batch(connection: Connection, batch: WriteBatch) -> None:
+    """Write `batch` in `connection`'s transaction."""
+    if batch.sessions:
+        _upsert_sessions(connection, batch.sessions)
+    if batch.calls:
+        calls = StoredCalls(batch.calls)
+        columns = calls.columns
+        calls.mark_repeated(
+            rollups.mark_repeats(
+                connection, columns["project_name"], columns["request_hash"], columns["success"]
+            )
+        )
+        if connection.dialect.name == "postgresql":
+            _insert_calls_postgres(connection, calls)
+        else:
+            _insert_calls_sqlite(connection, calls)
+        sums: dict[rollups.RollupKey, Any] = {}
+        rollups.accumulate(sums, columns)
+        rollups.add(connection, sums)
+    if batch.spans:
+        connection.execute(insert(agent_spans), [span.model_dump() for span in batch.spans])
+    if batch.scores:
+        connection.execute(insert(scores), [score.model_dump() for score in batch.scores])
+
 
 STORED_COLUMNS = tuple(column.name for column in llm_calls.columns)
 _MODEL_COLUMNS = tuple(name for name in STORED_COLUMNS if name != "repeated")
@@ -56,7 +95,7 @@ class StoredCalls:
         self.columns["repeated"] = repeated
 
 
-def insert_sqlite(connection: Connection, calls: StoredCalls) -> None:
+def _insert_calls_sqlite(connection: Connection, calls: StoredCalls) -> None:
     """Multi-row INSERTs of a few fixed sizes (each prepared once per connection), as many rows
     per statement as SQLite's variable limit allows.
 
@@ -138,11 +177,11 @@ def _sqlite_times(moments: Sequence[datetime]) -> list[str]:
     """The text SQLAlchemy's SQLite DATETIME stores of each moment: naive UTC, always with
     microseconds ("2026-12-01 15:00:00.000000"); made by numpy from exact microseconds since
     the epoch, in half the time of formatting each datetime."""
-    micros = epoch_microseconds(moments).astype("datetime64[us]")
+    micros = rollups.epoch_microseconds(moments).astype("datetime64[us]")
     return [text.replace("T", " ") for text in np.datetime_as_string(micros, "us").tolist()]
 
 
-def insert_postgres(connection: Connection, calls: StoredCalls) -> None:
+def _insert_calls_postgres(connection: Connection, calls: StoredCalls) -> None:
     """COPY: PostgreSQL's bulk path, inside the batch's transaction."""
     driver_connection = connection.connection.driver_connection
     columns = calls.columns
@@ -153,3 +192,31 @@ def insert_postgres(connection: Connection, calls: StoredCalls) -> None:
         write_row = copy.write_row
         for row in zip(*(columns[name] for name in STORED_COLUMNS), strict=True):
             write_row(row)
+
+
+def _session_row(state: SessionState) -> dict[str, Any]:
+    values = state.session.__dict__
+    row = {name: values[name] for name in SESSION_FIELDS}
+    totals = state.totals
+    if totals is None:
+        return row
+    row.update({name: getattr(totals, name) for name in _TOTAL_FIELDS})
+    row["call_count"] = totals.calls
+    row["total_latency_ms"] = totals.latency_ms
+    row["error_count"] = totals.errors
+    row["duration_ms"] = totals.duration_ms
+    return row
+
+
+def _upsert_sessions(connection: Connection, states: list[SessionState]) -> None:
+    latest = {state.session.id: state for state in states}
+    started = [_session_row(s) for s in latest.values() if s.totals is None]
+    ended = [_session_row(s) for s in latest.values() if s.totals is not None]
+    for rows in (started, ended):
+        if not rows:
+            continue
+        statement = upsert_insert(connection, sessions)
+        updated = {name: statement.excluded[name] for name in rows[0] if name != "id"}
+        connection.execute(
+            statement.on_conflict_do_update(index_elements=["id"], set_=updated), rows
+        )
