@@ -1,5 +1,6 @@
 """Writer-side benchmark: the time the store takes to commit batches of calls, alone on one
-thread (no caller competing for the GIL), per call.
+thread (no caller competing for the GIL), per call: wall time, and the thread's CPU time (steadier
+on a shared machine; PostgreSQL's own work is not in it).
 
     python benchmarks/writer.py [--calls N] [--batch-size M] [--repeats R] [--skip-postgres]
 
@@ -58,16 +59,17 @@ def batches(calls: int, batch_size: int) -> list[WriteBatch]:
     return made
 
 
-def write_all(url: str, calls: int, batch_size: int) -> float:
-    """Microseconds per call to write `calls` calls into a fresh store at `url`."""
+def write_all(url: str, calls: int, batch_size: int) -> tuple[float, float]:
+    """Microseconds per call, wall and CPU, to write `calls` calls into a fresh store at `url`."""
     store = open_store(obsdeco.Settings(database_url=url))
     try:
         store.write(WriteBatch())  # creates the schema, outside the timing
         made = batches(calls, batch_size)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         for batch in made:
             store.write(batch)
-        return (time.perf_counter() - start) / calls * 1e6
+        wall, cpu = time.perf_counter() - start, time.thread_time() - cpu
+        return wall / calls * 1e6, cpu / calls * 1e6
     finally:
         store.close()
 
@@ -81,7 +83,7 @@ def main() -> int:
     args = parser.parse_args()
 
     results = {**environment(), "calls": args.calls, "batch_size": args.batch_size}
-    timings: dict[str, list[float]] = {"sqlite": [], "postgres": []}
+    timings: dict[str, list[tuple[float, float]]] = {"sqlite": [], "postgres": []}
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as folder:
             url = f"sqlite:///{folder}/writer-{repeat}.db"
@@ -92,11 +94,18 @@ def main() -> int:
     for store, found in timings.items():
         if not found:
             continue
-        median = statistics.median(found)
-        results[store] = {"us_per_call": median, "calls_per_s": 1e6 / median, "runs": found}
+        wall = statistics.median(run[0] for run in found)
+        cpu = statistics.median(run[1] for run in found)
+        results[store] = {
+            "us_per_call": wall,
+            "cpu_us_per_call": cpu,
+            "calls_per_s": 1e6 / wall,
+            "runs": found,
+        }
         print(
-            f"writer alone, {store}: {median:.2f} us per call ({1e6 / median:,.0f} calls/s; "
-            f"runs {', '.join(f'{value:.2f}' for value in found)} us)"
+            f"writer alone, {store}: {wall:.2f} us per call ({1e6 / wall:,.0f} calls/s), "
+            f"CPU {cpu:.2f} us per call; runs (wall, CPU): "
+            + ", ".join(f"({run[0]:.1f}, {run[1]:.1f})" for run in found)
         )
     write_results("writer", results)
     return 0

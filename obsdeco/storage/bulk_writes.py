@@ -17,7 +17,7 @@ from operator import attrgetter, is_, itemgetter
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, Executable, insert
 
 from obsdeco.models import LLMCall, ModelProvider
 from obsdeco.storage import rollups
@@ -213,10 +213,20 @@ def _upsert_sessions(connection: Connection, states: list[SessionState]) -> None
     started = [_session_row(s) for s in latest.values() if s.totals is None]
     ended = [_session_row(s) for s in latest.values() if s.totals is not None]
     for rows in (started, ended):
-        if not rows:
-            continue
-        statement = upsert_insert(connection, sessions)
-        updated = {name: statement.excluded[name] for name in rows[0] if name != "id"}
-        connection.execute(
-            statement.on_conflict_do_update(index_elements=["id"], set_=updated), rows
-        )
+        if rows:
+            connection.execute(_session_upsert(connection, tuple(rows[0])), rows)
+
+
+_session_upserts: dict[tuple[str, tuple[str, ...]], Executable] = {}
+
+
+def _session_upsert(connection: Connection, names: tuple[str, ...]) -> Executable:
+    """The dialect's upsert of session rows of these columns (built once per kind of row)."""
+    key = (connection.dialect.name, names)
+    statement = _session_upserts.get(key)
+    if statement is None:
+        insert_rows = upsert_insert(connection, sessions)
+        updated = {name: insert_rows.excluded[name] for name in names if name != "id"}
+        statement = insert_rows.on_conflict_do_update(index_elements=["id"], set_=updated)
+        _session_upserts[key] = statement
+    return statement

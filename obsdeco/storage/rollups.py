@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Executable, and_, bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from obsdeco.provider_names import default_provider_name
@@ -395,39 +395,64 @@ def add(connection: Connection, sums: dict[RollupKey, _Sums]) -> None:
         return
     empty = _Sums().values()
     connection.execute(
-        upsert_insert(connection, call_rollups).on_conflict_do_nothing(),
+        _create_missing(connection),
         [_stored_key(key) | empty for key in sorted(sums, key=_sort_key)],
     )
     projects = sorted({key[0] for key in sums})
     hours = sorted({datetime.fromtimestamp(key[1] * 3600, UTC) for key in sums})
-    key_columns = [call_rollups.c[name] for name in _KEY_COLUMNS]
-    stored = connection.execute(
-        select(call_rollups)
-        .where(call_rollups.c.project_name.in_(projects), call_rollups.c.hour.in_(hours))
-        .order_by(*key_columns)
-        .with_for_update()
-    ).all()
+    stored = connection.execute(_LOCK_HOURS, {"projects": projects, "hours": hours}).all()
     for row in stored:
         key = (row.project_name, _epoch_hour(row.hour), *row[2 : len(_KEY_COLUMNS)])
         if key in sums:
             sums[key].merge_row(row)
-    match = and_(*(column == bindparam(f"key_{column.name}") for column in key_columns))
-    changes = {
-        name: bindparam(name)
-        for name in (
-            *_SUMMED,
-            "largest_prompt_tokens",
-            "latency_histogram",
-            "first_token_histogram",
-        )
-    }
     connection.execute(
-        update(call_rollups).where(match).values(changes),
+        _UPDATE_SUMS,
         [
             {f"key_{name}": value for name, value in _stored_key(key).items()} | total.values()
             for key, total in sums.items()
         ],
     )
+
+
+_created_missing: dict[str, Executable] = {}
+
+
+def _create_missing(connection: Connection) -> Executable:
+    """The dialect's INSERT of rollup rows that skips the keys already stored (built once)."""
+    dialect = connection.dialect.name
+    statement = _created_missing.get(dialect)
+    if statement is None:
+        statement = upsert_insert(connection, call_rollups).on_conflict_do_nothing()
+        _created_missing[dialect] = statement
+    return statement
+
+
+_KEYS = [call_rollups.c[name] for name in _KEY_COLUMNS]
+_LOCK_HOURS = (
+    select(call_rollups)
+    .where(
+        call_rollups.c.project_name.in_(bindparam("projects", expanding=True)),
+        call_rollups.c.hour.in_(bindparam("hours", expanding=True)),
+    )
+    .order_by(*_KEYS)
+    .with_for_update()
+)
+"""The stored rollups of some projects' hours, locked for the batch's update."""
+_UPDATE_SUMS = (
+    update(call_rollups)
+    .where(and_(*(column == bindparam(f"key_{column.name}") for column in _KEYS)))
+    .values(
+        {
+            name: bindparam(name)
+            for name in (
+                *_SUMMED,
+                "largest_prompt_tokens",
+                "latency_histogram",
+                "first_token_histogram",
+            )
+        }
+    )
+)
 
 
 def fill_provider_names(connection: Connection) -> None:
