@@ -166,17 +166,6 @@ def test_histogram_percentiles_are_within_the_relative_accuracy_of_numpy():
     assert histogram.Histogram().percentiles([0.5]) == []
 
 
-def test_buckets_of_many_values_are_each_values_bucket_even_on_bucket_edges():
-    edges = histogram.GAMMA ** np.arange(-400, 1400, dtype=np.float64)
-    values = np.concatenate(
-        [edges, np.nextafter(edges, 0), np.nextafter(edges, np.inf), [0.0, 1e-9, 1e12]]
-    )
-
-    found = histogram.buckets_of(values)
-
-    assert found.tolist() == [histogram.bucket_of(value) for value in values.tolist()]
-
-
 def test_repeats_are_told_across_batches_and_sessions(configured):
     collector = obsdeco.MetricsCollector("shop")
     fields = {

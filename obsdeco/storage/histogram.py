@@ -31,9 +31,9 @@ def bucket_of(value_ms: float) -> int:
 
 
 def buckets_of(values_ms: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-    """`bucket_of` of each value, the same to the last bit: the logarithms are `math.log`'s
-    (numpy's vectorised log can differ from it in the last place, which moves a value lying
-    on a bucket's edge to the next bucket)."""
+    """`bucket_of` of each value, by construction: the logarithms are `math.log`'s, as there
+    (numpy's vectorised log may differ from it in the last place), so that the writer's
+    rollups put every call in the bucket it always did."""
     floored = np.maximum(values_ms, SMALLEST_MS).tolist()
     logs = np.fromiter(map(math.log, floored), np.float64, len(floored))
     return np.ceil(logs / _LOG_GAMMA).astype(np.int64)
