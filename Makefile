@@ -38,6 +38,7 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/writer.py
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/report.py
 	$(BIN)/python benchmarks/dashboard.py

@@ -91,6 +91,28 @@ def test_round_trip_keeps_every_field(storage):
     assert record.calls[1].prompt_tokens is None
 
 
+def test_a_large_batch_of_calls_with_different_missing_fields_round_trips(storage):
+    """Rows are inserted in groups by which columns they leave NULL, in statements of a few
+    sizes: every call comes back whole, whatever its group and its place in the batch."""
+    session = _session()
+    variants = [
+        {},
+        {"prompt_tokens": None, "completion_tokens": None, "success": False, "error_type": "x"},
+        {"cache_hit": True, "time_to_first_token_ms": 12.5, "streamed": True},
+        {"cache_hit": False, "experiments": {"prompt": "b"}, "metadata": {"n": 1}},
+        {"response_model": "gpt-4o-2024-08-06", "tool_call_count": 0, "retries": 2},
+    ]
+    calls = [
+        _call(session, index / 1000, **variants[index % len(variants)]) for index in range(1_703)
+    ]
+    storage.write(WriteBatch(sessions=[SessionState(session)], calls=calls))
+
+    record = storage.get_session(session.id)
+
+    assert len(record.calls) == 1_703
+    assert record.calls == calls
+
+
 def test_session_end_stores_aggregates_and_status(storage):
     session = _session()
     storage.write(WriteBatch(sessions=[SessionState(session.model_copy())]))

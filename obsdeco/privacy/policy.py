@@ -54,6 +54,14 @@ class ContentPolicy:
         """Idempotent: a batch the writer retries, or splits, is not cut or scrubbed twice."""
         done = self._done
         for call in batch.calls:
+            fields = call.__dict__
+            if not (
+                fields["metadata"]
+                or fields["error_message"]
+                or fields["prompt"] is not None
+                or fields["completion"] is not None
+            ):
+                continue  # nothing to filter (most calls): no need to remember it
             if done.get(id(call)) is call:
                 continue
             if call.prompt is not None or call.completion is not None:

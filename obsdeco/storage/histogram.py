@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +22,8 @@ SMALLEST_MS = 1e-3
 """Values below a microsecond (including 0) share the lowest bucket."""
 
 _ENTRY = np.dtype([("bucket", "<i2"), ("count", "<u4")])
+_BUCKET_OFFSET = 1 << 15
+"""Buckets are 16-bit signed (as stored): offset, they pack beside a group number."""
 
 
 def bucket_of(value_ms: float) -> int:
@@ -28,7 +31,29 @@ def bucket_of(value_ms: float) -> int:
 
 
 def buckets_of(values_ms: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-    return np.ceil(np.log(np.maximum(values_ms, SMALLEST_MS)) / _LOG_GAMMA).astype(np.int64)
+    """`bucket_of` of each value, by construction: the logarithms are `math.log`'s, as there
+    (numpy's vectorised log may differ from it in the last place), so that the writer's
+    rollups put every call in the bucket it always did."""
+    floored = np.maximum(values_ms, SMALLEST_MS).tolist()
+    logs = np.fromiter(map(math.log, floored), np.float64, len(floored))
+    return np.ceil(logs / _LOG_GAMMA).astype(np.int64)
+
+
+def bucket_counts(
+    groups: npt.NDArray[np.intp], buckets: npt.NDArray[np.int64], size: int
+) -> list[dict[int, int]]:
+    """For each of `size` groups, the counts of its values' buckets (group i's values are those
+    where `groups` is i)."""
+    pairs = groups.astype(np.int64) << 16 | (buckets + _BUCKET_OFFSET)
+    distinct, counts = np.unique(pairs, return_counts=True)
+    owners = distinct >> 16
+    found = ((distinct & 0xFFFF) - _BUCKET_OFFSET).tolist()
+    counted = counts.tolist()
+    edges = np.searchsorted(owners, np.arange(size + 1)).tolist()
+    return [
+        dict(zip(found[start:end], counted[start:end], strict=True))
+        for start, end in pairwise(edges)
+    ]
 
 
 def encode(counts: dict[int, int]) -> bytes:
@@ -45,6 +70,12 @@ def merge_into(counts: dict[int, int], encoded: bytes | None) -> None:
         return
     entries = np.frombuffer(encoded, dtype=_ENTRY)
     for bucket, count in zip(entries["bucket"].tolist(), entries["count"].tolist(), strict=True):
+        counts[bucket] = counts.get(bucket, 0) + count
+
+
+def add_counts(counts: dict[int, int], more: dict[int, int]) -> None:
+    """Add the bucket counts `more` to `counts`."""
+    for bucket, count in more.items():
         counts[bucket] = counts.get(bucket, 0) + count
 
 

@@ -12,16 +12,18 @@ request, and a call is `repeated` when an identical successful call was stored b
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from operator import attrgetter
+from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import floordiv, sub
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import Connection, Executable, and_, bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError
 
-from obsdeco.models import LLMCall
 from obsdeco.provider_names import default_provider_name
 from obsdeco.storage import histogram
 from obsdeco.storage.base import LONG_PROMPT_TOKENS, REPORT_GROUPS
@@ -70,9 +72,7 @@ FACT_COLUMNS = (
     "shadow_model",
     "repeated",
 )
-"""What a rollup needs of a call, in the order `accumulate` reads it."""
-
-_call_facts = attrgetter(*FACT_COLUMNS[:-1])
+"""What a rollup needs of a call (`accumulate` takes them column-wise, by these names)."""
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -144,80 +144,160 @@ _SUMMED = (
 )
 
 
-def accumulate(into: dict[RollupKey, _Sums], facts: Iterable[Sequence[Any]]) -> None:
-    """Add calls, as tuples in `FACT_COLUMNS` order, to the rollups they belong to."""
-    for (
+Facts = Mapping[str, Sequence[Any]]
+"""Calls column-wise: for each name of `FACT_COLUMNS`, the calls' values in one order."""
+
+
+def accumulate(into: dict[RollupKey, _Sums], facts: Facts) -> None:
+    """Add calls to the rollups they belong to, in one vectorised aggregation: the calls are
+    grouped by rollup key once, then each sum is added per group in the calls' order (so that
+    float sums come out as adding the calls one by one would make them)."""
+    size = len(facts["latency_ms"])
+    if not size:
+        return
+    prompt, prompt_missing = _counts(facts["prompt_tokens"], size)
+    completion, completion_missing = _counts(facts["completion_tokens"], size)
+    hours = (epoch_microseconds(facts["timestamp"]) // _MICROSECONDS_PER_HOUR).tolist()
+    tokens_known = ~(prompt_missing | completion_missing)
+    dimensions = [
+        facts["project_name"],
+        hours,
+        facts["provider"],
+        facts["provider_name"],
+        facts["response_model"],
+        facts["model"],
+        facts["agent_name"],
+        facts["operation"],
+        facts["success"],
+        facts["error_type"],
+        tokens_known.tolist(),
+        (prompt >= LONG_PROMPT_TOKENS).tolist(),
+        facts["repeated"],
+        facts["cache_hit"],
+        facts["routed_from"],
+        facts["shadow_model"],
+    ]
+    # Calls are told apart by the dimensions that vary in this batch (few do, mostly).
+    varying = [index for index, values in enumerate(dimensions) if _varies(values)]
+    shared = [values[0] for values in dimensions]
+    rows = list(zip(*(dimensions[index] for index in varying), strict=True)) if varying else [()]
+    position = {values: place for place, values in enumerate(dict.fromkeys(rows))}
+    keys: dict[RollupKey, int] = {}
+    group_of = []
+    for values in position:
+        raw = list(shared)
+        for index, value in zip(varying, values, strict=True):
+            raw[index] = value
+        group_of.append(keys.setdefault(_rollup_key(raw), len(keys)))
+    if varying:
+        places = np.fromiter(map(position.__getitem__, rows), np.intp, size)
+        groups = np.array(group_of, np.intp)[places]
+    else:
+        groups = np.zeros(size, np.intp)
+    found = [into.get(key) for key in keys]
+    sums = [_Sums() if known is None else known for known in found]
+
+    def add(name: str, values: npt.NDArray[Any], where: npt.NDArray[np.intp] = groups) -> None:
+        totals = np.array([getattr(total, name) for total in sums], dtype=values.dtype)
+        np.add.at(totals, where, values)
+        for total, value in zip(sums, totals.tolist(), strict=True):
+            setattr(total, name, value)
+
+    add("calls", np.ones(size, np.int64))
+    add("prompt_tokens", prompt)
+    add("completion_tokens", completion)
+    for name in ("cached_tokens", "cache_creation_tokens", "reasoning_tokens"):
+        add(name, _counts(facts[name], size)[0])
+    add("latency_ms", latency := np.array(facts["latency_ms"], np.float64))
+    largest = np.array([total.largest_prompt_tokens for total in sums], np.int64)
+    np.maximum.at(largest, groups, prompt)
+    retries = np.array(facts["retries"], np.int64)
+    add("retries", retries)
+    limited_retries = np.array(facts["rate_limited_retries"], np.int64)
+    add("rate_limited_retries", limited_retries)
+    failed_on_rate_limit = np.array([not key[8] and key[9] == "rate_limit" for key in keys])
+    limited = (limited_retries > 0) | failed_on_rate_limit[groups]
+    add("rate_limited_calls", np.ones(int(limited.sum()), np.int64), groups[limited])
+    first_token = np.array(facts["time_to_first_token_ms"], np.float64)  # None: NaN
+    timed = ~np.isnan(first_token)
+    add("first_token_calls", np.ones(int(timed.sum()), np.int64), groups[timed])
+    add("first_token_ms", first_token[timed], groups[timed])
+    latency_counts = histogram.bucket_counts(groups, histogram.buckets_of(latency), len(keys))
+    first_token_counts = histogram.bucket_counts(
+        groups[timed], histogram.buckets_of(first_token[timed]), len(keys)
+    )
+    for key, total, largest_prompt, latencies, first_tokens in zip(
+        keys, sums, largest.tolist(), latency_counts, first_token_counts, strict=True
+    ):
+        total.largest_prompt_tokens = largest_prompt
+        histogram.add_counts(total.latency_buckets, latencies)
+        histogram.add_counts(total.first_token_buckets, first_tokens)
+        into[key] = total
+
+
+def epoch_microseconds(moments: Sequence[datetime]) -> npt.NDArray[np.int64]:
+    """Exact microseconds since the epoch of timezone-aware moments."""
+    since_epoch = map(floordiv, map(sub, moments, repeat(_EPOCH)), repeat(_MICROSECOND))
+    return np.fromiter(since_epoch, np.int64, len(moments))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_MICROSECONDS_PER_HOUR = 3_600_000_000
+
+
+def _varies(values: Sequence[Any]) -> bool:
+    return values.count(values[0]) != len(values)
+
+
+def _counts(
+    values: Sequence[int | None], size: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Token counts as int64 (None as 0), and where they were None."""
+    if None not in values:
+        return np.fromiter(values, np.int64, size), np.zeros(size, np.bool_)
+    missing = np.array([value is None for value in values], np.bool_)
+    return np.array([value or 0 for value in values], np.int64), missing
+
+
+def _rollup_key(raw: Sequence[Any]) -> RollupKey:
+    """The rollup key of calls sharing these values (`accumulate`'s order of them)."""
+    (
         project,
-        timestamp,
+        hour,
         provider,
         provider_name,
-        model,
         response_model,
+        model,
         agent,
         operation,
         success,
         error_type,
-        prompt,
-        completion,
-        cached,
-        written,
-        reasoning,
-        latency,
-        first_token,
-        retries,
-        rate_limited_retries,
+        tokens_known,
+        long_prompt,
+        repeated,
         cache_hit,
         routed_from,
         shadow_model,
-        repeated,
-    ) in facts:
-        tokens_known = prompt is not None and completion is not None
-        key = (
-            project,
-            _epoch_hour(timestamp),
-            provider,
-            provider_name,
-            response_model or model,
-            model,
-            agent or "",
-            operation or "",
-            bool(success),
-            error_type or "",
-            tokens_known,
-            (prompt or 0) >= LONG_PROMPT_TOKENS,
-            bool(repeated),
-            CACHE_HIT_TEXT[None if cache_hit is None else bool(cache_hit)],
-            routed_from or "",
-            shadow_model or "",
-        )
-        sums = into.get(key)
-        if sums is None:
-            sums = into[key] = _Sums()
-        sums.calls += 1
-        sums.prompt_tokens += prompt or 0
-        sums.completion_tokens += completion or 0
-        sums.cached_tokens += cached or 0
-        sums.cache_creation_tokens += written or 0
-        sums.reasoning_tokens += reasoning or 0
-        sums.latency_ms += latency
-        sums.largest_prompt_tokens = max(sums.largest_prompt_tokens, prompt or 0)
-        sums.retries += retries
-        sums.rate_limited_retries += rate_limited_retries
-        if rate_limited_retries or (not success and error_type == "rate_limit"):
-            sums.rate_limited_calls += 1
-        bucket = histogram.bucket_of(latency)
-        sums.latency_buckets[bucket] = sums.latency_buckets.get(bucket, 0) + 1
-        if first_token is not None:
-            sums.first_token_calls += 1
-            sums.first_token_ms += first_token
-            bucket = histogram.bucket_of(first_token)
-            sums.first_token_buckets[bucket] = sums.first_token_buckets.get(bucket, 0) + 1
-
-
-def call_facts(calls: Sequence[LLMCall], repeated: Sequence[bool]) -> Iterable[tuple[Any, ...]]:
-    for call, is_repeat in zip(calls, repeated, strict=True):
-        values = _call_facts(call)
-        yield (*values[:2], call.provider.value, *values[3:], is_repeat)
+    ) = raw
+    return (
+        project,
+        hour,
+        provider,
+        provider_name,
+        response_model or model,
+        model,
+        agent or "",
+        operation or "",
+        bool(success),
+        error_type or "",
+        tokens_known,
+        long_prompt,
+        bool(repeated),
+        CACHE_HIT_TEXT[None if cache_hit is None else bool(cache_hit)],
+        routed_from or "",
+        shadow_model or "",
+    )
 
 
 _UPSERT_COUNTS = (
@@ -271,26 +351,33 @@ def _counted_before(
         cursor.close()
 
 
-def mark_repeats(connection: Connection, calls: Sequence[LLMCall]) -> list[bool]:
-    """Count the batch's successful requests in `request_hashes`; a call is a repeat when an
-    identical successful call was stored before it (in an earlier batch or earlier in this one).
-    """
-    counted = Counter(
-        (call.project_name, call.request_hash)
-        for call in calls
-        if call.success and call.request_hash
-    )
+def mark_repeats(
+    connection: Connection,
+    projects: Sequence[str],
+    requests: Sequence[str | None],
+    successes: Sequence[bool],
+) -> list[bool]:
+    """Count a batch's successful requests (its calls column-wise) in `request_hashes`; a call
+    is a repeat when an identical successful call was stored before it (in an earlier batch or
+    earlier in this one)."""
+    size = len(projects)
+    if requests.count(None) == size:
+        return [False] * size
+    keys = [
+        (project, request) if success and request else None
+        for project, request, success in zip(projects, requests, successes, strict=True)
+    ]
+    counted = Counter(key for key in keys if key is not None)
     if not counted:
-        return [False] * len(calls)
+        return [False] * size
     seen = {
         (project, request)
         for project, request, stored in _counted_before(connection, counted)
         if stored > counted[(project, request)]
     }
     flags = []
-    for call in calls:
-        key = (call.project_name, call.request_hash)
-        if not (call.success and call.request_hash):
+    for key in keys:
+        if key is None:
             flags.append(False)
             continue
         flags.append(key in seen)
@@ -308,39 +395,64 @@ def add(connection: Connection, sums: dict[RollupKey, _Sums]) -> None:
         return
     empty = _Sums().values()
     connection.execute(
-        upsert_insert(connection, call_rollups).on_conflict_do_nothing(),
+        _create_missing(connection),
         [_stored_key(key) | empty for key in sorted(sums, key=_sort_key)],
     )
     projects = sorted({key[0] for key in sums})
     hours = sorted({datetime.fromtimestamp(key[1] * 3600, UTC) for key in sums})
-    key_columns = [call_rollups.c[name] for name in _KEY_COLUMNS]
-    stored = connection.execute(
-        select(call_rollups)
-        .where(call_rollups.c.project_name.in_(projects), call_rollups.c.hour.in_(hours))
-        .order_by(*key_columns)
-        .with_for_update()
-    ).all()
+    stored = connection.execute(_LOCK_HOURS, {"projects": projects, "hours": hours}).all()
     for row in stored:
         key = (row.project_name, _epoch_hour(row.hour), *row[2 : len(_KEY_COLUMNS)])
         if key in sums:
             sums[key].merge_row(row)
-    match = and_(*(column == bindparam(f"key_{column.name}") for column in key_columns))
-    changes = {
-        name: bindparam(name)
-        for name in (
-            *_SUMMED,
-            "largest_prompt_tokens",
-            "latency_histogram",
-            "first_token_histogram",
-        )
-    }
     connection.execute(
-        update(call_rollups).where(match).values(changes),
+        _UPDATE_SUMS,
         [
             {f"key_{name}": value for name, value in _stored_key(key).items()} | total.values()
             for key, total in sums.items()
         ],
     )
+
+
+_created_missing: dict[str, Executable] = {}
+
+
+def _create_missing(connection: Connection) -> Executable:
+    """The dialect's INSERT of rollup rows that skips the keys already stored (built once)."""
+    dialect = connection.dialect.name
+    statement = _created_missing.get(dialect)
+    if statement is None:
+        statement = upsert_insert(connection, call_rollups).on_conflict_do_nothing()
+        _created_missing[dialect] = statement
+    return statement
+
+
+_KEYS = [call_rollups.c[name] for name in _KEY_COLUMNS]
+_LOCK_HOURS = (
+    select(call_rollups)
+    .where(
+        call_rollups.c.project_name.in_(bindparam("projects", expanding=True)),
+        call_rollups.c.hour.in_(bindparam("hours", expanding=True)),
+    )
+    .order_by(*_KEYS)
+    .with_for_update()
+)
+"""The stored rollups of some projects' hours, locked for the batch's update."""
+_UPDATE_SUMS = (
+    update(call_rollups)
+    .where(and_(*(column == bindparam(f"key_{column.name}") for column in _KEYS)))
+    .values(
+        {
+            name: bindparam(name)
+            for name in (
+                *_SUMMED,
+                "largest_prompt_tokens",
+                "latency_histogram",
+                "first_token_histogram",
+            )
+        }
+    )
+)
 
 
 def fill_provider_names(connection: Connection) -> None:
@@ -390,7 +502,8 @@ def rebuild(connection: Connection) -> None:
     facts = connection.execute(
         select(*(llm_calls.c[name] for name in FACT_COLUMNS)).execution_options(yield_per=50_000)
     )
-    accumulate(sums, facts)
+    for rows in facts.partitions():
+        accumulate(sums, dict(zip(FACT_COLUMNS, zip(*rows, strict=True), strict=True)))
     rows = [_stored_key(key) | total.values() for key, total in sums.items()]
     for start in range(0, len(rows), 5_000):
         connection.execute(call_rollups.insert(), rows[start : start + 5_000])
