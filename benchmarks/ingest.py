@@ -1,6 +1,9 @@
 """Ingest benchmark: caller-side cost of recording, sustained throughput, memory at the queue bound.
 
-    python benchmarks/ingest.py [--calls N] [--postgres-url URL] [--skip-postgres]
+    python benchmarks/ingest.py [--calls N] [--skip-postgres]
+
+PostgreSQL runs use a throwaway schema of OBSDECO_TEST_POSTGRES_URL's database (default: the
+local `test` database), one per step.
 
 Prints a table and writes benchmarks/results/ingest.json.
 """
@@ -8,6 +11,7 @@ Prints a table and writes benchmarks/results/ingest.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import itertools
 import statistics
@@ -16,7 +20,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 
-from common import POSTGRES_URL, environment, write_results
+from common import environment, postgres_schema, write_results
 
 import obsdeco
 from obsdeco.runtime import get_runtime
@@ -35,16 +39,6 @@ def _record(collector: obsdeco.MetricsCollector, session: obsdeco.Session) -> No
         agent_name="Planner",
         operation="plan",
     )
-
-
-def _reset_postgres(url: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        for table in ("llm_calls", "sessions", "agent_spans"):
-            connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
-    engine.dispose()
 
 
 def _percentiles(timings_ns: list[int]) -> dict[str, float]:
@@ -208,7 +202,6 @@ def main() -> int:
     parser.add_argument(
         "--rates", default="30000,40000,50000,60000,70000", help="paced rates to try, calls/s"
     )
-    parser.add_argument("--postgres-url", default=POSTGRES_URL)
     parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
 
@@ -225,18 +218,20 @@ def main() -> int:
             f"sqlite:///{folder}/burst.db", args.calls, args.calls_per_session
         )
         if not args.skip_postgres:
-            _reset_postgres(args.postgres_url)
+            with contextlib.ExitStack() as schemas:
 
-            def fresh_postgres() -> str:
+                def fresh_postgres() -> str:
+                    obsdeco.configure(database_url=sqlite_url)
+                    obsdeco.flush()
+                    return schemas.enter_context(postgres_schema())
+
+                results["sustained_postgres"] = sustained(
+                    fresh_postgres, rates, args.calls_per_session
+                )
+                results["burst_postgres"] = burst(
+                    fresh_postgres(), args.calls, args.calls_per_session
+                )
                 obsdeco.configure(database_url=sqlite_url)
-                obsdeco.flush()
-                _reset_postgres(args.postgres_url)
-                return args.postgres_url
-
-            results["sustained_postgres"] = sustained(fresh_postgres, rates, args.calls_per_session)
-            _reset_postgres(args.postgres_url)
-            results["burst_postgres"] = burst(args.postgres_url, args.calls, args.calls_per_session)
-            _reset_postgres(args.postgres_url)
         results["memory_at_default_bound"] = memory_at_bound(obsdeco.Settings().max_queue_size)
         obsdeco.configure(database_url=sqlite_url)
 
