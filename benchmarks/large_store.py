@@ -344,5 +344,7 @@ def check_against_rebuild(url: str, calls: int = 20_000) -> None:
     with engine.connect() as connection:
         rebuilt = _snapshot(connection)
     engine.dispose()
-    for part, ours, theirs in zip(("rollups", "request hashes", "repeats"), seeded, rebuilt):
+    for part, ours, theirs in zip(
+        ("rollups", "request hashes", "repeats"), seeded, rebuilt, strict=True
+    ):
         assert ours == theirs, f"the SQL seeding's {part} differ from rebuild_rollups()'s"

@@ -20,7 +20,6 @@ import random
 import statistics
 import tempfile
 import time
-
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
