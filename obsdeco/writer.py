@@ -25,7 +25,7 @@ from obsdeco.models import (
     Totals,
     materialized,
 )
-from obsdeco.storage import SessionState, StorageBackend, TransientStorageError, WriteBatch
+from obsdeco.storage import RecordWriter, SessionState, TransientStorageError, WriteBatch
 
 logger = logging.getLogger("obsdeco.writer")
 
@@ -95,7 +95,7 @@ class Writer:
 
     def __init__(
         self,
-        backend: StorageBackend,
+        backend: RecordWriter,
         counters: WriterCounters,
         summarize: Summarize,
         *,

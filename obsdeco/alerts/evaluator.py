@@ -18,7 +18,7 @@ from obsdeco.alerts.rules import Alert
 from obsdeco.analyzers import PriceTable
 from obsdeco.config import Settings
 from obsdeco.guard import fault
-from obsdeco.storage.base import StorageBackend
+from obsdeco.storage.base import ReportStore
 
 logger = logging.getLogger("obsdeco.alerts")
 
@@ -43,7 +43,7 @@ class Evaluator:
     def evaluate(
         self,
         settings: Settings,
-        backend: StorageBackend,
+        backend: ReportStore,
         now: datetime,
         warnings: list[BudgetWarning],
         *,
@@ -80,7 +80,7 @@ class Evaluator:
             logger.warning("obsdeco alerts are evaluated again")
         return events
 
-    def _sync(self, settings: Settings, backend: StorageBackend) -> None:
+    def _sync(self, settings: Settings, backend: ReportStore) -> None:
         """Keep the states of the rules still configured unchanged; take the others' from the
         store (a new store: all of them)."""
         if settings.database_url != self._store:
@@ -102,7 +102,7 @@ class Evaluator:
         self._states = states
 
     def _transition(
-        self, alert: Alert, found: Measurement, at: datetime, backend: StorageBackend
+        self, alert: Alert, found: Measurement, at: datetime, backend: ReportStore
     ) -> list[AlertEvent]:
         state = self._states[alert.name]
         if not found.known:

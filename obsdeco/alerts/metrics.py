@@ -9,7 +9,7 @@ from obsdeco.alerts.budget_usage import BudgetUsage
 from obsdeco.alerts.rules import Alert
 from obsdeco.analyzers import PriceTable
 from obsdeco.analyzers.project import priced_groups
-from obsdeco.storage.base import CallFilter, StorageBackend
+from obsdeco.storage.base import CallFilter, ReportStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +36,7 @@ class Measurement:
 
 def measure(
     alert: Alert,
-    backend: StorageBackend,
+    backend: ReportStore,
     prices: PriceTable,
     now: datetime,
     budgets: dict[str, BudgetUsage],

@@ -46,8 +46,8 @@ from obsdeco.storage.base import (
     CallAggregate,
     CallFilter,
     GroupKey,
+    ReportStore,
     ScoreFilter,
-    StorageBackend,
 )
 
 _TOP = 5
@@ -77,7 +77,7 @@ class _Costs:
     """Prices group rows from their sums, or call by call where a price tier is crossed, and
     notes what could not be priced. Cache hits cost nothing."""
 
-    def __init__(self, backend: StorageBackend, where: CallFilter, prices: PriceTable) -> None:
+    def __init__(self, backend: ReportStore, where: CallFilter, prices: PriceTable) -> None:
         self._backend, self._where, self._prices = backend, where, prices
         self.unpriced_models: set[str] = set()
         self.unpriced_calls = 0
@@ -240,7 +240,7 @@ def _usages(rows: list[CallAggregate]) -> list[ModelUsage]:
 
 
 def _repeats(
-    backend: StorageBackend,
+    backend: ReportStore,
     project: str | None,
     rows: list[CallAggregate],
     row_cost: dict[int, float | None],
@@ -262,7 +262,7 @@ def _repeats(
 
 
 def _agent_time(
-    backend: StorageBackend, where: CallFilter, rows: list[CallAggregate]
+    backend: ReportStore, where: CallFilter, rows: list[CallAggregate]
 ) -> list[AgentTime]:
     spans = backend.agent_time(where.project, where.since, where.until)
     llm_ms = {
@@ -278,7 +278,7 @@ def _agent_time(
 
 
 def _latency(
-    backend: StorageBackend, where: CallFilter, rows: list[CallAggregate]
+    backend: ReportStore, where: CallFilter, rows: list[CallAggregate]
 ) -> LatencyBreakdown:
     agent_time = _agent_time(backend, where, rows)
     latency = backend.quantiles(
@@ -365,7 +365,7 @@ SAVINGS_GROUPS: tuple[GroupKey, ...] = (*_PRICING_GROUPS, "routed_from", "shadow
 
 
 def priced_groups(
-    backend: StorageBackend,
+    backend: ReportStore,
     where: CallFilter,
     prices: PriceTable,
     group_by: tuple[GroupKey, ...] = REPORT_GROUPS,
@@ -379,7 +379,7 @@ def priced_groups(
 
 
 def build_project_report(
-    backend: StorageBackend,
+    backend: ReportStore,
     prices: PriceTable,
     project: str | None = None,
     since: datetime | None = None,

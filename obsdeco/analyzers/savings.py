@@ -9,11 +9,11 @@ from obsdeco.analyzers.cost_analyzer import PriceTable
 from obsdeco.analyzers.engine_sections import usd_or_zero
 from obsdeco.analyzers.project import SAVINGS_GROUPS, build_project_report, priced_groups
 from obsdeco.models import SavingsDay, SavingsReport
-from obsdeco.storage.base import CallFilter, StorageBackend
+from obsdeco.storage.base import CallFilter, ReportStore
 
 
 def build_savings(
-    backend: StorageBackend,
+    backend: ReportStore,
     prices: PriceTable,
     project: str | None = None,
     since: datetime | None = None,

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 from obsdeco.analyzers.columns import NONE_KEY
 from obsdeco.models import Score, ScoreBreakdown, ScoreStats
-from obsdeco.storage.base import ScoreAggregate, ScoreFilter, ScoreGroup, StorageBackend
+from obsdeco.storage.base import ReportStore, ScoreAggregate, ScoreFilter, ScoreGroup
 
 _GROUPINGS: tuple[tuple[ScoreGroup, ...], ...] = (
     ("name",),
@@ -40,7 +40,7 @@ def _breakdown(rows: Sequence[list[ScoreAggregate]]) -> ScoreBreakdown:
 
 
 def aggregated(scores: Iterable[Score], group_by: Sequence[ScoreGroup]) -> list[ScoreAggregate]:
-    """What `StorageBackend.aggregate_scores` computes, over scores in memory."""
+    """What `ReportStore.aggregate_scores` computes, over scores in memory."""
     sums: dict[tuple[tuple[str, str | None], ...], list[float]] = {}
     for score in scores:
         keys: list[list[tuple[str, str | None]]] = [[]]
@@ -72,6 +72,6 @@ def score_breakdown(scores: Sequence[Score]) -> ScoreBreakdown:
     return _breakdown([aggregated(scores, grouping) for grouping in _GROUPINGS])
 
 
-def stored_score_breakdown(backend: StorageBackend, where: ScoreFilter) -> ScoreBreakdown:
+def stored_score_breakdown(backend: ReportStore, where: ScoreFilter) -> ScoreBreakdown:
     """The scores section of a project report, aggregated by the store."""
     return _breakdown([backend.aggregate_scores(where, grouping) for grouping in _GROUPINGS])

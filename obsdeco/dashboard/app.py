@@ -29,7 +29,7 @@ from obsdeco.dashboard.sections import MONEY
 from obsdeco.engine.accounts import StoredAccount
 from obsdeco.engine.experiment_report import ExperimentReport
 from obsdeco.privacy.store import open_store
-from obsdeco.storage import StorageBackend
+from obsdeco.storage import ReportStore
 from obsdeco.storage.base import ExperimentVariant, SessionOrder
 
 PAGES = (
@@ -59,7 +59,7 @@ PASSWORD_VARIABLE = "OBSDECO_DASHBOARD_PASSWORD"
 
 
 @st.cache_resource
-def _backend(url: str) -> StorageBackend:
+def _backend(url: str) -> ReportStore:
     return open_store(get_settings().model_copy(update={"database_url": url}))
 
 

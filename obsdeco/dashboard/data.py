@@ -29,9 +29,9 @@ from obsdeco.models import (
 from obsdeco.storage.base import (
     CallFilter,
     ExperimentVariant,
+    ReportStore,
     ScoreFilter,
     SessionOrder,
-    StorageBackend,
 )
 
 HOURLY_UP_TO = timedelta(days=3)
@@ -107,7 +107,7 @@ def _bucket_of(moment: datetime, by_day: bool) -> datetime:
 
 
 def _kpis_and_series(
-    backend: StorageBackend, prices: PriceTable, filters: Filters
+    backend: ReportStore, prices: PriceTable, filters: Filters
 ) -> tuple[Kpis, list[CostPoint], list[CallsPoint]]:
     rows, row_cost, costs = priced_groups(backend, filters.where, prices, ("hour",))
     by_day = filters.until - filters.since > HOURLY_UP_TO
@@ -135,7 +135,7 @@ def _kpis_and_series(
     )
 
 
-def overview(backend: StorageBackend, prices: PriceTable, filters: Filters) -> Overview:
+def overview(backend: ReportStore, prices: PriceTable, filters: Filters) -> Overview:
     """KPIs against the previous period of equal length, and the series the charts draw."""
     kpis, cost, calls = _kpis_and_series(backend, prices, filters)
     previous, _, _ = _kpis_and_series(backend, prices, filters.previous())
@@ -157,7 +157,7 @@ def overview(backend: StorageBackend, prices: PriceTable, filters: Filters) -> O
     )
 
 
-def choices(backend: StorageBackend, filters: Filters) -> tuple[list[str], list[str]]:
+def choices(backend: ReportStore, filters: Filters) -> tuple[list[str], list[str]]:
     """The models and agents with calls in the filters' project and range."""
     where = replace(filters.where, model=None, agent=None)
     models = {row.group["model"] for row in backend.aggregate_calls(where, ("model",))}
@@ -171,7 +171,7 @@ class SessionPage(BaseModel):
 
 
 def session_page(
-    backend: StorageBackend,
+    backend: ReportStore,
     filters: Filters,
     search: str | None,
     order_by: SessionOrder,
@@ -201,7 +201,7 @@ def session_page(
 
 
 def session_detail(
-    backend: StorageBackend, prices: PriceTable, session_id: str
+    backend: ReportStore, prices: PriceTable, session_id: str
 ) -> tuple[SessionReport, SessionRecord] | None:
     """A stored session's report, with its calls and agent spans for the timeline."""
     record = backend.get_session(session_id)
@@ -211,13 +211,13 @@ def session_detail(
     return build_report(record.session, record.calls, record.spans, prices, scores), record
 
 
-def experiments(backend: StorageBackend, project: str | None) -> list[ExperimentVariant]:
+def experiments(backend: ReportStore, project: str | None) -> list[ExperimentVariant]:
     """Every experiment's variants with their sessions."""
     return backend.experiment_variants(project)
 
 
 def experiment(
-    backend: StorageBackend, prices: PriceTable, name: str, filters: Filters
+    backend: ReportStore, prices: PriceTable, name: str, filters: Filters
 ) -> ExperimentReport:
     """The report of one experiment over the sessions started in the filters' range."""
     return stored_experiment_report(
@@ -225,7 +225,7 @@ def experiment(
     )
 
 
-def project_report(backend: StorageBackend, prices: PriceTable, filters: Filters) -> ProjectReport:
+def project_report(backend: ReportStore, prices: PriceTable, filters: Filters) -> ProjectReport:
     return build_project_report(
         backend,
         prices,
@@ -237,7 +237,7 @@ def project_report(backend: StorageBackend, prices: PriceTable, filters: Filters
     )
 
 
-def savings(backend: StorageBackend, prices: PriceTable, filters: Filters) -> SavingsReport:
+def savings(backend: ReportStore, prices: PriceTable, filters: Filters) -> SavingsReport:
     """What the response cache and the router saved per UTC day, and what is left to save."""
     return build_savings(
         backend,
@@ -250,7 +250,7 @@ def savings(backend: StorageBackend, prices: PriceTable, filters: Filters) -> Sa
     )
 
 
-def budget_accounts(backend: StorageBackend) -> list[StoredAccount]:
+def budget_accounts(backend: ReportStore) -> list[StoredAccount]:
     """The project budget accounts the store holds (none in a store without a database)."""
     engine = getattr(backend, "engine", None)
     return [] if engine is None else stored_accounts(engine)
@@ -263,7 +263,7 @@ class GroupLatency(BaseModel):
     p95_ms: float
 
 
-def latency_by(backend: StorageBackend, filters: Filters, key: str) -> list[GroupLatency]:
+def latency_by(backend: ReportStore, filters: Filters, key: str) -> list[GroupLatency]:
     """Average and p95 latency per model, agent or provider ("model", "agent_name" or
     "provider_name")."""
     found = backend.quantiles(filters.where, "latency_ms", (0.95,), (key,))[key]  # type: ignore[index]
@@ -273,7 +273,7 @@ def latency_by(backend: StorageBackend, filters: Filters, key: str) -> list[Grou
     ]
 
 
-def errors_by(backend: StorageBackend, filters: Filters, key: str) -> dict[str, int]:
+def errors_by(backend: ReportStore, filters: Filters, key: str) -> dict[str, int]:
     """Failed calls per model, agent or provider ("model", "agent_name" or "provider_name"),
     0 included."""
     rows = backend.aggregate_calls(filters.where, (key,))  # type: ignore[arg-type]
@@ -290,7 +290,7 @@ class AlertsView(BaseModel):
     """The events in the range, newest first (at most `ALERTS_LISTED`)."""
 
 
-def alerts(backend: StorageBackend, filters: Filters) -> AlertsView:
+def alerts(backend: ReportStore, filters: Filters) -> AlertsView:
     """The alerts of the filters' project (and those on every project), their current states
     and the events fired in the range."""
 

@@ -28,7 +28,7 @@ from obsdeco.guard import safely
 from obsdeco.models import Session, checked_name
 from obsdeco.runtime import flush, get_runtime, pipeline
 from obsdeco.storage import SessionState
-from obsdeco.storage.base import CallFilter, ScoreFilter, StorageBackend
+from obsdeco.storage.base import CallFilter, ReportStore, ScoreFilter
 
 V = TypeVar("V")
 
@@ -131,7 +131,7 @@ def _cached_winner(project: str, name: str) -> str | None:
 
 
 def stored_experiment_report(
-    backend: StorageBackend,
+    backend: ReportStore,
     prices: PriceTable,
     name: str,
     project: str | None = None,

@@ -22,7 +22,7 @@ from obsdeco.file_export.columns import (
     SPAN_COLUMNS,
     Column,
 )
-from obsdeco.storage.base import CallFilter, ScoreFilter, SessionFilter, StorageBackend
+from obsdeco.storage.base import CallFilter, ReportStore, ScoreFilter, SessionFilter
 
 Row = tuple[Any, ...]
 """One value per column, in the table's column order; None where there is none."""
@@ -49,7 +49,7 @@ class ExportFilter:
         return SessionFilter(**asdict(self))
 
 
-Pages = Callable[[StorageBackend, ExportFilter, PriceTable, int], Iterator[list[Row]]]
+Pages = Callable[[ReportStore, ExportFilter, PriceTable, int], Iterator[list[Row]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,7 @@ _call_row = itemgetter(*(column.name for column in CALL_COLUMNS))
 
 
 def _call_pages(
-    backend: StorageBackend, where: ExportFilter, prices: PriceTable, batch_size: int
+    backend: ReportStore, where: ExportFilter, prices: PriceTable, batch_size: int
 ) -> Iterator[list[Row]]:
     """Calls with `cost_usd` and `saved_usd` priced by `prices` (the stored rows have none)."""
     for calls in backend.iter_calls(where.calls(), batch_size):
@@ -89,7 +89,7 @@ def _call_pages(
 
 
 def _session_pages(
-    backend: StorageBackend, where: ExportFilter, _prices: PriceTable, batch_size: int
+    backend: ReportStore, where: ExportFilter, _prices: PriceTable, batch_size: int
 ) -> Iterator[list[Row]]:
     for summaries in backend.iter_sessions(where.sessions(), batch_size):
         rows = []
@@ -132,7 +132,7 @@ def _session_pages(
 
 
 def _span_pages(
-    backend: StorageBackend, where: ExportFilter, _prices: PriceTable, batch_size: int
+    backend: ReportStore, where: ExportFilter, _prices: PriceTable, batch_size: int
 ) -> Iterator[list[Row]]:
     for found in backend.iter_spans(where.sessions(), batch_size):
         yield [
@@ -157,7 +157,7 @@ _score_row = itemgetter(*(column.name for column in SCORE_COLUMNS))
 
 
 def _score_pages(
-    backend: StorageBackend, where: ExportFilter, _prices: PriceTable, batch_size: int
+    backend: ReportStore, where: ExportFilter, _prices: PriceTable, batch_size: int
 ) -> Iterator[list[Row]]:
     for found in backend.iter_scores(where.scores(), batch_size):
         yield [_score_row(score.__dict__) for score in found]

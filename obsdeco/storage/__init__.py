@@ -1,4 +1,5 @@
-"""Storage: the backend interface, the built-in SQLAlchemy backend, and the backend registry."""
+"""Storage: the backend contracts (`RecordWriter` for the writer, `ReportStore` for reports,
+`StorageBackend` for both), the built-in SQLAlchemy backend, and the backend registry."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Callable
 from obsdeco.storage.base import (
     CallAggregate,
     CallFilter,
+    RecordWriter,
+    ReportStore,
     SessionState,
     StorageBackend,
     TransientStorageError,
@@ -44,6 +47,8 @@ __all__ = [
     "BackendFactory",
     "CallAggregate",
     "CallFilter",
+    "RecordWriter",
+    "ReportStore",
     "SQLAlchemyStorage",
     "SessionState",
     "StorageBackend",

@@ -211,11 +211,23 @@ class Quantiles:
 
 
 @runtime_checkable
-class StorageBackend(Protocol):
-    """What obsdeco needs from a store. Every method may raise on an unreachable database."""
+class RecordWriter(Protocol):
+    """What the background writer needs of a store: to write batches, and to let go of it."""
 
     def write(self, batch: WriteBatch) -> None:
-        """Store a batch atomically: all of it or, on error, none of it (the writer retries)."""
+        """Store a batch atomically: all of it or, on error, none of it. Raise
+        `TransientStorageError` when the store may take it later (the writer then retries
+        with backoff); any other exception rejects the batch's records, counted."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+@runtime_checkable
+class ReportStore(Protocol):
+    """What reports, exports, the dashboard, experiments and alerts read from a store, and the
+    alert events the alert evaluator keeps there. Every method may raise on an unreachable
+    database."""
 
     def get_session(self, session_id: str) -> SessionRecord | None:
         """One session with its calls and agent spans, oldest first; None if unknown."""
@@ -354,3 +366,9 @@ class StorageBackend(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+@runtime_checkable
+class StorageBackend(RecordWriter, ReportStore, Protocol):
+    """A whole store: what the writer writes and what reports read. `register_backend()`
+    takes a factory of these."""

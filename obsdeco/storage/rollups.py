@@ -12,13 +12,13 @@ request, and a call is `repeated` when an identical successful call was stored b
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Table, and_, bindparam, delete, func, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from obsdeco.models import LLMCall
@@ -26,8 +26,8 @@ from obsdeco.provider_names import default_provider_name
 from obsdeco.storage import histogram
 from obsdeco.storage.base import LONG_PROMPT_TOKENS, REPORT_GROUPS
 from obsdeco.storage.schema import call_rollups, llm_calls, request_hashes
+from obsdeco.storage.sql_functions import upsert_insert
 
-InsertFactory = Callable[[Table], Insert]
 RollupKey = tuple[Any, ...]
 """(project, hour counted from the epoch, *REPORT_GROUPS) of one rollup row."""
 
@@ -298,7 +298,7 @@ def mark_repeats(connection: Connection, calls: Sequence[LLMCall]) -> list[bool]
     return flags
 
 
-def add(connection: Connection, insert: InsertFactory, sums: dict[RollupKey, _Sums]) -> None:
+def add(connection: Connection, sums: dict[RollupKey, _Sums]) -> None:
     """Merge a batch's rollups into the stored ones.
 
     The rows are first made to exist (an insert that skips existing keys), then locked and
@@ -308,7 +308,7 @@ def add(connection: Connection, insert: InsertFactory, sums: dict[RollupKey, _Su
         return
     empty = _Sums().values()
     connection.execute(
-        insert(call_rollups).on_conflict_do_nothing(),  # type: ignore[attr-defined]
+        upsert_insert(connection, call_rollups).on_conflict_do_nothing(),
         [_stored_key(key) | empty for key in sorted(sums, key=_sort_key)],
     )
     projects = sorted({key[0] for key in sums})
@@ -356,7 +356,7 @@ def fill_provider_names(connection: Connection) -> None:
         )
 
 
-def rebuild(connection: Connection, insert: InsertFactory) -> None:
+def rebuild(connection: Connection) -> None:
     """Recompute repeats and rollups from the stored calls (after an upgrade, or after calls
     were inserted by other means than obsdeco's writer); calls stored without a provider name
     get their provider's default one first."""
@@ -381,7 +381,7 @@ def rebuild(connection: Connection, insert: InsertFactory) -> None:
     )
     connection.execute(update(llm_calls).where(llm_calls.c.id.in_(repeats)).values(repeated=True))
     connection.execute(
-        insert(request_hashes).from_select(
+        request_hashes.insert().from_select(
             ["project_name", "request_hash", "calls"],
             select(*identical, func.count()).where(counted).group_by(*identical),
         )
