@@ -18,7 +18,8 @@ import sqlalchemy
 from obsdeco.storage import SQLAlchemyStorage
 from obsdeco.storage.base import LONG_PROMPT_TOKENS
 from obsdeco.storage.histogram import GAMMA, SMALLEST_MS
-from obsdeco.storage.schema import call_rollups, llm_calls, metadata, request_hashes
+from obsdeco.storage.schema import call_rollups, llm_calls, request_hashes
+from obsdeco.storage.schema_setup import prepare_schema
 
 PROJECT = "bench"
 OTHER_PROJECTS = ("support-bot", "search", "nightly-evals")
@@ -261,7 +262,7 @@ def seed(url: str, calls: int, days: float, other_calls: int | None = None) -> S
     everything obsdeco derives from them. Prints each step's time."""
     other_calls = calls // 10 if other_calls is None else other_calls
     engine = sqlalchemy.create_engine(url)
-    metadata.create_all(engine)
+    prepare_schema(engine)
     seconds: dict[str, float] = {}
     pool = max(100, int(calls * POPULAR_SHARE / 20))
 

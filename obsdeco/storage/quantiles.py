@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, LargeBinary, Select, func, literal, select
 
 from obsdeco.storage import rollups
 from obsdeco.storage.base import CallFilter, GroupKey, Quantiles
@@ -77,8 +77,10 @@ def _histograms(
         where,
         hours,
     )
+    if connection.dialect.name == "postgresql":
+        statement = _merged_by_group(statement)
     for row in connection.execute(statement):
-        add(tuple(row[:-3]), row[-3], row[-2], row[-1])
+        add(tuple(row[:-3]), int(row[-3]), row[-2], row[-1])
     values = llm_calls.c[column]
     for edge in edges:
         grouped: dict[tuple[Any, ...], list[float]] = {}
@@ -99,6 +101,24 @@ def _histograms(
             known[2].merge(histogram)
             merged[name] = (known[0] + calls, known[1] + summed, known[2])
     return found
+
+
+def _merged_by_group(statement: Select[Any]) -> Select[Any]:
+    """The rollup rows of `statement` summed per group in SQL, their histograms concatenated
+    (which merges them: a histogram's entries add up whatever their order), so that a row per
+    group reaches Python rather than a row per hour and dimension."""
+    rows = statement.subquery()
+    *names, count, total, encoded = rows.c
+    return (
+        select(
+            *names,
+            func.sum(count),
+            func.sum(total),
+            func.string_agg(encoded, literal(b"", LargeBinary)),
+        )
+        .group_by(*names)
+        .having(func.count() > 0)
+    )
 
 
 def _estimated(histograms: _Found, quantiles: Sequence[float]) -> dict[str | None, Quantiles]:

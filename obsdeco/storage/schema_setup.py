@@ -13,7 +13,13 @@ from obsdeco.models import MAX_NAME_LENGTH
 from obsdeco.provider_names import MAX_PROVIDER_NAME
 from obsdeco.storage import rollups
 from obsdeco.storage.base import REPORT_GROUPS
-from obsdeco.storage.schema import call_rollups, llm_calls, metadata, sessions
+from obsdeco.storage.schema import (
+    ROLLUP_GROUP_STATISTICS,
+    call_rollups,
+    llm_calls,
+    metadata,
+    sessions,
+)
 
 _SCHEMA_LOCK = 0x6F6273646563  # "obsdec": the advisory lock key of schema changes
 
@@ -63,7 +69,8 @@ def _create_schema(engine: Engine) -> None:
 def _upgrade(engine: Engine) -> None:
     """Bring a store written by an earlier obsdeco up to date: the columns added since, and
     rollups of the calls it already holds. Rollups without a dimension added since are
-    dropped and rebuilt from the calls (their key changed)."""
+    dropped and rebuilt from the calls (their key changed). On PostgreSQL, the rollups'
+    statistics the planner needs are made if missing."""
     inspector = inspect(engine)
     columns = {column["name"] for column in inspector.get_columns("llm_calls")}
     session_columns = {column["name"] for column in inspector.get_columns("sessions")}
@@ -102,6 +109,8 @@ def _upgrade(engine: Engine) -> None:
         if not set(REPORT_GROUPS) <= rolled:
             call_rollups.drop(connection)
             call_rollups.create(connection)
+        for statistics in ROLLUP_GROUP_STATISTICS if postgres else ():
+            connection.execute(text(statistics))
         unrolled = connection.execute(select(call_rollups.c.calls).limit(1)).first() is None
         if unrolled and connection.execute(select(llm_calls.c.id).limit(1)).first():
             rollups.rebuild(connection)
