@@ -221,14 +221,11 @@ call_rollups = Table(
     "(made outside obsdeco.cache())",
 )
 
-ROLLUP_GROUP_STATISTICS = tuple(
-    f"CREATE STATISTICS IF NOT EXISTS call_rollups_groups_{part} (ndistinct) "
+ROLLUP_GROUP_STATISTICS = {
+    f"call_rollups_groups_{part}": f"CREATE STATISTICS call_rollups_groups_{part} (ndistinct) "
     f"ON {', '.join(columns)} FROM call_rollups"
-    for part, columns in (
-        ("a", REPORT_GROUPS[:7]),
-        ("b", REPORT_GROUPS[7:]),
-    )
-)
+    for part, columns in (("a", REPORT_GROUPS[:7]), ("b", REPORT_GROUPS[7:]))
+}
 """PostgreSQL: distinct counts of the report dimensions taken together (at most 8 columns a
 statistics object). Without them the planner multiplies each column's distinct count,
 expects a group per rollup row where there are a few thousand, and sorts a project's rollups

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import BigInteger, Engine, Integer, inspect, select, text
+from sqlalchemy import BigInteger, Connection, Engine, Integer, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 from obsdeco.models import MAX_NAME_LENGTH
@@ -109,8 +109,23 @@ def _upgrade(engine: Engine) -> None:
         if not set(REPORT_GROUPS) <= rolled:
             call_rollups.drop(connection)
             call_rollups.create(connection)
-        for statistics in ROLLUP_GROUP_STATISTICS if postgres else ():
-            connection.execute(text(statistics))
+        if postgres:
+            _make_rollup_statistics(connection)
         unrolled = connection.execute(select(call_rollups.c.calls).limit(1)).first() is None
         if unrolled and connection.execute(select(llm_calls.c.id).limit(1)).first():
             rollups.rebuild(connection)
+
+
+def _make_rollup_statistics(connection: Connection) -> None:
+    """Make the rollups' statistics of dimensions taken together where missing, and compute
+    them at once (a store upgraded with many rollups would otherwise wait for autovacuum)."""
+    made = set(
+        connection.execute(
+            text("SELECT stxname FROM pg_statistic_ext WHERE stxrelid = 'call_rollups'::regclass")
+        ).scalars()
+    )
+    missing = [sql for name, sql in ROLLUP_GROUP_STATISTICS.items() if name not in made]
+    for statement in missing:
+        connection.execute(text(statement))
+    if missing:
+        connection.execute(text("ANALYZE call_rollups"))
