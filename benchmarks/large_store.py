@@ -37,8 +37,7 @@ OPERATIONS = ("plan", "search", "draft", "review", "summarise")
 """Each agent does two: its own and the next."""
 CALLS_PER_SESSION = 20
 POPULAR_SHARE = 0.15
-"""The share of calls whose request is one of a pool of popular ones, padded with 'a' (the
-others are unique, padded with '0', and never repeat)."""
+"""The share of calls whose request is one of a pool of popular ones (the others are unique)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +67,9 @@ def _random(n: str, salt: int, modulo: int) -> str:
 
 def _calls_sql(project: str, first: int, rows: int, days: float, pool: int) -> str:
     """Calls first+1..first+rows of `project`, spread evenly over the `days` before the current
-    hour (newest first), in sessions of `CALLS_PER_SESSION` consecutive calls."""
+    hour (newest first, each a little jittered within its slot, so that a higher n is always
+    older), in sessions of `CALLS_PER_SESSION` consecutive calls. A call is a repeat when it
+    succeeded and an older call of the same request did."""
     seconds = days * 86_400 / rows
     agent = _random("n", 2, len(AGENTS))
     model = (
@@ -83,7 +84,20 @@ def _calls_sql(project: str, first: int, rows: int, days: float, pool: int) -> s
             model, agent_name, operation, prompt_tokens, completion_tokens, cached_tokens,
             cache_creation_tokens, reasoning_tokens, latency_ms, time_to_first_token_ms,
             streamed, success, error_type, retries, rate_limited_retries, request_hash,
-            cache_hit, metadata)
+            repeated, cache_hit, metadata)
+        WITH numbered AS (
+            SELECT n, {outcome} < 980 AS success,
+                {popular} < {int(POPULAR_SHARE * 1_000_000)} AS popular,
+                CASE WHEN {popular} < {int(POPULAR_SHARE * 1_000_000)}
+                    THEN lpad(to_hex(({skew}::bigint * {skew} / 1000000 * {pool}) / 1000000),
+                        32, 'a')
+                    ELSE lpad(to_hex(n), 32, '0') END AS request_hash
+            FROM generate_series({first + 1}::bigint, {first + rows}::bigint) AS g(n)
+        ),
+        oldest AS (  -- the oldest successful call of a popular request: the highest n
+            SELECT request_hash, max(n) AS oldest FROM numbered
+            WHERE popular AND success GROUP BY request_hash
+        )
         SELECT lpad(to_hex(n), 32, '0'), lpad(to_hex(n / {CALLS_PER_SESSION}), 32, 'f'),
             '{project}',
             date_trunc('hour', now()) - make_interval(secs => (n - {first}) * {seconds!r}
@@ -101,31 +115,17 @@ def _calls_sql(project: str, first: int, rows: int, days: float, pool: int) -> s
             250.0 * exp(3.2 * power({_random("n", 15, 100_000)} / 100000.0, 2)),
             CASE WHEN {_random("n", 16, 10)} < 3 THEN 40.0 + {_random("n", 17, 2000)} / 4.0 END,
             {_random("n", 16, 10)} < 3,
-            {outcome} < 980,
+            success,
             CASE WHEN {outcome} >= 990 THEN 'rate_limit' WHEN {outcome} >= 985 THEN 'timeout'
                 WHEN {outcome} >= 980 THEN 'server_error' END,
             CASE WHEN {outcome} >= 960 THEN 1 ELSE 0 END,
             CASE WHEN {outcome} >= 970 THEN 1 ELSE 0 END,
-            CASE WHEN {popular} < {int(POPULAR_SHARE * 1_000_000)}
-                THEN lpad(to_hex(({skew}::bigint * {skew} / 1000000 * {pool}) / 1000000),
-                    32, 'a')
-                ELSE lpad(to_hex(n), 32, '0') END,
+            request_hash, popular AND success AND n <> coalesce(oldest, n),
             CASE {_random("n", 18, 20)} WHEN 0 THEN true WHEN 1 THEN false END,
             '{{}}'
-        FROM generate_series({first + 1}::bigint, {first + rows}::bigint) AS g(n)
+        FROM numbered LEFT JOIN oldest USING (request_hash)
     """
 
-
-_REPEATED_SQL = """
-    UPDATE llm_calls SET repeated = true
-    FROM (
-        SELECT id, row_number() OVER (
-            PARTITION BY project_name, request_hash ORDER BY timestamp, id) AS rank
-        FROM llm_calls
-        WHERE success AND request_hash LIKE 'a%'
-    ) AS ranked
-    WHERE llm_calls.id = ranked.id AND ranked.rank > 1
-"""
 
 _REQUEST_HASHES_SQL = """
     INSERT INTO request_hashes (project_name, request_hash, calls)
@@ -283,7 +283,7 @@ def seed(url: str, calls: int, days: float, other_calls: int | None = None) -> S
             inserts.append(_calls_sql(name, first, rows, days, pool))
         first += -(-rows // CALLS_PER_SESSION) * CALLS_PER_SESSION  # no session spans two
     step("calls", *inserts)
-    step("repeats", _REPEATED_SQL, _REQUEST_HASHES_SQL)
+    step("repeat counts", _REQUEST_HASHES_SQL)
     step("sessions and spans", _SESSIONS_SQL, _SPANS_SQL)
     step("rollups", _ROLLUPS_SQL)
     started = time.perf_counter()
