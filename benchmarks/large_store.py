@@ -212,6 +212,8 @@ _ROLLUPS_SQL = f"""
             {_bucket("latency_ms")} AS latency_bucket,
             {_bucket("time_to_first_token_ms")} AS first_token_bucket
         FROM llm_calls
+        WHERE timestamp >= date_trunc('hour', now()) - make_interval(days => {{later}})
+            AND timestamp < date_trunc('hour', now()) - make_interval(days => {{earlier}})
     ),
     sums AS (
         SELECT {_KEY_LIST}, count(*) AS calls, coalesce(sum(prompt_tokens), 0) AS prompt,
@@ -285,7 +287,12 @@ def seed(url: str, calls: int, days: float, other_calls: int | None = None) -> S
     step("calls", *inserts)
     step("repeat counts", _REQUEST_HASHES_SQL)
     step("sessions and spans", _SESSIONS_SQL, _SPANS_SQL)
-    step("rollups", _ROLLUPS_SQL)
+    # A day at a time: each day's calls are grouped in memory, all of them at once would spill
+    # the sorts to disk over and over.
+    step(
+        "rollups",
+        *(_ROLLUPS_SQL.format(earlier=day - 1, later=day) for day in range(0, math.ceil(days) + 2)),
+    )
     started = time.perf_counter()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(sqlalchemy.text("VACUUM ANALYZE"))

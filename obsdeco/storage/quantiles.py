@@ -12,7 +12,7 @@ from sqlalchemy import Connection, LargeBinary, Select, func, literal, select
 from obsdeco.storage import rollups
 from obsdeco.storage.base import CallFilter, GroupKey, Quantiles
 from obsdeco.storage.histogram import Histogram
-from obsdeco.storage.rollup_reads import Hours, hours_where, rolled_up_parts
+from obsdeco.storage.rollup_reads import Hours, hours_where, make_room_to_hash, rolled_up_parts
 from obsdeco.storage.schema import call_rollups, llm_calls
 from obsdeco.storage.where import calls_where, group_column, group_value, rollup_value
 
@@ -33,6 +33,7 @@ def call_quantiles(
     rollup_keys = tuple(key for key in groupings if key is not None)
     parts = rolled_up_parts(where, rollup_keys)
     if parts is not None:
+        make_room_to_hash(connection)
         histograms = _histograms(connection, where, column, groupings, *parts)
         if sum(count for count, _, _ in histograms[groupings[0]].values()) > (
             rollups.EXACT_PERCENTILES_UP_TO
