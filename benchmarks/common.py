@@ -11,13 +11,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from obsdeco.storage import SQLAlchemyStorage
+from obsdeco.storage import SQLAlchemyStorage, partitions
 from obsdeco.storage.schema import metadata
 
 POSTGRES_URL = os.environ.get(
@@ -144,6 +145,10 @@ def seed_store(url: str, rows: int, sessions: bool = False) -> tuple[float, floa
     metadata.create_all(engine)
     started = time.perf_counter()
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            now = datetime.now(UTC)
+            first = (now - timedelta(seconds=rows + 3_600)).date()
+            partitions.create_days(connection, first, now.date())
         connection.execute(sqlalchemy.text(_calls_sql(engine.dialect.name, rows)))
         if sessions:
             connection.execute(sqlalchemy.text(_SESSIONS_SQL))

@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy
 
-from obsdeco.storage import SQLAlchemyStorage
+from obsdeco.storage import SQLAlchemyStorage, partitions
 from obsdeco.storage.base import LONG_PROMPT_TOKENS
 from obsdeco.storage.histogram import GAMMA, SMALLEST_MS
 from obsdeco.storage.schema import call_rollups, llm_calls, request_hashes
@@ -284,6 +285,9 @@ def seed(url: str, calls: int, days: float, other_calls: int | None = None) -> S
         if rows:
             inserts.append(_calls_sql(name, first, rows, days, pool))
         first += -(-rows // CALLS_PER_SESSION) * CALLS_PER_SESSION  # no session spans two
+    with engine.begin() as connection:
+        now = datetime.now(UTC)
+        partitions.create_days(connection, (now - timedelta(days=days + 1)).date(), now.date())
     step("calls", *inserts)
     step("repeat counts", _REQUEST_HASHES_SQL)
     step("sessions and spans", _SESSIONS_SQL, _SPANS_SQL)

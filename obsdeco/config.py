@@ -13,7 +13,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -28,6 +36,7 @@ DEFAULT_DATABASE_URL = "sqlite:///obsdeco.db"
 DEFAULT_CACHE_URL = "memory://"
 
 _SUPPORTED_DIALECTS = ("sqlite", "postgresql")
+MAX_RETENTION_DAYS = 36_500
 _PRICE_KEYS = frozenset({"input", "output", "cache_read", "cache_write"})
 _HOST = re.compile(r"(?:[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\])(?::(\d{1,5}))?")
 
@@ -82,6 +91,29 @@ class Settings(BaseModel):
     """Headers sent with every OTLP export request (e.g. an API key)."""
     otlp_timeout_s: float = Field(default=10.0, gt=0.0, le=600.0, allow_inf_nan=False)
     """How long one OTLP export request may take, retries included."""
+    retention_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS)
+    """Calls, agent spans, scores and sessions are kept for today and this many whole UTC days
+    before it; older ones are removed in the background every hour (None: kept forever)."""
+    rollup_retention_days: int | None = Field(default=None, ge=1, le=MAX_RETENTION_DAYS)
+    """The hourly rollups are kept this many days, at least `retention_days` (None: as long as
+    the calls), so that project reports over older ranges can still be read from them."""
+
+    @model_validator(mode="after")
+    def _rollups_outlive_calls(self) -> Settings:
+        kept = self.rollup_retention_days
+        if kept is None:
+            return self
+        if self.retention_days is None:
+            raise ValueError(
+                "rollup_retention_days needs retention_days: without it every call is kept, "
+                "and rollups are kept with them"
+            )
+        if kept < self.retention_days:
+            raise ValueError(
+                f"rollup_retention_days ({kept}) must be at least retention_days "
+                f"({self.retention_days}): reports read the rollups of every hour the calls cover"
+            )
+        return self
 
     @field_validator("alerts")
     @classmethod
@@ -317,6 +349,8 @@ _ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "otlp_endpoint": str,
     "otlp_headers": parse_otlp_headers,
     "otlp_timeout_s": float,
+    "retention_days": int,
+    "rollup_retention_days": int,
 }
 
 _OTEL_ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -430,6 +464,8 @@ def configure(
     otlp_endpoint: str | None = None,
     otlp_headers: Mapping[str, str] | None = None,
     otlp_timeout_s: float | None = None,
+    retention_days: int | None = None,
+    rollup_retention_days: int | None = None,
 ) -> Settings:
     """Replace the whole obsdeco configuration.
 
@@ -465,6 +501,8 @@ def configure(
         otlp_endpoint=otlp_endpoint,
         otlp_headers=otlp_headers,
         otlp_timeout_s=otlp_timeout_s,
+        retention_days=retention_days,
+        rollup_retention_days=rollup_retention_days,
     )
     settings_holder.replace(settings)
     return settings

@@ -23,6 +23,7 @@ from obsdeco.config import Settings, get_settings, settings_holder
 from obsdeco.engine.cache_store import cache_counters, cache_pending, close_caches, flush_caches
 from obsdeco.engine.counters import engine_counters
 from obsdeco.guard import internal_faults
+from obsdeco.maintenance import RetentionRunner, start_retention
 from obsdeco.models import Session
 from obsdeco.otlp import registry as exports
 from obsdeco.privacy.store import open_store
@@ -44,6 +45,8 @@ class Runtime:
     """The price table of these settings (their pricing overrides over genai-prices)."""
     implicit_sessions: dict[tuple[str, date], Session] = field(default_factory=dict)
     """The implicit sessions whose rows this runtime's database has been sent."""
+    retention: RetentionRunner | None = None
+    """The thread applying `retention_days` to this database (None: everything is kept)."""
 
 
 class Stats(BaseModel):
@@ -120,6 +123,8 @@ class _Pipeline:
             if current is None or current.settings is not settings:
                 if current is not None:
                     current.writer.stop()
+                    if current.retention is not None:
+                        current.retention.stop()
                     self._retired.append(current.writer)
                 backend = open_store(settings, self.counters.add)
                 prices = PriceTable(settings.pricing_overrides)
@@ -132,7 +137,9 @@ class _Pipeline:
                     batch_size=settings.batch_size,
                     listener=export,
                 )
-                current = self._current = Runtime(settings, backend, writer, prices)
+                current = self._current = Runtime(
+                    settings, backend, writer, prices, retention=start_retention(backend, settings)
+                )
                 exit_hooks.install()
             return current
 

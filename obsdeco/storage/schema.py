@@ -94,7 +94,9 @@ llm_calls = Table(
     Column("id", ID, primary_key=True),
     Column("session_id", ID, nullable=False),
     Column("project_name", NAME, nullable=False),
-    Column("timestamp", UTCDateTime, nullable=False),
+    Column(
+        "timestamp", UTCDateTime, primary_key=True, comment="partitions by UTC day (PostgreSQL)"
+    ),
     Column("provider", String(32), nullable=False),
     Column(
         "provider_name",
@@ -142,6 +144,8 @@ llm_calls = Table(
     Index("ix_llm_calls_session", "session_id", "timestamp"),
     Index("ix_llm_calls_project_timestamp", "project_name", "timestamp"),
     Index("ix_llm_calls_timestamp", "timestamp"),
+    comment="keyed by (id, timestamp): a partitioned table's key holds its partition key",
+    postgresql_partition_by='RANGE ("timestamp")',
 )
 
 agent_spans = Table(
@@ -152,11 +156,12 @@ agent_spans = Table(
     Column("parent_id", ID),
     Column("agent_name", NAME, nullable=False),
     Column("operation", NAME),
-    Column("started_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, primary_key=True, comment="partitions by UTC day"),
     Column("ended_at", UTCDateTime, nullable=False),
     Column("success", Boolean, nullable=False),
     Column("error_type", NAME),
     Index("ix_agent_spans_session", "session_id", "started_at"),
+    postgresql_partition_by="RANGE (started_at)",
 )
 
 scores = Table(

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 
 from obsdeco.models import MAX_NAME_LENGTH
 from obsdeco.provider_names import MAX_PROVIDER_NAME
-from obsdeco.storage import rollups
+from obsdeco.storage import partitions, rollups
 from obsdeco.storage.base import REPORT_GROUPS
 from obsdeco.storage.schema import (
     ROLLUP_GROUP_STATISTICS,
@@ -109,11 +109,12 @@ def _upgrade(engine: Engine) -> None:
         if not set(REPORT_GROUPS) <= rolled:
             call_rollups.drop(connection)
             call_rollups.create(connection)
-        if postgres:
-            _make_rollup_statistics(connection)
         unrolled = connection.execute(select(call_rollups.c.calls).limit(1)).first() is None
         if unrolled and connection.execute(select(llm_calls.c.id).limit(1)).first():
             rollups.rebuild(connection)
+        if postgres:
+            partitions.partition_existing(connection)
+            _make_rollup_statistics(connection)
 
 
 def _make_rollup_statistics(connection: Connection) -> None:

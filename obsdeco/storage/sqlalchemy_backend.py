@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from sqlalchemy import (
@@ -31,7 +31,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from obsdeco.alerts.events import AlertEvent
 from obsdeco.models import LLMCall, Score, Session, SessionRecord, SessionSummary
-from obsdeco.storage import schema_setup
+from obsdeco.storage import partitions, retention, schema_setup
 from obsdeco.storage.base import (
     CallAggregate,
     CallFilter,
@@ -90,6 +90,8 @@ class SQLAlchemyStorage:
         self.engine = engine if engine is not None else _create_engine(url)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        postgres = self.engine.dialect.name == "postgresql"
+        self._partitions = partitions.DayPartitions() if postgres else None
 
     def _ensure_schema(self) -> None:
         if self._schema_ready:
@@ -97,7 +99,20 @@ class SQLAlchemyStorage:
         with self._schema_lock:
             if not self._schema_ready:
                 schema_setup.prepare_schema(self.engine)
+                if self._partitions is not None:
+                    with self.engine.begin() as connection:
+                        self._partitions.prepare(connection, datetime.now(UTC).date())
                 self._schema_ready = True
+
+    def apply_retention(
+        self, policy: retention.RetentionPolicy, now: datetime
+    ) -> retention.RetentionResult:
+        """Remove what `policy` no longer keeps at `now` (see `obsdeco.storage.retention`)."""
+        self._ensure_schema()
+        result = retention.apply(self.engine, policy, now)
+        if result.dropped_partitions and self._partitions is not None:
+            self._partitions.forget()
+        return result
 
     def rebuild_rollups(self) -> None:
         """Recompute repeats and hourly rollups from the stored calls: needed only after calls
@@ -114,10 +129,24 @@ class SQLAlchemyStorage:
     def write(self, batch: WriteBatch) -> None:
         try:
             self._ensure_schema()
-            with self.engine.begin() as connection:
-                write_batch(connection, batch)
+            if self._partitions is None:
+                self._write(batch)
+                return
+            self._partitions.ensure(self.engine, batch)
+            try:
+                self._write(batch)
+            except Exception as error:
+                if not partitions.is_missing_partition(error):
+                    raise
+                self._partitions.forget()  # another process's retention dropped one meanwhile
+                self._partitions.ensure(self.engine, batch)
+                self._write(batch)
         except _TRANSIENT as error:
             raise TransientStorageError(str(error)) from error
+
+    def _write(self, batch: WriteBatch) -> None:
+        with self.engine.begin() as connection:
+            write_batch(connection, batch)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -352,7 +381,9 @@ class SQLAlchemyStorage:
             row = connection.execute(select(sessions).where(sessions.c.id == target_id)).first()
             if row is not None:
                 return session_from_row(row)
-            row = connection.execute(select(llm_calls).where(llm_calls.c.id == target_id)).first()
+            row = connection.execute(
+                select(llm_calls).where(llm_calls.c.id == target_id).order_by(llm_calls.c.timestamp)
+            ).first()
         return None if row is None else call_from_row(row)
 
     def iter_scores(self, where: ScoreFilter, batch_size: int = 1_000) -> Iterator[list[Score]]:
