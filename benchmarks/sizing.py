@@ -7,7 +7,8 @@ process and the PostgreSQL server commit per core.
 Bytes per call: N realistic calls (sessions of 20 with two agent spans each, spread over a
 day, a sixth of them repeating a popular request) written through obsdeco's writer, without
 and with captured content, on SQLite and PostgreSQL (a schema of its own); every table and
-index measured afterwards (pg_total_relation_size after VACUUM; SQLite's dbstat).
+index measured afterwards (PostgreSQL: pg_table_size, TOAST included, and pg_indexes_size of
+every partition, after VACUUM; SQLite: dbstat).
 
 Rows per second: P processes (1, 2, 4, 8) each record M calls as fast as they can into one
 PostgreSQL store and flush. Per process: its CPU time and its writer thread's; for the server:
@@ -100,17 +101,20 @@ def _postgres_sizes(url: str) -> dict[str, dict[str, int]]:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(sqlalchemy.text("VACUUM ANALYZE"))
         sizes = {
-            table: dict(
-                connection.execute(
+            table: {
+                part: int(size)  # PostgreSQL's sum() is numeric
+                for part, size in connection.execute(
                     sqlalchemy.text(
-                        "SELECT pg_table_size(CAST(:name AS regclass)) AS table, "
-                        "pg_indexes_size(CAST(:name AS regclass)) AS indexes"
+                        "SELECT coalesce(sum(pg_table_size(relid)), 0) AS table, "
+                        "coalesce(sum(pg_indexes_size(relid)), 0) AS indexes "
+                        "FROM (SELECT CAST(:name AS regclass) AS relid UNION "
+                        "SELECT relid FROM pg_partition_tree(CAST(:name AS regclass))) AS parts"
                     ),
                     {"name": table},
                 )
                 .one()
-                ._mapping
-            )
+                ._mapping.items()
+            }
             for table in TABLES
         }
     engine.dispose()
