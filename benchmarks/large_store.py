@@ -299,7 +299,11 @@ def seed(url: str, calls: int, days: float, other_calls: int | None = None) -> S
     )
     started = time.perf_counter()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(sqlalchemy.text("VACUUM ANALYZE"))
+        connection.execute(
+            sqlalchemy.text(
+                "VACUUM ANALYZE llm_calls, sessions, agent_spans, call_rollups, request_hashes"
+            )
+        )
         counts = [
             _count(connection, f"SELECT count(*) FROM {table}")
             for table in ("llm_calls", "sessions", "agent_spans", "call_rollups")

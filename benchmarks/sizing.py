@@ -99,7 +99,7 @@ def write_calls(calls: int, content: bool, seed: int = 7) -> None:
 def _postgres_sizes(url: str) -> dict[str, dict[str, int]]:
     engine = sqlalchemy.create_engine(url)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(sqlalchemy.text("VACUUM ANALYZE"))
+        connection.execute(sqlalchemy.text(f"VACUUM ANALYZE {', '.join(TABLES)}"))
         sizes = {
             table: {
                 part: int(size)  # PostgreSQL's sum() is numeric
