@@ -1,5 +1,6 @@
 """Eight processes writing one PostgreSQL store, sharing request hashes and hours: every record
-stored exactly once, no deadlock, nothing dropped."""
+stored exactly once, every repeat count and rollup exact (no update of one writer lost to
+another's), no deadlock, nothing dropped."""
 
 from __future__ import annotations
 
@@ -74,6 +75,22 @@ def _deadlocks(url: str) -> int:
         engine.dispose()
 
 
+_HASHES_COUNTED = "SELECT request_hash, count(*) FROM llm_calls GROUP BY 1 ORDER BY 1"
+_HASHES_STORED = "SELECT request_hash, calls FROM request_hashes ORDER BY 1"
+_CALLS_GROUPED = (
+    "SELECT model, coalesce(agent_name, ''), repeated, count(*), round(sum(latency_ms)) "
+    "FROM llm_calls GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+)
+_ROLLED_UP = (
+    "SELECT model, agent_name, repeated, sum(calls), round(sum(latency_ms)) "
+    "FROM call_rollups GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+)
+
+
+def _rows(connection: sqlalchemy.Connection, sql: str) -> list[tuple[object, ...]]:
+    return [tuple(row) for row in connection.execute(sqlalchemy.text(sql))]
+
+
 def test_eight_processes_share_one_postgresql_store(database_of_its_own):
     postgres_url = database_of_its_own
     deadlocks_before = _deadlocks(postgres_url)
@@ -108,5 +125,9 @@ def test_eight_processes_share_one_postgresql_store(database_of_its_own):
             assert tuple(counted) == (24_000, 60)
             assert rolled.scalar_one() == 24_000
             assert repeated.scalar_one() == 24_000 - 60
+            assert _rows(connection, _HASHES_COUNTED) == _rows(connection, _HASHES_STORED)
+            assert _rows(connection, _ROLLED_UP) == _rows(connection, _CALLS_GROUPED)
+            sessions = connection.execute(sqlalchemy.text("SELECT call_count FROM sessions"))
+            assert sessions.scalars().all() == [3000] * 8
     finally:
         engine.dispose()

@@ -38,7 +38,7 @@ RELEASES = ("ac4868d", "c7b7835", "0e18ecf")
 the previous release. What each holds: tests/data/stores/README.md."""
 RELEASE_REVISION = {"ac4868d": "0001", "c7b7835": "0002", "0e18ecf": "0003"}
 PROJECT = "upgrade-fixture"
-HEAD = "0005"
+HEAD = "0006"
 
 
 def _engine(url: str) -> sqlalchemy.Engine:
@@ -330,7 +330,7 @@ def test_a_store_upgraded_by_a_newer_obsdeco_is_refused_by_name(database_url):
         with pytest.raises(
             schema_setup.UnknownStoreError,
             match="the store is at revision '0099', which this obsdeco \\(newest revision "
-            "0005\\) does not know: it was upgraded by a newer obsdeco",
+            "0006\\) does not know: it was upgraded by a newer obsdeco",
         ):
             schema_setup.prepare_schema(engine)
     finally:

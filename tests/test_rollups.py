@@ -13,7 +13,7 @@ import sqlalchemy
 import obsdeco
 from obsdeco.analyzers import PriceTable, build_report
 from obsdeco.models import LLMCall
-from obsdeco.storage import SQLAlchemyStorage, WriteBatch, histogram, rollups, schema
+from obsdeco.storage import SQLAlchemyStorage, WriteBatch, histogram, rollups, schema, schema_setup
 from obsdeco.storage.migrations.revisions import VERSION_TABLE
 
 BASE = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -370,3 +370,56 @@ def test_writers_of_several_processes_add_to_the_same_hour(configured):
 
     assert errors == []
     assert obsdeco.report("race").totals.calls == 2_000
+
+
+_STATISTICS = sqlalchemy.text(
+    "SELECT s.stxname, array_agg(a.attname::text ORDER BY a.attnum) "
+    "FROM pg_statistic_ext AS s "
+    "JOIN pg_attribute AS a ON a.attrelid = s.stxrelid AND a.attnum = ANY(s.stxkeys) "
+    "WHERE s.stxnamespace = current_schema()::regnamespace GROUP BY s.stxname ORDER BY 1"
+)
+
+
+def test_postgresql_keeps_distinct_counts_of_the_report_dimensions_together(postgres_url):
+    storage = SQLAlchemyStorage(postgres_url)
+    storage.count_sessions()
+    with storage.engine.begin() as connection:
+        made = connection.execute(_STATISTICS).all()
+    schema_setup.downgrade_schema(storage.engine, "0005")  # a store made before them
+    with storage.engine.begin() as connection:
+        assert connection.execute(_STATISTICS).all() == []
+    storage.close()
+    reopened = SQLAlchemyStorage(postgres_url)
+    reopened.count_sessions()
+    with reopened.engine.connect() as connection:
+        remade = connection.execute(_STATISTICS).all()
+    reopened.close()
+
+    expected = [
+        (
+            "call_rollups_groups_a",
+            [
+                "provider",
+                "provider_name",
+                "model",
+                "requested_model",
+                "agent_name",
+                "operation",
+                "success",
+            ],
+        ),
+        (
+            "call_rollups_groups_b",
+            [
+                "error_type",
+                "tokens_known",
+                "long_prompt",
+                "repeated",
+                "cache_hit",
+                "routed_from",
+                "shadow_model",
+            ],
+        ),
+    ]
+    assert [tuple(row) for row in made] == expected
+    assert [tuple(row) for row in remade] == expected

@@ -106,10 +106,12 @@ class Histogram:
         counts = np.concatenate([entries["count"].astype(np.int64), np.ones(raw.size, np.int64)])
         if not buckets.size:
             return []
-        distinct, inverse = np.unique(buckets, return_inverse=True)
-        cumulative = np.cumsum(np.bincount(inverse.reshape(-1), weights=counts))
+        lowest = int(buckets.min())  # buckets span a few thousand values: count them densely
+        dense = np.bincount(buckets - lowest, weights=counts)
+        present = np.flatnonzero(dense)
+        cumulative = np.cumsum(dense[present])
         total = int(cumulative[-1])
-        midpoints = 2 * GAMMA ** distinct.astype(np.float64) / (GAMMA + 1)
+        midpoints = 2 * GAMMA ** (present + lowest).astype(np.float64) / (GAMMA + 1)
         results = []
         for quantile in quantiles:
             rank = (total - 1) * quantile

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, LargeBinary, Select, func, literal, select
 
 from obsdeco.storage import rollups
 from obsdeco.storage.base import CallFilter, GroupKey, Quantiles
 from obsdeco.storage.histogram import Histogram
-from obsdeco.storage.rollup_reads import Hours, hours_where, rolled_up_parts
+from obsdeco.storage.rollup_reads import Hours, hours_where, make_room_to_hash, rolled_up_parts
 from obsdeco.storage.schema import call_rollups, llm_calls
 from obsdeco.storage.where import calls_where, group_column, group_value, rollup_value
 
@@ -33,6 +33,7 @@ def call_quantiles(
     rollup_keys = tuple(key for key in groupings if key is not None)
     parts = rolled_up_parts(where, rollup_keys)
     if parts is not None:
+        make_room_to_hash(connection)
         histograms = _histograms(connection, where, column, groupings, *parts)
         if sum(count for count, _, _ in histograms[groupings[0]].values()) > (
             rollups.EXACT_PERCENTILES_UP_TO
@@ -77,8 +78,10 @@ def _histograms(
         where,
         hours,
     )
+    if connection.dialect.name == "postgresql":
+        statement = _merged_by_group(statement)
     for row in connection.execute(statement):
-        add(tuple(row[:-3]), row[-3], row[-2], row[-1])
+        add(tuple(row[:-3]), int(row[-3]), row[-2], row[-1])
     values = llm_calls.c[column]
     for edge in edges:
         grouped: dict[tuple[Any, ...], list[float]] = {}
@@ -99,6 +102,24 @@ def _histograms(
             known[2].merge(histogram)
             merged[name] = (known[0] + calls, known[1] + summed, known[2])
     return found
+
+
+def _merged_by_group(statement: Select[Any]) -> Select[Any]:
+    """The rollup rows of `statement` summed per group in SQL, their histograms concatenated
+    (which merges them: a histogram's entries add up whatever their order), so that a row per
+    group reaches Python rather than a row per hour and dimension."""
+    rows = statement.subquery()
+    *names, count, total, encoded = rows.c
+    return (
+        select(
+            *names,
+            func.sum(count),
+            func.sum(total),
+            func.string_agg(encoded, literal(b"", LargeBinary)),
+        )
+        .group_by(*names)
+        .having(func.count() > 0)
+    )
 
 
 def _estimated(histograms: _Found, quantiles: Sequence[float]) -> dict[str | None, Quantiles]:

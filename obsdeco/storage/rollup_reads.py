@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, func, or_, select
+from sqlalchemy import Connection, Select, and_, func, or_, select, text
 
 from obsdeco.storage import rollups
 from obsdeco.storage.base import REPORT_GROUPS, CallAggregate, CallFilter, GroupKey
@@ -39,6 +39,19 @@ _AGGREGATE_SUMS = (
     "rate_limited_retries",
     "rate_limited_calls",
 )
+
+
+REPORT_WORK_MEM = "32MB"
+"""What PostgreSQL may use for each hash or sort of a query over the rollups. With its default
+(4MB), a project's few thousand groups of a dozen sums each exceed what the planner thinks it
+can hash in memory, and it sorts the project's rollups on disk instead (five times slower over
+a million rollup rows)."""
+
+
+def make_room_to_hash(connection: Connection) -> None:
+    """On PostgreSQL, let the rest of the connection's transaction use `REPORT_WORK_MEM`."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +108,7 @@ def aggregate_calls(
     if parts is None:
         return _aggregate_raw(connection, where, group_by)
     hours, edges = parts
+    make_room_to_hash(connection)
     found = _aggregate_rollups(connection, where, hours, group_by)
     for edge in edges:
         found += _aggregate_raw(connection, edge, group_by)

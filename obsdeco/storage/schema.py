@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     Boolean,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    event,
     false,
     text,
 )
@@ -27,6 +29,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from obsdeco.models import MAX_CODE_LENGTH, MAX_ID_LENGTH, MAX_NAME_LENGTH
 from obsdeco.provider_names import MAX_PROVIDER_NAME
+from obsdeco.storage.base import REPORT_GROUPS
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -224,6 +227,19 @@ call_rollups = Table(
     "operation, error type, routed_from or shadow_model; cache_hit is 'hit', 'miss' or '' "
     "(made outside obsdeco.cache())",
 )
+
+ROLLUP_GROUP_STATISTICS = {
+    f"call_rollups_groups_{part}": f"CREATE STATISTICS call_rollups_groups_{part} (ndistinct) "
+    f"ON {', '.join(columns)} FROM call_rollups"
+    for part, columns in (("a", REPORT_GROUPS[:7]), ("b", REPORT_GROUPS[7:]))
+}
+"""PostgreSQL: distinct counts of the report dimensions taken together (at most 8 columns a
+statistics object). Without them the planner multiplies each column's distinct count,
+expects a group per rollup row where there are a few thousand, and sorts a project's rollups
+on disk instead of hashing them (ten times slower). Made with the table (and by revision 0006
+on stores made before)."""
+for _statement in ROLLUP_GROUP_STATISTICS.values():
+    event.listen(call_rollups, "after_create", DDL(_statement).execute_if(dialect="postgresql"))
 
 request_hashes = Table(
     "request_hashes",
