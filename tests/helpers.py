@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import obsdeco
-from obsdeco import LLMCall
+from obsdeco import LLMCall, ModelProvider, Session
 
 CALL_FACTS = (
     "provider",
@@ -104,3 +105,20 @@ async def entered(manager: Any) -> AsyncIterator[Any]:
 
 def dumped(items: list[Any]) -> list[dict[str, Any]]:
     return [item.model_dump() for item in items]
+
+
+def stored_call(session: Session, moment: datetime, **fields: Any) -> LLMCall:
+    """A gpt-4o call of `session` at `moment` (100 prompt and 10 completion tokens, 200 ms),
+    with `fields` changed, as a store is given it."""
+    values = {
+        "session_id": session.id,
+        "project_name": session.project_name,
+        "timestamp": moment,
+        "provider": ModelProvider.OPENAI,
+        "model": "gpt-4o",
+        "prompt_tokens": 100,
+        "completion_tokens": 10,
+        "latency_ms": 200.0,
+    }
+    values.update(fields)
+    return LLMCall(**values)

@@ -12,7 +12,7 @@ import sqlalchemy
 from sqlalchemy import event
 
 import obsdeco
-from obsdeco.models import AgentSpan, LLMCall, ModelProvider, Session
+from obsdeco.models import AgentSpan, Session
 from obsdeco.storage import CallFilter, SessionState, SQLAlchemyStorage, WriteBatch, schema_setup
 from obsdeco.storage.partitions import (
     DAYS_AHEAD,
@@ -23,6 +23,7 @@ from obsdeco.storage.partitions import (
     unpartition_existing,
 )
 from obsdeco.storage.retention import RetentionPolicy
+from tests.helpers import stored_call
 
 TODAY = datetime.now(UTC).date()
 
@@ -33,21 +34,6 @@ def _at(day: date, hour: int = 12) -> datetime:
 
 def _day(offset: int) -> date:
     return TODAY + timedelta(days=offset)
-
-
-def _call(session: Session, moment: datetime, **fields) -> LLMCall:
-    values = {
-        "session_id": session.id,
-        "project_name": session.project_name,
-        "timestamp": moment,
-        "provider": ModelProvider.OPENAI,
-        "model": "gpt-4o",
-        "prompt_tokens": 100,
-        "completion_tokens": 10,
-        "latency_ms": 200.0,
-    }
-    values.update(fields)
-    return LLMCall(**values)
 
 
 def _span(session: Session, moment: datetime) -> AgentSpan:
@@ -98,7 +84,9 @@ def test_a_new_store_has_a_partition_for_today_and_each_day_ahead_in_its_own_sch
 
 def test_a_one_day_range_reads_the_one_partition_of_that_day(store):
     session = Session(project_name="shop", started_at=_at(_day(-2)))
-    store.write(WriteBatch(calls=[_call(session, _at(_day(offset))) for offset in (-2, -1, 0, 1)]))
+    store.write(
+        WriteBatch(calls=[stored_call(session, _at(_day(offset))) for offset in (-2, -1, 0, 1)])
+    )
     executed: list[tuple[str, object]] = []
 
     @event.listens_for(store.engine, "before_cursor_execute")
@@ -150,7 +138,7 @@ def test_calls_and_spans_long_past_or_far_ahead_are_stored_in_partitions_made_fo
 
 def test_a_partition_dropped_by_another_process_is_made_again_for_a_late_call(store, postgres_url):
     session = Session(project_name="shop", started_at=_at(_day(-30)))
-    store.write(WriteBatch(calls=[_call(session, _at(_day(-30), 1))]))
+    store.write(WriteBatch(calls=[stored_call(session, _at(_day(-30), 1))]))
     other = SQLAlchemyStorage(postgres_url)
     try:
         other.apply_retention(RetentionPolicy(days=10, rollup_days=10), datetime.now(UTC))
@@ -158,7 +146,7 @@ def test_a_partition_dropped_by_another_process_is_made_again_for_a_late_call(st
         other.close()
     assert _day(-30) not in _days(store, "llm_calls")
 
-    store.write(WriteBatch(calls=[_call(session, _at(_day(-30), 2))]))  # it knew the day
+    store.write(WriteBatch(calls=[stored_call(session, _at(_day(-30), 2))]))  # it knew the day
 
     assert [call.timestamp for call in store.query_calls(CallFilter())] == [_at(_day(-30), 2)]
 
@@ -173,7 +161,9 @@ def test_stores_creating_the_same_new_days_at_once_each_store_all_their_calls(po
         start.wait()
         try:
             store.write(
-                WriteBatch(calls=[_call(session, _at(_day(-60 - offset))) for offset in range(5)])
+                WriteBatch(
+                    calls=[stored_call(session, _at(_day(-60 - offset))) for offset in range(5)]
+                )
             )
         except Exception as error:  # reported by the assertion below
             failures.append(error)
@@ -197,7 +187,7 @@ def test_retention_drops_exactly_the_partitions_before_the_kept_days_and_reports
 ):
     session = Session(project_name="shop", started_at=_at(_day(-10)))
     calls = [
-        _call(session, _at(_day(-offset), hour), prompt_tokens=offset * 100 + hour)
+        stored_call(session, _at(_day(-offset), hour), prompt_tokens=offset * 100 + hour)
         for offset in range(11)
         for hour in (1, 13)
     ]
@@ -230,7 +220,9 @@ def test_rollups_kept_longer_than_the_calls_still_answer_reports_of_the_dropped_
     store, postgres_url
 ):
     session = Session(project_name="shop", started_at=_at(_day(-20)))
-    store.write(WriteBatch(calls=[_call(session, _at(_day(-offset))) for offset in (20, 10, 0)]))
+    store.write(
+        WriteBatch(calls=[stored_call(session, _at(_day(-offset))) for offset in (20, 10, 0)])
+    )
 
     store.apply_retention(RetentionPolicy(days=5, rollup_days=15), datetime.now(UTC))
 
@@ -253,7 +245,7 @@ def _old_store(url: str, batch: WriteBatch) -> None:
 
 def test_an_unpartitioned_store_is_partitioned_when_opened_with_every_row_kept(postgres_url):
     session = Session(project_name="shop", started_at=_at(_day(-50)))
-    calls = [_call(session, _at(_day(-offset), 5)) for offset in (50, 49, 3, 0)]
+    calls = [stored_call(session, _at(_day(-offset), 5)) for offset in (50, 49, 3, 0)]
     spans = [_span(session, _at(_day(-50))), _span(session, _at(_day(0)))]
     _old_store(
         postgres_url,
@@ -283,7 +275,7 @@ def test_an_unpartitioned_store_is_partitioned_when_opened_with_every_row_kept(p
 
 def test_partitioning_and_unpartitioning_are_each_the_others_inverse_and_idempotent(store):
     session = Session(project_name="shop", started_at=_at(_day(-5)))
-    calls = [_call(session, _at(_day(-offset))) for offset in (5, 1)]
+    calls = [stored_call(session, _at(_day(-offset))) for offset in (5, 1)]
     store.write(WriteBatch(calls=calls, spans=[_span(session, _at(_day(-5)))]))
 
     with store.engine.begin() as connection:

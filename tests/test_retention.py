@@ -12,11 +12,12 @@ from sqlalchemy import event
 import obsdeco
 from obsdeco.config import build_settings
 from obsdeco.maintenance import start_retention
-from obsdeco.models import AgentSpan, LLMCall, ModelProvider, Score, Session, Totals
+from obsdeco.models import AgentSpan, Score, Session, Totals
 from obsdeco.runtime import get_runtime
 from obsdeco.storage import CallFilter, SessionState, SQLAlchemyStorage, WriteBatch, retention
 from obsdeco.storage.base import ScoreFilter
 from obsdeco.storage.retention import RetentionPolicy
+from tests.helpers import stored_call
 
 NOW = datetime.now(UTC)
 TODAY = NOW.date()
@@ -24,21 +25,6 @@ TODAY = NOW.date()
 
 def _at(offset: int, hour: int = 12) -> datetime:
     return datetime.combine(TODAY + timedelta(days=offset), time(hour), UTC)
-
-
-def _call(session: Session, moment: datetime, **fields) -> LLMCall:
-    values = {
-        "session_id": session.id,
-        "project_name": session.project_name,
-        "timestamp": moment,
-        "provider": ModelProvider.OPENAI,
-        "model": "gpt-4o",
-        "prompt_tokens": 100,
-        "completion_tokens": 10,
-        "latency_ms": 200.0,
-    }
-    values.update(fields)
-    return LLMCall(**values)
 
 
 def _ended(session: Session, ended_at: datetime) -> SessionState:
@@ -58,11 +44,11 @@ def test_retention_removes_exactly_what_is_older_than_the_kept_days(store):
     straddling = Session(project_name="shop", started_at=_at(-6))
     recent = Session(project_name="shop", started_at=_at(-1))
     calls = [
-        _call(old, _at(-9)),
-        _call(old, _at(-4, 23)),
-        _call(straddling, _at(-3, 0)),
-        _call(recent, _at(-1)),
-        _call(recent, _at(0)),
+        stored_call(old, _at(-9)),
+        stored_call(old, _at(-4, 23)),
+        stored_call(straddling, _at(-3, 0)),
+        stored_call(recent, _at(-1)),
+        stored_call(recent, _at(0)),
     ]
     store.write(
         WriteBatch(
@@ -113,15 +99,17 @@ def test_repeats_count_only_the_identical_calls_still_stored(store):
     session = Session(project_name="shop", started_at=_at(-10))
     same = {"request_hash": "ab" * 32}
     store.write(
-        WriteBatch(calls=[_call(session, _at(-10), **same), _call(session, _at(-9), **same)])
+        WriteBatch(
+            calls=[stored_call(session, _at(-10), **same), stored_call(session, _at(-9), **same)]
+        )
     )
-    store.write(WriteBatch(calls=[_call(session, _at(-1), **same)]))
+    store.write(WriteBatch(calls=[stored_call(session, _at(-1), **same)]))
     assert store.most_repeated_requests("shop", 10) == [("ab" * 32, 3)]
 
     store.apply_retention(RetentionPolicy(days=2, rollup_days=2), NOW)
 
     assert store.most_repeated_requests("shop", 10) == []  # one identical call is left
-    store.write(WriteBatch(calls=[_call(session, _at(0), **same)]))
+    store.write(WriteBatch(calls=[stored_call(session, _at(0), **same)]))
     assert store.most_repeated_requests("shop", 10) == [("ab" * 32, 2)]
     repeated = store.query_calls(CallFilter(repeated=True))
     assert [call.timestamp for call in repeated] == [_at(-1), _at(0)]
@@ -130,10 +118,10 @@ def test_repeats_count_only_the_identical_calls_still_stored(store):
 def test_a_request_no_longer_stored_at_all_is_not_a_repeat_when_made_again(store):
     session = Session(project_name="shop", started_at=_at(-10))
     same = {"request_hash": "cd" * 32}
-    store.write(WriteBatch(calls=[_call(session, _at(-10), **same)]))
+    store.write(WriteBatch(calls=[stored_call(session, _at(-10), **same)]))
 
     store.apply_retention(RetentionPolicy(days=2, rollup_days=2), NOW)
-    store.write(WriteBatch(calls=[_call(session, _at(0), **same)]))
+    store.write(WriteBatch(calls=[stored_call(session, _at(0), **same)]))
 
     assert store.query_calls(CallFilter(repeated=True)) == []
     assert store.most_repeated_requests("shop", 10) == []
@@ -144,9 +132,10 @@ def test_sqlite_deletes_old_calls_a_bounded_batch_per_statement(sqlite_url, monk
     store = SQLAlchemyStorage(sqlite_url)
     session = Session(project_name="shop", started_at=_at(-20))
     old = [
-        _call(session, _at(-20) + timedelta(minutes=n), request_hash="ef" * 32) for n in range(10)
+        stored_call(session, _at(-20) + timedelta(minutes=n), request_hash="ef" * 32)
+        for n in range(10)
     ]
-    store.write(WriteBatch(calls=[*old, _call(session, _at(0), request_hash="ef" * 32)]))
+    store.write(WriteBatch(calls=[*old, stored_call(session, _at(0), request_hash="ef" * 32)]))
     deletes: list[str] = []
 
     @event.listens_for(store.engine, "before_cursor_execute")
@@ -161,14 +150,14 @@ def test_sqlite_deletes_old_calls_a_bounded_batch_per_statement(sqlite_url, monk
     assert result.deleted["llm_calls"] == 10
     assert [call.timestamp for call in store.query_calls(CallFilter())] == [_at(0)]
     assert store.most_repeated_requests("shop", 10) == []
-    store.write(WriteBatch(calls=[_call(session, _at(0, 13), request_hash="ef" * 32)]))
+    store.write(WriteBatch(calls=[stored_call(session, _at(0, 13), request_hash="ef" * 32)]))
     assert store.most_repeated_requests("shop", 10) == [("ef" * 32, 2)]
     store.close()
 
 
 def test_rollups_outlive_the_calls_by_rollup_retention_days(store):
     session = Session(project_name="shop", started_at=_at(-30))
-    store.write(WriteBatch(calls=[_call(session, _at(-offset)) for offset in (30, 12, 0)]))
+    store.write(WriteBatch(calls=[stored_call(session, _at(-offset)) for offset in (30, 12, 0)]))
 
     store.apply_retention(RetentionPolicy(days=7, rollup_days=20), NOW)
 
