@@ -28,7 +28,7 @@ from obsdeco.alerts.budget_usage import (
 )
 from obsdeco.alerts.events import AlertEvent
 from obsdeco.storage import SQLAlchemyStorage
-from obsdeco.storage.migrations.revisions import VERSION_TABLE
+from obsdeco.storage.migrations.state import VERSION_TABLE
 from obsdeco.windows import parse_window
 from tests.conftest import count_rows
 

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 import obsdeco
 from obsdeco.collector import sessions_in_memory
 from obsdeco.engine.experiments import assigned_variant
-from obsdeco.storage.migrations.revisions import VERSION_TABLE
+from obsdeco.storage.migrations.state import VERSION_TABLE
 
 VARIANTS = {"short": "Be brief.", "long": "Explain in detail."}
 PRICES = {

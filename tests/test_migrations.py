@@ -27,8 +27,8 @@ from sqlalchemy.engine import make_url
 import obsdeco
 from obsdeco import cli
 from obsdeco.runtime import get_runtime
-from obsdeco.storage import schema_setup
-from obsdeco.storage.migrations import revisions
+from obsdeco.storage import SQLAlchemyStorage, schema_setup
+from obsdeco.storage.migrations import revisions, state
 from obsdeco.storage.schema import metadata
 from tests.conftest import postgres_schema
 
@@ -236,6 +236,27 @@ def test_a_new_store_is_created_at_the_newest_revision(database_url):
 
     assert revision_of(database_url) == HEAD
     assert schema_differences(database_url) == []
+
+
+def test_the_head_obsdeco_checks_stores_against_is_the_newest_revision_script():
+    assert state.HEAD == revisions.head() == HEAD
+
+
+def test_opening_a_current_store_loads_no_alembic(tmp_path):
+    url = f"sqlite:///{tmp_path / 'current.db'}"
+    SQLAlchemyStorage(url).count_sessions()
+    opened = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from obsdeco.storage import SQLAlchemyStorage; "
+            f"SQLAlchemyStorage({url!r}).count_sessions(); print('alembic' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert opened.stdout == "False\n"
 
 
 def test_every_revision_from_an_empty_database_builds_the_schema_obsdeco_defines(database_url):

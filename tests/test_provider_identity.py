@@ -20,7 +20,7 @@ from obsdeco import ModelProvider
 from obsdeco.collector import sessions_in_memory
 from obsdeco.integrations.identity import _known_provider, host_key, provider_name_for
 from obsdeco.provider_names import default_provider_name, otel_name, price_provider_id
-from obsdeco.storage.migrations.revisions import VERSION_TABLE
+from obsdeco.storage.migrations.state import VERSION_TABLE
 from obsdeco.storage.schema import call_rollups
 from obsdeco.testing import ProviderServer, Reply
 from tests.helpers import in_session

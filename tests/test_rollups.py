@@ -14,7 +14,7 @@ import obsdeco
 from obsdeco.analyzers import PriceTable, build_report
 from obsdeco.models import LLMCall
 from obsdeco.storage import SQLAlchemyStorage, WriteBatch, histogram, rollups, schema, schema_setup
-from obsdeco.storage.migrations.revisions import VERSION_TABLE
+from obsdeco.storage.migrations.state import VERSION_TABLE
 
 BASE = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ import sqlalchemy
 import obsdeco
 from obsdeco.models import AgentSpan, LLMCall, ModelProvider, Session, Totals
 from obsdeco.storage import CallFilter, SessionState, SQLAlchemyStorage, WriteBatch
-from obsdeco.storage.migrations.revisions import VERSION_TABLE
+from obsdeco.storage.migrations.state import VERSION_TABLE
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 

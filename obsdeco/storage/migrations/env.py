@@ -5,7 +5,7 @@ cache's, an application's) are no part of obsdeco's schema: autogenerate leaves 
 
 from alembic import context
 
-from obsdeco.storage.migrations.revisions import VERSION_TABLE
+from obsdeco.storage.migrations.state import VERSION_TABLE
 from obsdeco.storage.schema import metadata
 
 context.configure(

@@ -10,9 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
-VERSION_TABLE = "obsdeco_alembic_version"
-"""Not Alembic's default `alembic_version`: the store may share its database with an
-application's own Alembic history."""
+from obsdeco.storage.migrations.state import VERSION_TABLE
+
 FIRST = "0001"
 """The first release's store, where a store written before migrations is placed."""
 LOCATION = Path(__file__).resolve().parent
