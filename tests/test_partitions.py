@@ -13,16 +13,25 @@ from sqlalchemy import event
 
 import obsdeco
 from obsdeco.models import AgentSpan, Session
-from obsdeco.storage import CallFilter, SessionState, SQLAlchemyStorage, WriteBatch, schema_setup
+from obsdeco.storage import (
+    CallFilter,
+    SessionState,
+    SQLAlchemyStorage,
+    WriteBatch,
+    retention,
+    schema_setup,
+)
+from obsdeco.storage.bulk_writes import write_batch
 from obsdeco.storage.partitions import (
     DAYS_AHEAD,
     create_days,
     existing_days,
     is_partitioned,
     partition_existing,
+    partition_name,
     unpartition_existing,
 )
-from obsdeco.storage.retention import RetentionPolicy
+from obsdeco.storage.retention import RetentionPolicy, RetentionResult
 from tests.helpers import stored_call
 
 TODAY = datetime.now(UTC).date()
@@ -319,3 +328,63 @@ def test_a_bulk_import_by_sql_goes_into_the_partitions_create_days_makes(store, 
     imported = obsdeco.report("bulk", since=_at(_day(-41), 0))
     assert (imported.totals.calls, imported.totals.prompt_tokens) == (3, 21)
     assert {_day(-40), _day(-39), _day(-38)} <= _days(store, "agent_spans")
+
+
+@pytest.mark.parametrize(
+    ("moment", "partition"),
+    [
+        (datetime(999, 1, 1, 4, tzinfo=UTC), "llm_calls_p09990101"),
+        (datetime(9999, 12, 31, 23, 59, tzinfo=UTC), "llm_calls_p99991231"),
+    ],
+)
+def test_calls_at_the_ends_of_the_calendar_are_stored_and_their_partition_found_again(
+    store, postgres_url, moment, partition
+):
+    session = Session(project_name="shop", started_at=moment)
+    store.write(WriteBatch(calls=[stored_call(session, moment)]))
+    reopened = SQLAlchemyStorage(postgres_url)  # knows no partition until it reads them
+    try:
+        reopened.write(WriteBatch(calls=[stored_call(session, moment + timedelta(seconds=1))]))
+        assert len(reopened.query_calls(CallFilter(session_id=session.id))) == 2
+        assert partition in _tables_in_schema(reopened, "llm_calls_p")
+        assert moment.date() in _days(reopened, "llm_calls")
+    finally:
+        reopened.close()
+
+
+def test_retention_waits_for_a_writer_adding_to_a_partition_it_drops(store):
+    """A call written into an old day while retention drops that day is not left counted in
+    the repeat counts (else the next identical call would be marked a repeat)."""
+    session = Session(project_name="shop", started_at=_at(_day(-30)))
+    store.write(WriteBatch(calls=[stored_call(session, _at(_day(-30)), request_hash="aa" * 32)]))
+    late = WriteBatch(calls=[stored_call(session, _at(_day(-30), 13), request_hash="aa" * 32)])
+    writer = store.engine.connect()
+    transaction = writer.begin()
+    write_batch(writer, late)  # not committed yet
+    passes: list[RetentionResult] = []
+    dropping = threading.Thread(
+        target=lambda: passes.append(
+            retention.apply(store.engine, RetentionPolicy(days=7, rollup_days=7), _at(_day(0)))
+        )
+    )
+    dropping.start()
+    with store.engine.connect() as watcher:
+        waiting = sqlalchemy.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE 'LOCK TABLE%'"
+        )
+        while dropping.is_alive() and not watcher.execute(waiting).scalar():
+            watcher.rollback()
+    transaction.commit()
+    writer.close()
+    dropping.join()
+
+    assert passes[0].dropped_partitions == [partition_name("llm_calls", _day(-30))]
+    with store.engine.connect() as connection:
+        counted = connection.execute(
+            sqlalchemy.text("SELECT count(*) FROM request_hashes")
+        ).scalar()
+    assert counted == 0
+    fresh = stored_call(Session(project_name="shop"), _at(_day(0)), request_hash="aa" * 32)
+    store.write(WriteBatch(calls=[fresh]))
+    assert store.query_calls(CallFilter(repeated=True)) == []

@@ -166,6 +166,17 @@ def test_rollups_outlive_the_calls_by_rollup_retention_days(store):
     assert [row.calls for row in month] == [2]
 
 
+def test_rebuilding_rollups_keeps_those_of_hours_whose_calls_retention_removed(store):
+    session = Session(project_name="shop", started_at=_at(-12))
+    store.write(WriteBatch(calls=[stored_call(session, _at(-offset)) for offset in (12, 0)]))
+    store.apply_retention(RetentionPolicy(days=7, rollup_days=20), NOW)
+
+    store.rebuild_rollups()
+
+    month = store.aggregate_calls(CallFilter(project="shop", since=_at(-40, 0)))
+    assert [(row.calls, row.prompt_tokens) for row in month] == [(2, 200)]
+
+
 def test_configure_applies_retention_in_the_background_at_first_use(sqlite_url):
     obsdeco.configure(project="shop", database_url=sqlite_url)
     collector = obsdeco.MetricsCollector()

@@ -41,7 +41,7 @@ queue behind it meanwhile); on timeout the retention pass ends and the next one 
 
 def partition_name(table: str, day: date) -> str:
     """The name of `table`'s partition holding `day`, e.g. llm_calls_p20261201."""
-    return f"{table}_p{day:%Y%m%d}"
+    return f"{table}_p{day.year:04d}{day.month:02d}{day.day:02d}"
 
 
 def utc_day(moment: datetime) -> date:
@@ -50,6 +50,11 @@ def utc_day(moment: datetime) -> date:
 
 def _midnight(day: date) -> str:
     return f"{day.isoformat()} 00:00:00+00"
+
+
+def _end_of(day: date) -> str:
+    """The upper bound of `day`'s partition: the next midnight (the last day has none)."""
+    return "MAXVALUE" if day == date.max else f"'{_midnight(day + timedelta(days=1))}'"
 
 
 def is_partitioned(connection: Connection, table: str) -> bool:
@@ -75,7 +80,8 @@ def existing_days(connection: Connection, table: str) -> set[date]:
     for name in names:
         match = pattern.fullmatch(name)
         if match is not None:
-            days.add(datetime.strptime(match.group(1), "%Y%m%d").date())
+            digits = match.group(1)
+            days.add(date(int(digits[:4]), int(digits[4:6]), int(digits[6:])))
     return days
 
 
@@ -98,7 +104,7 @@ def create_partitions(connection: Connection, table: str, days: Iterable[date]) 
         connection.execute(
             text(
                 f'ALTER TABLE "{table}" ATTACH PARTITION "{name}" FOR VALUES '
-                f"FROM ('{_midnight(day)}') TO ('{_midnight(day + timedelta(days=1))}')"
+                f"FROM ('{_midnight(day)}') TO ({_end_of(day)})"
             )
         )
         have.add(day)

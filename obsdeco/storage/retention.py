@@ -104,6 +104,9 @@ def _drop_partitions(engine: Engine, cutoff: date, result: RetentionResult) -> N
                 partitions.lock_partitions(connection, partitions.DROP_LOCK_TIMEOUT)
                 if day not in partitions.existing_days(connection, table):
                     continue  # another process dropped it meanwhile
+                # Writers adding to the partition finish first, so that every call uncounted
+                # is one that goes (the lock waits at most DROP_LOCK_TIMEOUT).
+                connection.execute(text(f'LOCK TABLE "{name}" IN ACCESS EXCLUSIVE MODE'))
                 if table == llm_calls.name:
                     _uncount_partition(connection, name)
                 connection.execute(text(f'DROP TABLE "{name}"'))

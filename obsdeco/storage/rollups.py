@@ -471,9 +471,12 @@ def fill_provider_names(connection: Connection) -> None:
 def rebuild(connection: Connection) -> None:
     """Recompute repeats and rollups from the stored calls (after an upgrade, or after calls
     were inserted by other means than obsdeco's writer); calls stored without a provider name
-    get their provider's default one first."""
+    get their provider's default one first. Rollups of hours before the oldest stored call
+    are kept: retention may have removed their calls and kept them."""
     fill_provider_names(connection)
-    connection.execute(delete(call_rollups))
+    oldest = connection.execute(select(func.min(llm_calls.c.timestamp))).scalar()
+    if oldest is not None:
+        connection.execute(delete(call_rollups).where(call_rollups.c.hour >= hour_of(oldest)))
     connection.execute(delete(request_hashes))
     identical = (llm_calls.c.project_name, llm_calls.c.request_hash)
     counted = llm_calls.c.success.is_(True) & llm_calls.c.request_hash.is_not(None)
