@@ -214,19 +214,12 @@ def _upsert_sessions(connection: Connection, states: list[SessionState]) -> None
     ended = [_session_row(s) for s in latest.values() if s.totals is not None]
     for rows in (started, ended):
         if rows:
-            connection.execute(_session_upsert(connection, tuple(rows[0])), rows)
+            connection.execute(_session_upsert(connection.dialect.name, tuple(rows[0])), rows)
 
 
-_session_upserts: dict[tuple[str, tuple[str, ...]], Executable] = {}
-
-
-def _session_upsert(connection: Connection, names: tuple[str, ...]) -> Executable:
+@lru_cache(maxsize=16)
+def _session_upsert(dialect: str, names: tuple[str, ...]) -> Executable:
     """The dialect's upsert of session rows of these columns (built once per kind of row)."""
-    key = (connection.dialect.name, names)
-    statement = _session_upserts.get(key)
-    if statement is None:
-        insert_rows = upsert_insert(connection, sessions)
-        updated = {name: insert_rows.excluded[name] for name in names if name != "id"}
-        statement = insert_rows.on_conflict_do_update(index_elements=["id"], set_=updated)
-        _session_upserts[key] = statement
-    return statement
+    insert_rows = upsert_insert(dialect, sessions)
+    updated = {name: insert_rows.excluded[name] for name in names if name != "id"}
+    return insert_rows.on_conflict_do_update(index_elements=["id"], set_=updated)

@@ -30,9 +30,8 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects import sqlite
 
-from obsdeco.storage import partitions
+from obsdeco.storage import partitions, rollups
 from obsdeco.storage.schema import (
     agent_spans,
     call_rollups,
@@ -143,27 +142,19 @@ def _uncount_deleted(connection: Connection, deleted: Iterable[Any]) -> None:
     )
     if not gone:
         return
-    counted = [
-        {"project_name": project, "request_hash": request, "calls": -calls}
-        for (project, request), calls in sorted(gone.items())
+    stored = rollups.add_request_counts(connection, {key: -calls for key, calls in gone.items()})
+    emptied = [
+        {"project": project, "request": request} for project, request, calls in stored if calls <= 0
     ]
-    upsert = sqlite.insert(request_hashes)
-    connection.execute(
-        upsert.on_conflict_do_update(
-            index_elements=["project_name", "request_hash"],
-            set_={"calls": request_hashes.c.calls + upsert.excluded.calls},
-        ),
-        counted,
-    )
-    hashes = request_hashes.c
-    connection.execute(
-        delete(request_hashes).where(
-            hashes.project_name == bindparam("project"),
-            hashes.request_hash == bindparam("request"),
-            hashes.calls <= 0,
-        ),
-        [{"project": row["project_name"], "request": row["request_hash"]} for row in counted],
-    )
+    if emptied:
+        hashes = request_hashes.c
+        connection.execute(
+            delete(request_hashes).where(
+                hashes.project_name == bindparam("project"),
+                hashes.request_hash == bindparam("request"),
+            ),
+            emptied,
+        )
 
 
 def _delete_batches(

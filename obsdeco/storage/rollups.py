@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from itertools import repeat
 from operator import floordiv, sub
 from typing import Any
@@ -308,10 +309,11 @@ _UPSERT_COUNTS = (
 )
 
 
-def _counted_before(
+def add_request_counts(
     connection: Connection, counted: dict[tuple[str, str], int]
 ) -> list[tuple[str, str, int]]:
-    """Add the counts to `request_hashes`; the stored (project, request, calls) after it.
+    """Add the counts (negative to take calls off) to `request_hashes`; the stored
+    (project, request, calls) after it.
 
     Straight through the driver: this runs for every batch, and one statement per chunk of
     rows costs a fraction of SQLAlchemy's executemany with RETURNING. Rows go in key order, so
@@ -372,7 +374,7 @@ def mark_repeats(
         return [False] * size
     seen = {
         (project, request)
-        for project, request, stored in _counted_before(connection, counted)
+        for project, request, stored in add_request_counts(connection, counted)
         if stored > counted[(project, request)]
     }
     flags = []
@@ -395,7 +397,7 @@ def add(connection: Connection, sums: dict[RollupKey, _Sums]) -> None:
         return
     empty = _Sums().values()
     connection.execute(
-        _create_missing(connection),
+        _create_missing(connection.dialect.name),
         [_stored_key(key) | empty for key in sorted(sums, key=_sort_key)],
     )
     projects = sorted({key[0] for key in sums})
@@ -414,17 +416,10 @@ def add(connection: Connection, sums: dict[RollupKey, _Sums]) -> None:
     )
 
 
-_created_missing: dict[str, Executable] = {}
-
-
-def _create_missing(connection: Connection) -> Executable:
+@lru_cache(maxsize=4)
+def _create_missing(dialect: str) -> Executable:
     """The dialect's INSERT of rollup rows that skips the keys already stored (built once)."""
-    dialect = connection.dialect.name
-    statement = _created_missing.get(dialect)
-    if statement is None:
-        statement = upsert_insert(connection, call_rollups).on_conflict_do_nothing()
-        _created_missing[dialect] = statement
-    return statement
+    return upsert_insert(dialect, call_rollups).on_conflict_do_nothing()
 
 
 _KEYS = [call_rollups.c[name] for name in _KEY_COLUMNS]

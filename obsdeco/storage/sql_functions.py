@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, Connection, Engine, Float, Table, cast, func
+from sqlalchemy import Boolean, ColumnElement, Float, Table, cast, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
@@ -15,9 +15,9 @@ from sqlalchemy.sql.selectable import TableValuedAlias
 from obsdeco.storage.schema import UTCDateTime
 
 
-def upsert_insert(bind: Connection | Engine, table: Table) -> postgresql.Insert | sqlite.Insert:
-    """The dialect's INSERT into `table`, which has `on_conflict_do_update` / `_do_nothing`."""
-    if bind.dialect.name == "postgresql":
+def upsert_insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """`dialect`'s INSERT into `table`, which has `on_conflict_do_update` / `_do_nothing`."""
+    if dialect == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
 
