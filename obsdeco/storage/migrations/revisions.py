@@ -40,12 +40,6 @@ def _context(connection: Connection) -> MigrationContext:
     return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
 
 
-def current(connection: Connection) -> str | None:
-    """The store's revision; None without a version table (an empty database, or a store
-    written before migrations)."""
-    return _context(connection).get_current_revision()
-
-
 def stamp(connection: Connection, revision: str) -> None:
     """Record `revision` as the store's, changing nothing else."""
     _context(connection).stamp(scripts(), revision)

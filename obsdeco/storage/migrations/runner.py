@@ -9,7 +9,7 @@ from sqlalchemy import Connection, Engine, inspect, select
 from obsdeco.storage import rollups
 from obsdeco.storage.migrations import revisions
 from obsdeco.storage.migrations.locking import one_process_at_a_time
-from obsdeco.storage.migrations.state import SchemaChange, UnknownStoreError
+from obsdeco.storage.migrations.state import SchemaChange, UnknownStoreError, stored_revision
 from obsdeco.storage.schema import call_rollups, llm_calls, metadata
 
 _FIRST_RELEASE = {
@@ -24,7 +24,7 @@ def upgrade(engine: Engine) -> SchemaChange:
     """Bring the store at `engine` to the newest revision (creating it in an empty database)."""
     newest = revisions.head()
     with one_process_at_a_time(engine) as connection:
-        before = revisions.current(connection)
+        before = stored_revision(connection)
         if before == newest:
             return SchemaChange(newest, newest, "none")
         if before is None and not inspect(connection).has_table(llm_calls.name):
@@ -47,11 +47,11 @@ def upgrade(engine: Engine) -> SchemaChange:
 def downgrade(engine: Engine, revision: str) -> SchemaChange:
     """Take the store at `engine` down to `revision` (see `schema_setup.downgrade_schema`)."""
     with one_process_at_a_time(engine) as connection:
-        before = revisions.current(connection)
+        before = stored_revision(connection)
         if before is None:
             raise UnknownStoreError("the store has no revision to downgrade from")
         command.downgrade(revisions.config(connection), revision)
-        return SchemaChange(before, revisions.current(connection) or revision, "downgraded")
+        return SchemaChange(before, stored_revision(connection) or revision, "downgraded")
 
 
 def _check_first_release(connection: Connection) -> None:
