@@ -69,13 +69,12 @@ def merge_into(counts: dict[int, int], encoded: bytes | None) -> None:
     if not encoded:
         return
     entries = np.frombuffer(encoded, dtype=_ENTRY)
-    for bucket, count in zip(entries["bucket"].tolist(), entries["count"].tolist(), strict=True):
-        counts[bucket] = counts.get(bucket, 0) + count
+    add_counts(counts, zip(entries["bucket"].tolist(), entries["count"].tolist(), strict=True))
 
 
-def add_counts(counts: dict[int, int], more: dict[int, int]) -> None:
-    """Add the bucket counts `more` to `counts`."""
-    for bucket, count in more.items():
+def add_counts(counts: dict[int, int], more: Iterable[tuple[int, int]]) -> None:
+    """Add (bucket, count) pairs to `counts`."""
+    for bucket, count in more:
         counts[bucket] = counts.get(bucket, 0) + count
 
 

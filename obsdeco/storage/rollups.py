@@ -231,8 +231,8 @@ def accumulate(into: dict[RollupKey, _Sums], facts: Facts) -> None:
         keys, sums, largest.tolist(), latency_counts, first_token_counts, strict=True
     ):
         total.largest_prompt_tokens = largest_prompt
-        histogram.add_counts(total.latency_buckets, latencies)
-        histogram.add_counts(total.first_token_buckets, first_tokens)
+        histogram.add_counts(total.latency_buckets, latencies.items())
+        histogram.add_counts(total.first_token_buckets, first_tokens.items())
         into[key] = total
 
 
